@@ -1,0 +1,38 @@
+"""The HTTP API: /cluster (the app's contract), /health and the home page."""
+
+from flask import Blueprint, Response, render_template, request
+
+from . import model as segment_model
+from .interests import encode_interests
+from .schemas import ClusterRequest, ClusterResponse
+
+bp = Blueprint("api", __name__)
+
+
+@bp.post("/cluster")
+def cluster() -> Response:
+    """Assign one user to a segment. Any Content-Type: the body is read as JSON."""
+    body = ClusterRequest.model_validate_json(request.get_data(cache=False))
+    model = segment_model.get_model()
+    features = encode_interests(dict(body.interests))
+    segments, scores = model.assign(features[None, :])
+    segment = int(segments[0])
+    answer = ClusterResponse(
+        user_id=body.user_id,
+        cluster=segment,
+        label=model.segment_label(segment),
+        scores={str(i + 1): float(s) for i, s in enumerate(scores[0])},
+        no_interests=not features.any(),
+        model_version=model.version,
+    )
+    return Response(answer.model_dump_json(), mimetype="application/json")
+
+
+@bp.get("/health")
+def health() -> dict:
+    return {"status": "ok", "model_version": segment_model.get_model().version}
+
+
+@bp.get("/")
+def index() -> str:
+    return render_template("index.html", model=segment_model.get_model())

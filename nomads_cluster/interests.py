@@ -1,0 +1,54 @@
+"""The 26 interests: their keys, the survey labels they come from, and their encoding.
+
+The order of ``INTEREST_KEYS`` is the order of the model's feature columns; the keys
+are also the JSON keys the app sends, spelling included ("burguers", "trecking").
+"""
+
+from collections.abc import Mapping
+
+import numpy as np
+
+INTEREST_KEYS: tuple[str, ...] = (
+    # sports
+    "climbing", "fitness", "football", "paddle", "running", "surf", "trecking", "volley",
+    # culture
+    "bookstores", "concerts", "guidedVisits", "movies", "museums", "parks", "ruralTourism",
+    "theaters",
+    # food
+    "burguers", "chinese", "indian", "italian", "mediterranean", "sushi",
+    # leisure
+    "coffee", "drinks", "parties", "sunsets",
+)  # fmt: skip
+
+INTEREST_INDEX: dict[str, int] = {key: i for i, key in enumerate(INTEREST_KEYS)}
+
+# Survey labels whose key is not simply the label in lower camel case.
+_LABEL_EXCEPTIONS = {
+    "Voley": "volley",
+    "Burgers": "burguers",
+    "Drinks at night": "drinks",
+    "Guided visits": "guidedVisits",
+    "Rural tourism": "ruralTourism",
+}
+
+
+def label_to_key(label: str) -> str | None:
+    """The interest key of a survey label ("Rural tourism" -> "ruralTourism"), or None."""
+    label = label.strip()
+    key = _LABEL_EXCEPTIONS.get(label)
+    if key is None:
+        words = label.split()
+        key = "".join([words[0].lower(), *(w.capitalize() for w in words[1:])]) if words else ""
+    return key if key in INTEREST_INDEX else None
+
+
+def encode_interests(interests: Mapping[str, bool]) -> np.ndarray:
+    """The 0/1 feature vector of one user's interests; a missing interest counts as false.
+
+    Keys must already be valid interest keys (the request schema checks them).
+    """
+    vector = np.zeros(len(INTEREST_KEYS))
+    for key, chosen in interests.items():
+        if chosen:
+            vector[INTEREST_INDEX[key]] = 1.0
+    return vector

@@ -1,0 +1,133 @@
+"""The segmentation model: loading ``model.pkl`` safely, and scoring users with it.
+
+A pickle is code, so the service unpickles ``model.pkl`` only when its sha256 matches
+the model card, and even then only the few classes an NMF model file holds: the NMF
+estimator is read into a plain stand-in, which also keeps scikit-learn (and its
+start-up time and memory) out of the serving processes.
+"""
+
+import hashlib
+import io
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flask import Flask, current_app
+from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
+
+from .interests import INTEREST_KEYS
+from .scoring import SegmentScorer, assign_segments
+
+MODEL_FILE = "model.pkl"
+CARD_FILE = "model.json"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+
+
+class ModelError(RuntimeError):
+    """The model directory cannot be served; the message says why, in one line."""
+
+
+class _EstimatorState:
+    """Stand-in for the pickled estimator class: keeps its attributes, runs nothing."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("sklearn.decomposition._nmf", "NMF"): _EstimatorState,
+    ("joblib.numpy_pickle", "NumpyArrayWrapper"): NumpyArrayWrapper,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
+    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
+}
+
+
+class _ModelUnpickler(NumpyUnpickler):
+    """joblib's unpickler, restricted to the globals an NMF model file needs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"{module}.{name} is not allowed in a model file"
+            ) from None
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_components(raw: bytes, origin: str) -> np.ndarray:
+    """The NMF components stored in the bytes of a joblib ``model.pkl``."""
+    try:
+        estimator = _ModelUnpickler(origin, io.BytesIO(raw), ensure_native_byte_order=True).load()
+    except Exception as exc:  # any failure to read is the same refusal
+        raise ModelError(f"{origin}: cannot be read as an NMF model ({exc})") from None
+    if not isinstance(estimator, _EstimatorState) or "components_" not in estimator.state:
+        raise ModelError(f"{origin}: does not hold a fitted NMF model")
+    return np.asarray(estimator.state["components_"], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class SegmentModel:
+    """A loaded model: its card, and the scorer built from its components."""
+
+    card: dict[str, Any]
+    scorer: SegmentScorer
+
+    @property
+    def version(self) -> str:
+        return self.card["version"]
+
+    @property
+    def n_segments(self) -> int:
+        return self.scorer.n_components
+
+    def segment_label(self, segment: int) -> str:
+        return self.card["segments"][segment - 1]["label"]
+
+    def assign(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Segments (1-based) and scores of a (n_users, 26) 0/1 matrix."""
+        scores = self.scorer.scores(features)
+        return assign_segments(scores), scores
+
+
+def load_model(model_dir: str | Path) -> SegmentModel:
+    """Load ``model.pkl`` after checking it against the card ``model.json`` beside it."""
+    model_dir = Path(model_dir)
+    card_path, model_path = model_dir / CARD_FILE, model_dir / MODEL_FILE
+    try:
+        card = json.loads(card_path.read_text())
+        raw = model_path.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the model in {model_dir}: {exc}") from None
+    actual = hashlib.sha256(raw).hexdigest()
+    expected = card.get("model_sha256")
+    if actual != expected:
+        raise ModelError(
+            f"refusing to unpickle {model_path}: its sha256 {actual} differs from "
+            f"{expected} in {card_path.name}"
+        )
+    if tuple(card.get("feature_columns", ())) != INTEREST_KEYS:
+        raise ModelError(f"{card_path}: feature_columns are not the 26 interests in order")
+    components = read_components(raw, str(model_path))
+    if components.shape != (card.get("n_components"), len(INTEREST_KEYS)):
+        raise ModelError(
+            f"{model_path}: components of shape {components.shape} do not fit the card"
+        )
+    return SegmentModel(card=card, scorer=SegmentScorer(components))
+
+
+def init_app(app: Flask) -> None:
+    """Load the model named by the MODEL_DIR setting once, at start-up."""
+    app.extensions["segment_model"] = load_model(app.config["MODEL_DIR"])
+
+
+def get_model() -> SegmentModel:
+    return current_app.extensions["segment_model"]

@@ -1,0 +1,88 @@
+"""Errors as RFC 9457 problem details (application/problem+json), for every route.
+
+Each problem says what is wrong and, for a request body, where (a JSON pointer).
+"""
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+
+from .interests import INTEREST_KEYS
+
+PROBLEM_MIMETYPE = "application/problem+json"
+log = logging.getLogger(__name__)
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(json.dumps(body), status, headers=headers, mimetype=PROBLEM_MIMETYPE)
+
+
+def _pointer(loc: tuple[int | str, ...]) -> str:
+    """A JSON pointer, as a URI fragment: "#" is the whole body."""
+    return "#" + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind, loc = error["type"], error["loc"]
+    if kind == "extra_forbidden" and loc[:1] == ("interests",):
+        return f"unknown interest {loc[-1]!r}; valid interests: {', '.join(INTEREST_KEYS)}"
+    if kind == "missing":
+        return "is required"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be a JSON object"
+    return error["msg"]
+
+
+def validation_problem(exc: ValidationError) -> Response:
+    """400 for a body that is not JSON at all, 422 for JSON that breaks the schema."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if errors[0]["type"] == "json_invalid":
+        detail = "the body is empty" if not request.content_length else errors[0]["msg"]
+        return problem_response(400, "Malformed JSON", f"{detail}; send a JSON object")
+    listed = [{"pointer": _pointer(e["loc"]), "detail": _describe(e)} for e in errors]
+    summary = "; ".join(f"{e['pointer']} {e['detail']}" for e in listed)
+    return problem_response(422, "Invalid request body", summary, errors=listed)
+
+
+def http_problem(exc: HTTPException) -> Response:
+    headers = dict(exc.get_headers())
+    headers.pop("Content-Type", None)
+    detail = exc.description or ""
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        allowed = [m for m in exc.valid_methods if m not in ("HEAD", "OPTIONS")]
+        detail = f"{request.method} is not allowed on {request.path}: use {' or '.join(allowed)}"
+        if "POST" in allowed:
+            detail += ' with a JSON body such as {"_id": "42", "interests": {"surf": true}}'
+    elif isinstance(exc, RequestEntityTooLarge):
+        detail = f"the body is larger than the {request.max_content_length} bytes accepted here"
+    return problem_response(exc.code or 500, exc.name, detail, headers=headers)
+
+
+def unexpected_problem(exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return problem_response(500, "Internal Server Error", "the error was logged")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ValidationError, validation_problem)
+    app.register_error_handler(HTTPException, http_problem)
+    app.register_error_handler(Exception, unexpected_problem)

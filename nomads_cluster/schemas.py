@@ -1,0 +1,68 @@
+"""Request and response schemas of the HTTP API (pydantic v2): one source of truth."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, create_model
+from pydantic_core import PydanticCustomError
+
+from .interests import INTEREST_KEYS
+
+MAX_ID_LENGTH = 256
+
+
+def _interest_value(value: Any) -> bool:
+    # bool is a subclass of int: test it first, and refuse 1.0, "1" and friends.
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise PydanticCustomError("interest_value", "must be true, false, 0 or 1")
+
+
+def _user_id(value: Any) -> str | int:
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+        return value
+    if type(value) is int:
+        return value
+    raise PydanticCustomError(
+        "user_id", f"must be a non-empty string (at most {MAX_ID_LENGTH} characters) or an integer"
+    )
+
+
+InterestValue = Annotated[
+    bool, PlainValidator(_interest_value, json_schema_input_type=bool | Literal[0, 1])
+]
+UserId = Annotated[str | int, PlainValidator(_user_id, json_schema_input_type=str | int)]
+
+# One optional field per interest, false when missing; any other key is an error.
+Interests = create_model(
+    "Interests",
+    __config__=ConfigDict(extra="forbid"),
+    **{key: (InterestValue, False) for key in INTEREST_KEYS},
+)
+
+
+class ClusterRequest(BaseModel):
+    """What the app POSTs to /cluster. Other top-level fields are ignored, as before."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    user_id: UserId = Field(alias="_id", description="The app's user id, echoed unchanged.")
+    interests: Interests = Field(
+        description="Interest key -> true/false (or 1/0); missing means false."
+    )  # type: ignore[valid-type]
+
+
+class ClusterResponse(BaseModel):
+    """The user's segment; ``_id`` and ``cluster`` keep the original's names and types."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    user_id: str | int = Field(alias="_id")
+    cluster: int = Field(ge=1, description="The segment, 1..n_segments.")
+    label: str = Field(description="The segment's top interests.")
+    scores: dict[str, float] = Field(description="NMF score of each segment, by number.")
+    no_interests: bool = Field(
+        description="True when no interest was chosen: the answer is then segment 1."
+    )
+    model_version: str
