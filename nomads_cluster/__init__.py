@@ -26,6 +26,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     problems.init_app(app)
     model.init_app(app)
     origins = [o.strip() for o in str(app.config["CORS_ORIGINS"]).split(",") if o.strip()]
-    CORS(app, origins=origins)
+    # With any origin allowed, answer "*" rather than echo each origin (no credentials).
+    CORS(app, origins=origins, send_wildcard=origins == ["*"])
     app.register_blueprint(api.bp)
     return app
