@@ -5,10 +5,10 @@ problem  min_w ||x - w H||²  subject to  w >= 0  (scikit-learn runs coordinate 
 until it is close).  With few components the exact optimum is cheaper than the
 iterations: the problem is strictly convex (H has full row rank), so its optimum is the
 unconstrained least-squares solution on its own support.  For every support S (every
-subset of the components) that solution is linear in x,  w_S = (H_S H_Sᵀ)⁻¹ H_S x,  and
-the optimum is the feasible (w_S >= 0) candidate with the lowest objective, which at
-such a point equals  -½ w·(H x).  Precomputing the 2^k linear maps turns scoring into
-one matrix product and a few comparisons, for one user or a million.
+subset of the components) that solution is  w_S = (H_S H_Sᵀ)⁻¹ (H x)_S,  linear in
+p = H x, and the optimum is the feasible (w_S >= 0) candidate with the lowest objective,
+which at such a point equals  -½ w·p.  Precomputing the 2^k small inverses turns
+scoring into two small matrix products and a few comparisons, for one user or a million.
 """
 
 from itertools import combinations
@@ -24,7 +24,7 @@ class SegmentScorer:
 
     def __init__(self, components: np.ndarray):
         components = np.asarray(components, dtype=np.float64)
-        n_components, n_features = components.shape
+        n_components = components.shape[0]
         if not 1 <= n_components <= MAX_COMPONENTS:
             raise ValueError(f"{n_components} components: the scorer handles 1 to {MAX_COMPONENTS}")
         gram = components @ components.T
@@ -36,24 +36,24 @@ class SegmentScorer:
             for size in range(n_components + 1)
             for support in combinations(range(n_components), size)
         ]
-        # maps[s] sends x to the least-squares solution restricted to support s.
-        maps = np.zeros((len(supports), n_components, n_features))
+        # inverses[s] sends p = H x to the least-squares solution on support s.
+        inverses = np.zeros((len(supports), n_components, n_components))
         for s, support in enumerate(supports):
-            maps[s, support] = np.linalg.solve(gram[np.ix_(support, support)], components[support])
+            inverses[s][np.ix_(support, support)] = np.linalg.inv(gram[np.ix_(support, support)])
         self.components = components
         self.n_components = n_components
         self._n_supports = len(supports)
-        self._candidate_map = maps.reshape(-1, n_features).T  # (n_features, n_supports * k)
+        self._components_t = np.ascontiguousarray(components.T)  # (n_features, k)
+        self._candidate_map = inverses.transpose(1, 0, 2).reshape(n_components, -1)  # (k, s * k)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """The NMF scores (n_users, n_components) of a (n_users, n_features) 0/1 matrix."""
-        features = np.atleast_2d(features)
-        n_users = features.shape[0]
-        candidates = (features @ self._candidate_map).reshape(
+        projections = np.atleast_2d(features) @ self._components_t  # p = H x, (n_users, k)
+        n_users = projections.shape[0]
+        candidates = (projections @ self._candidate_map).reshape(
             n_users, self._n_supports, self.n_components
         )
-        projections = features @ self.components.T  # H x, (n_users, k)
-        objective = -0.5 * np.einsum("usk,uk->us", candidates, projections)
+        objective = -0.5 * (candidates @ projections[:, :, None])[:, :, 0]
         # An infeasible candidate never wins; the empty support (w = 0) is always feasible.
         objective[(candidates < 0).any(axis=2)] = np.inf
         return candidates[np.arange(n_users), objective.argmin(axis=1)]

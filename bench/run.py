@@ -1,0 +1,197 @@
+"""`make bench`: the service against the original and a bare Flask endpoint, in one run.
+
+Each server is a real gunicorn with 2 workers on loopback; wrk sends random /cluster
+bodies. Reported per server: time from launch to the first answer, throughput and
+latency under load, and the memory of the whole server (master + workers).
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from nomads_cluster.interests import INTEREST_KEYS  # noqa: E402
+
+PROCFILE_WEB = re.search(r"^web:\s*(.+)$", (REPO / "Procfile").read_text(), re.M).group(1)
+SERVERS = {
+    # name: (command, working directory)
+    "bare Flask endpoint": ("gunicorn bare_app:app --workers 2", REPO / "bench"),
+    "original service": ("gunicorn original_app:app --workers 2", REPO / "bench"),
+    "nomads-cluster": (PROCFILE_WEB.replace("${WEB_CONCURRENCY:-2}", "2"), REPO),
+}
+
+WRK_SCRIPT = """
+bodies = {%s}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/cluster", {["Content-Type"] = "application/json"},
+                    bodies[(counter %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %%d, \\"seconds\\": %%f, \\"errors\\": %%d, " ..
+    "\\"status_errors\\": %%d, \\"p50_ms\\": %%f, \\"p99_ms\\": %%f}\\n",
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))
+end
+"""
+
+
+def random_bodies(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    bodies = []
+    for i in range(n):
+        p = rng.random()
+        interests = {k: True for k in INTEREST_KEYS if rng.random() < p}
+        bodies.append(json.dumps({"_id": f"{i:024x}", "interests": interests}))
+    return bodies
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_cluster(port: int, body: str) -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/cluster", body.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=1) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def launch(command: str, cwd: Path, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.Popen(
+        shlex.split(command),
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def time_to_first_answer(command: str, cwd: Path, body: str) -> float:
+    port = free_port()
+    started = time.perf_counter()
+    server = launch(command, cwd, port)
+    try:
+        while post_cluster(port, body) != 200:
+            if server.poll() is not None:
+                raise RuntimeError(f"{command} exited with {server.returncode}")
+            time.sleep(0.005)
+        return time.perf_counter() - started
+    finally:
+        stop(server)
+
+
+def stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def server_memory_mb(pid: int) -> dict[str, float]:
+    """RSS (shared pages counted in every process) and PSS (shared pages split) in MB."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+    totals = {"rss_mb": 0.0, "pss_mb": 0.0}
+    for p in [str(pid), *children]:
+        for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+            field, *value = line.split()
+            if field in ("Rss:", "Pss:"):
+                totals[f"{field[:-1].lower()}_mb"] += int(value[0]) / 1024
+    return {k: round(v, 1) for k, v in totals.items()}
+
+
+def load_test(command: str, cwd: Path, script: Path, args: argparse.Namespace) -> dict:
+    port = free_port()
+    server = launch(command, cwd, port)
+    try:
+        while post_cluster(port, '{"_id": "warm", "interests": {}}') != 200:
+            time.sleep(0.01)
+        wrk = ["wrk", "-t1", f"-c{args.connections}", "-s", str(script), f"http://127.0.0.1:{port}"]
+        subprocess.run([*wrk, "-d2s"], capture_output=True, check=True)  # warm-up
+        out = subprocess.run(
+            [*wrk, f"-d{args.seconds}s"], capture_output=True, text=True, check=True
+        )
+        result = json.loads(out.stdout.split("JSON ", 1)[1])
+        result["requests_per_s"] = round(result["requests"] / result["seconds"])
+        result.update(server_memory_mb(server.pid))
+        return result
+    finally:
+        stop(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=15, help="wrk duration per server")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--launches", type=int, default=3, help="start-up timings per server")
+    args = parser.parse_args()
+
+    bodies = random_bodies(1000)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % ",\n".join(json.dumps(b) for b in bodies))
+    script = Path(f.name)
+
+    results = {}
+    for name, (command, cwd) in SERVERS.items():
+        print(f"{name}: {command}", file=sys.stderr)
+        launches = [time_to_first_answer(command, cwd, bodies[0]) for _ in range(args.launches)]
+        results[name] = load_test(command, cwd, script, args)
+        results[name]["first_answer_s"] = round(statistics.median(launches), 3)
+    script.unlink()
+
+    bare, original, ours = (results[n] for n in SERVERS)
+
+    def ratio(label: str, mine: float, theirs: float, target: str = "") -> None:
+        print(f"- {label}: {mine / theirs:.2f}" + (f" (target {target})" if target else ""))
+
+    print(
+        f"wrk -t1 -c{args.connections} -d{args.seconds}s, random bodies, 2 gunicorn workers each\n"
+    )
+    print("| server | req/s | p50 ms | p99 ms | first answer s | RSS MB | PSS MB | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['requests_per_s']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['first_answer_s']:.2f} | {r['rss_mb']:.0f} | {r['pss_mb']:.0f} | "
+            f"{r['errors'] + r['status_errors']} |"
+        )
+    print()
+    ratio("throughput vs bare endpoint", ours["requests_per_s"], bare["requests_per_s"], ">= 0.75")
+    ratio("p99 latency vs bare endpoint", ours["p99_ms"], bare["p99_ms"], "<= 1.5")
+    ratio("first answer vs original", ours["first_answer_s"], original["first_answer_s"], "<= 0.8")
+    ratio("memory (PSS) vs original", ours["pss_mb"], original["pss_mb"], "<= 0.6")
+    ratio("memory (RSS) vs original", ours["rss_mb"], original["rss_mb"])
+    ratio("throughput vs original", ours["requests_per_s"], original["requests_per_s"])
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
