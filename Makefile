@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install run test lint bench train clean
+.PHONY: install run test lint verify bench train clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest
+
+# The scorer against scikit-learn on all 2^26 possible users (about 7 minutes).
+verify: install
+	$(BIN)/python bench/verify_scorer.py
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
