@@ -3,9 +3,8 @@
 from typing import Any
 
 from flask import Flask
-from flask_cors import CORS
 
-from . import api, model, problems
+from . import api, cors, model, problems
 
 DEFAULTS: dict[str, Any] = {
     "MODEL_DIR": str(model.DEFAULT_MODEL_DIR),
@@ -25,8 +24,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     problems.init_app(app)
     model.init_app(app)
-    origins = [o.strip() for o in str(app.config["CORS_ORIGINS"]).split(",") if o.strip()]
-    # With any origin allowed, answer "*" rather than echo each origin (no credentials).
-    CORS(app, origins=origins, send_wildcard=origins == ["*"])
+    cors.init_app(app)
     app.register_blueprint(api.bp)
     return app

@@ -11,6 +11,7 @@ import io
 import json
 import pickle
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,11 @@ class SegmentModel:
     @property
     def n_segments(self) -> int:
         return self.scorer.n_components
+
+    @cached_property
+    def segment_names(self) -> tuple[str, ...]:
+        """The segment numbers as JSON object keys: "1", "2", ..."""
+        return tuple(str(segment) for segment in range(1, self.n_segments + 1))
 
     def segment_label(self, segment: int) -> str:
         return self.card["segments"][segment - 1]["label"]

@@ -3,12 +3,12 @@
 ``NMF.transform(x)`` solves, for the fixed components H, the non-negative least squares
 problem  min_w ||x - w H||²  subject to  w >= 0  (scikit-learn runs coordinate descent
 until it is close).  With few components the exact optimum is cheaper than the
-iterations: the problem is strictly convex (H has full row rank), so its optimum is the
-unconstrained least-squares solution on its own support.  For every support S (every
-subset of the components) that solution is  w_S = (H_S H_Sᵀ)⁻¹ (H x)_S,  linear in
-p = H x, and the optimum is the feasible (w_S >= 0) candidate with the lowest objective,
-which at such a point equals  -½ w·p.  Precomputing the 2^k small inverses turns
-scoring into two small matrix products and a few comparisons, for one user or a million.
+iterations.  The problem is strictly convex (H has full row rank), so its optimum is
+its only Karush-Kuhn-Tucker point: on some support S (a subset of the components),
+w_S = (H_S H_Sᵀ)⁻¹ (H x)_S >= 0, and off S the gradient  H Hᵀ w - H x >= 0.  For each
+of the 2^k supports those k numbers are linear in x, so one matrix product gives them
+all; the optimum is the support whose numbers are all non-negative (the one with the
+largest minimum, against rounding).
 
 scikit-learn stops its descent close to that optimum, not on it, so where the best two
 segments are nearly tied its argmax can differ from the optimum's (1,068 of the 2^26
@@ -46,20 +46,24 @@ class SegmentScorer:
         if np.linalg.matrix_rank(gram) < n_components:
             raise ValueError("the components are linearly dependent: the scores are not unique")
         # Every subset of the components, the empty one (w = 0) included.
-        supports = [
-            list(support)
-            for size in range(n_components + 1)
-            for support in combinations(range(n_components), size)
-        ]
-        # inverses[s] sends p = H x to the least-squares solution on support s.
-        inverses = np.zeros((len(supports), n_components, n_components))
-        for s, support in enumerate(supports):
-            inverses[s][np.ix_(support, support)] = np.linalg.inv(gram[np.ix_(support, support)])
+        supports = np.array(
+            [[i in subset for i in range(n_components)]
+             for size in range(n_components + 1)
+             for subset in combinations(range(n_components), size)]
+        )  # fmt: skip
+        # kkt[s] sends p = H x to: on support s the least-squares solution w, off it the
+        # gradient H Hᵀ w - p.
+        kkt = np.zeros((len(supports), n_components, n_components))
+        identity = np.eye(n_components)
+        for s, on in enumerate(supports):
+            solve = np.zeros((n_components, n_components))
+            solve[np.ix_(on, on)] = np.linalg.inv(gram[np.ix_(on, on)])
+            kkt[s] = np.where(on[:, None], solve, gram @ solve - identity)
         self.components = components
         self.n_components = n_components
-        self._n_supports = len(supports)
-        self._components_t = np.ascontiguousarray(components.T)  # (n_features, k)
-        self._candidate_map = inverses.transpose(1, 0, 2).reshape(n_components, -1)  # (k, s * k)
+        self._supports = supports.astype(np.float64)
+        # x -> the k numbers of every support at once: (n_features, n_supports * k).
+        self._kkt_map = (kkt @ components).transpose(2, 0, 1).reshape(components.shape[1], -1)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """The NMF scores (n_users, n_components) of a (n_users, n_features) 0/1 matrix.
@@ -70,23 +74,18 @@ class SegmentScorer:
         features = np.atleast_2d(features)
         scores = self.optimal_scores(features)
         best_two = np.sort(scores, axis=1)[:, -2:]
-        gap = best_two[:, 1] - best_two[:, 0]
-        near_tie = (gap <= TIE_MARGIN * best_two[:, 1]) & (best_two[:, 1] > 0)
+        # Strictly above: users with no interest (all scores 0) are no tie.
+        near_tie = best_two[:, 0] > best_two[:, 1] * (1 - TIE_MARGIN)
         if near_tie.any():
             scores[near_tie] = coordinate_descent_scores(features[near_tie], self.components)
         return scores
 
     def optimal_scores(self, features: np.ndarray) -> np.ndarray:
         """The exact optimum of the non-negative least squares problem, per user."""
-        projections = np.atleast_2d(features) @ self._components_t  # p = H x, (n_users, k)
-        n_users = projections.shape[0]
-        candidates = (projections @ self._candidate_map).reshape(
-            n_users, self._n_supports, self.n_components
-        )
-        objective = -0.5 * (candidates @ projections[:, :, None])[:, :, 0]
-        # An infeasible candidate never wins; the empty support (w = 0) is always feasible.
-        objective[(candidates < 0).any(axis=2)] = np.inf
-        return candidates[np.arange(n_users), objective.argmin(axis=1)]
+        features = np.atleast_2d(features)
+        numbers = (features @ self._kkt_map).reshape(len(features), -1, self.n_components)
+        optimum = numbers.min(axis=2).argmax(axis=1)
+        return numbers[np.arange(len(features)), optimum] * self._supports[optimum]
 
 
 def coordinate_descent_scores(features: np.ndarray, components: np.ndarray) -> np.ndarray:

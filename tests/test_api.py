@@ -5,7 +5,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nomads_cluster import create_app
 from nomads_cluster.interests import INTEREST_KEYS
 from nomads_cluster.model import DEFAULT_MODEL_DIR
 from nomads_cluster.survey import read_survey
@@ -169,41 +168,6 @@ def test_get_cluster_is_405_and_says_to_post(client):
 
 def test_unknown_path_is_404_problem(client):
     assert problem_of(client.get("/nowhere"), 404)["instance"] == "/nowhere"
-
-
-def test_cors_allows_any_origin_by_default(client):
-    response = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://app.example"})
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
-
-
-def test_cors_preflight_is_answered(client):
-    response = client.options(
-        "/cluster",
-        headers={
-            "Origin": "https://app.example",
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "Content-Type",
-        },
-    )
-    assert response.status_code == 200
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert "POST" in response.headers["Access-Control-Allow-Methods"]
-
-
-def test_cors_origins_are_configurable(monkeypatch):
-    monkeypatch.setenv("NOMADS_CORS_ORIGINS", "https://app.example, https://admin.example")
-    monkeypatch.setenv("NOMADS_MODEL_DIR", str(DEFAULT_MODEL_DIR))
-    client = create_app().test_client()
-    allowed = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://admin.example"})
-    refused = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://evil.example"})
-    assert allowed.headers["Access-Control-Allow-Origin"] == "https://admin.example"
-    assert "Access-Control-Allow-Origin" not in refused.headers
-
-
-def test_cors_headers_on_errors_too(client):
-    response = client.post("/cluster", data=b"{", headers={"Origin": "https://app.example"})
-    assert response.status_code == 400
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def test_health_names_the_model_version(client, app):
