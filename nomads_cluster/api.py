@@ -15,7 +15,8 @@ def cluster() -> Response:
     body = ClusterRequest.model_validate_json(request.get_data(cache=False))
     model = segment_model.get_model()
     # vars(): the validated fields themselves, without model_dump's copy (13 µs).
-    features = encode_interests(vars(body.interests))
+    interests = vars(body.interests)
+    features = encode_interests(interests)
     segments, scores = model.assign(features[None, :])
     segment = int(segments[0])
     answer = ClusterResponse(
@@ -23,7 +24,7 @@ def cluster() -> Response:
         cluster=segment,
         label=model.segment_label(segment),
         scores=dict(zip(model.segment_names, scores[0].tolist(), strict=True)),
-        no_interests=not features.any(),
+        no_interests=not any(interests.values()),
         model_version=model.version,
     )
     return Response(answer.model_dump_json(), mimetype="application/json")

@@ -71,18 +71,16 @@ class SegmentScorer:
         Equal to scikit-learn's ``transform`` of each user to within its tolerance,
         and on near ties equal to it: the argmax is always the one it gives.
         """
-        features = np.atleast_2d(features)
         scores = self.optimal_scores(features)
-        best_two = np.sort(scores, axis=1)[:, -2:]
+        ranked = np.sort(scores, axis=1)
         # Strictly above: users with no interest (all scores 0) are no tie.
-        near_tie = best_two[:, 0] > best_two[:, 1] * (1 - TIE_MARGIN)
+        near_tie = ranked[:, -2] > ranked[:, -1] * (1 - TIE_MARGIN)
         if near_tie.any():
             scores[near_tie] = coordinate_descent_scores(features[near_tie], self.components)
         return scores
 
     def optimal_scores(self, features: np.ndarray) -> np.ndarray:
         """The exact optimum of the non-negative least squares problem, per user."""
-        features = np.atleast_2d(features)
         numbers = (features @ self._kkt_map).reshape(len(features), -1, self.n_components)
         optimum = numbers.min(axis=2).argmax(axis=1)
         return numbers[np.arange(len(features)), optimum] * self._supports[optimum]
