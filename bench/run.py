@@ -192,7 +192,8 @@ def main() -> None:
         print(f"- {label}: {mine / theirs:.2f}" + (f" (target {target})" if target else ""))
 
     print(
-        f"wrk -t1 -c{args.connections} -d{args.seconds}s, random bodies, 2 gunicorn workers each\n"
+        f"wrk -t1 -c{args.connections}, {args.rounds} rounds of {args.seconds} s per server "
+        f"(medians), 1000 random bodies, 2 gunicorn workers each\n"
     )
     print("| server | req/s | p50 ms | p99 ms | first answer s | RSS MB | PSS MB | errors |")
     print("|---|---|---|---|---|---|---|---|")
