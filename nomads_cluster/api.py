@@ -17,13 +17,12 @@ def cluster() -> Response:
     # vars(): the validated fields themselves, without model_dump's copy (13 µs).
     interests = vars(body.interests)
     features = encode_interests(interests)
-    segments, scores = model.assign(features[None, :])
-    segment = int(segments[0])
+    segment, scores = model.assign_user(features)
     answer = ClusterResponse(
         user_id=body.user_id,
         cluster=segment,
         label=model.segment_label(segment),
-        scores=dict(zip(model.segment_names, scores[0].tolist(), strict=True)),
+        scores=dict(zip(model.segment_names, scores, strict=True)),
         no_interests=not any(interests.values()),
         model_version=model.version,
     )

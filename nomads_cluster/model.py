@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
 from .interests import INTEREST_KEYS
-from .scoring import SegmentScorer, assign_segments
+from .scoring import SegmentScorer
 
 MODEL_FILE = "model.pkl"
 CARD_FILE = "model.json"
@@ -98,10 +98,10 @@ class SegmentModel:
     def segment_label(self, segment: int) -> str:
         return self.card["segments"][segment - 1]["label"]
 
-    def assign(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Segments (1-based) and scores of a (n_users, 26) 0/1 matrix."""
-        scores = self.scorer.scores(features)
-        return assign_segments(scores), scores
+    def assign_user(self, features: np.ndarray) -> tuple[int, list[float]]:
+        """The segment (1-based) and the scores of one user's 26 0/1 features."""
+        scores = self.scorer.score_user(features)
+        return scores.index(max(scores)) + 1, scores  # the first best, as argmax
 
 
 def load_model(model_dir: str | Path) -> SegmentModel:

@@ -104,3 +104,13 @@ def test_serving_does_not_import_sklearn_or_pandas():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_assign_user_gives_argmax_plus_one(sklearn_model):
+    model = load_model(DEFAULT_MODEL_DIR)
+    rng = np.random.default_rng(3)
+    for user in (rng.random((50, 26)) < 0.4).astype(np.float64):
+        segment, scores = model.assign_user(user)
+        assert segment == int(np.argmax(sklearn_model.transform(user[None, :]))) + 1
+        assert len(scores) == 4
+        assert scores[segment - 1] == max(scores)

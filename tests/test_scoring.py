@@ -77,12 +77,23 @@ def test_near_ties_get_sklearns_segment(scorer, sklearn_model):
     expected = sklearn_per_user(sklearn_model, closest).argmax(axis=1)
     assert (scorer.optimal_scores(closest).argmax(axis=1) != expected).any()  # ties that matter
     np.testing.assert_array_equal(scorer.scores(closest).argmax(axis=1), expected)
+    one_by_one = [np.argmax(scorer.score_user(user)) for user in closest]
+    np.testing.assert_array_equal(one_by_one, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(users=binary_users)
+def test_one_user_path_equals_the_batch_path(users, scorer):
+    batch = scorer.scores(users)
+    one_by_one = np.array([scorer.score_user(user) for user in users])
+    np.testing.assert_allclose(one_by_one, batch, rtol=1e-12, atol=1e-15)
 
 
 def test_no_interest_scores_zero_and_lands_in_segment_1(scorer):
     scores = scorer.scores(np.zeros((1, 26)))
     assert not scores.any()
     assert assign_segments(scores).tolist() == [1]
+    assert scorer.score_user(np.zeros(26)) == [0.0] * 4
 
 
 def test_dependent_components_are_refused():
