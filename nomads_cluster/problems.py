@@ -5,16 +5,33 @@ Each problem says what is wrong and, for a request body, where (a JSON pointer).
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from .interests import INTEREST_KEYS
 
 PROBLEM_MIMETYPE = "application/problem+json"
 log = logging.getLogger(__name__)
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+class InvalidBody(Exception):
+    """The client's body failed its schema (a schema failure elsewhere is our bug: a 500)."""
+
+    def __init__(self, error: ValidationError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def parse_body(schema: type[Schema], raw: bytes) -> Schema:
+    """The request body, parsed as JSON and validated by ``schema``, or InvalidBody."""
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidBody(exc) from None
 
 
 def problem_response(
@@ -52,9 +69,9 @@ def _describe(error: dict[str, Any]) -> str:
     return error["msg"]
 
 
-def validation_problem(exc: ValidationError) -> Response:
+def invalid_body_problem(exc: InvalidBody) -> Response:
     """400 for a body that is not JSON at all, 422 for JSON that breaks the schema."""
-    errors = exc.errors(include_url=False, include_input=False)
+    errors = exc.error.errors(include_url=False, include_input=False)
     if errors[0]["type"] == "json_invalid":
         detail = "the body is empty" if not request.content_length else errors[0]["msg"]
         return problem_response(400, "Malformed JSON", f"{detail}; send a JSON object")
@@ -83,6 +100,6 @@ def unexpected_problem(exc: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.register_error_handler(ValidationError, validation_problem)
+    app.register_error_handler(InvalidBody, invalid_body_problem)
     app.register_error_handler(HTTPException, http_problem)
     app.register_error_handler(Exception, unexpected_problem)

@@ -61,7 +61,7 @@ class SegmentScorer:
             kkt[s] = np.where(on[:, None], solve, gram @ solve - identity)
         self.components = components
         self.n_components = n_components
-        self._supports = supports.astype(np.float64)
+        self._supports = supports
         self._support_flags = supports.tolist()
         # x -> the k numbers of every support at once: (n_features, n_supports * k).
         self._kkt_map = (kkt @ components).transpose(2, 0, 1).reshape(components.shape[1], -1)
@@ -103,7 +103,7 @@ class SegmentScorer:
         """The exact optimum of the non-negative least squares problem, per user."""
         numbers = (features @ self._kkt_map).reshape(len(features), -1, self.n_components)
         optimum = numbers.min(axis=2).argmax(axis=1)
-        return numbers[np.arange(len(features)), optimum] * self._supports[optimum]
+        return np.where(self._supports[optimum], numbers[np.arange(len(features)), optimum], 0.0)
 
 
 def coordinate_descent_scores(features: np.ndarray, components: np.ndarray) -> np.ndarray:

@@ -228,3 +228,18 @@ def test_no_json_body_makes_a_server_error(client, body):
 @given(raw=st.binary(max_size=200))
 def test_no_bytes_make_a_server_error(client, raw):
     assert client.post("/cluster", data=raw).status_code in (200, 400, 422)
+
+
+def test_a_server_bug_is_a_logged_500_without_traceback(app, client, monkeypatch, caplog):
+    # A schema failure while shaping the answer is ours, not the client's: 500, logged.
+    from nomads_cluster import api
+
+    def broken_response(**fields):
+        return api.ClusterResponse(**{**fields, "cluster": 0})
+
+    monkeypatch.setattr(api, "ClusterResponse", broken_response)
+    response = client.post("/cluster", json=APP_EXAMPLE)
+    problem = problem_of(response, 500)
+    assert "ValidationError" not in response.get_data(as_text=True)
+    assert problem["detail"] == "the error was logged"
+    assert "unhandled error on POST /cluster" in caplog.text
