@@ -74,8 +74,7 @@ class SegmentScorer:
         """
         scores = self.optimal_scores(features)
         ranked = np.sort(scores, axis=1)
-        # Strictly above: users with no interest (all scores 0) are no tie.
-        near_tie = ranked[:, -2] > ranked[:, -1] * (1 - TIE_MARGIN)
+        near_tie = is_near_tie(ranked[:, -2], ranked[:, -1])
         if near_tie.any():
             scores[near_tie] = coordinate_descent_scores(features[near_tie], self.components)
         return scores
@@ -94,8 +93,7 @@ class SegmentScorer:
         optimum = max(range(len(groups)), key=lambda s: min(groups[s]))  # first, as argmax
         flags = self._support_flags[optimum]
         scores = [v if on else 0.0 for v, on in zip(groups[optimum], flags, strict=True)]
-        second, best = sorted(scores)[-2:]
-        if second > best * (1 - TIE_MARGIN):
+        if is_near_tie(*sorted(scores)[-2:]):
             return coordinate_descent_scores(features[None, :], self.components)[0].tolist()
         return scores
 
@@ -104,6 +102,14 @@ class SegmentScorer:
         numbers = (features @ self._kkt_map).reshape(len(features), -1, self.n_components)
         optimum = numbers.min(axis=2).argmax(axis=1)
         return np.where(self._supports[optimum], numbers[np.arange(len(features)), optimum], 0.0)
+
+
+def is_near_tie(second: np.ndarray | float, best: np.ndarray | float) -> np.ndarray | bool:
+    """Whether the second-best score is within TIE_MARGIN of the best, for arrays or floats.
+
+    Strictly above: a user with no interest (all scores 0) is no tie.
+    """
+    return second > best * (1 - TIE_MARGIN)
 
 
 def coordinate_descent_scores(features: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -119,7 +125,6 @@ def coordinate_descent_scores(features: np.ndarray, components: np.ndarray) -> n
     n_users, n_components = projections.shape
     scores = np.zeros((n_users, n_components))
     running = np.arange(n_users)
-    initial_violation = np.zeros(n_users)
     for iteration in range(1, CD_MAX_ITER + 1):
         w, p = scores[running], projections[running]
         violation = np.zeros(len(running))
