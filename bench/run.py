@@ -81,8 +81,8 @@ def launch(command: str, cwd: Path, port: int) -> subprocess.Popen:
         **os.environ,
         "PORT": str(port),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
     }
-    env["PYTHONPATH"] = str(REPO)
     return subprocess.Popen(
         shlex.split(command),
         cwd=cwd,
