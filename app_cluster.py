@@ -4,9 +4,10 @@ import sys
 
 from nomads_cluster import create_app
 from nomads_cluster.model import ModelError
+from nomads_cluster.store import StoreUnavailable
 
 try:
     app = create_app()
-except ModelError as exc:
-    # One clear line instead of a traceback: the deploy must not serve this model.
+except (ModelError, StoreUnavailable) as exc:
+    # One clear line instead of a traceback: the deploy must not start like this.
     sys.exit(f"nomads-cluster: {exc}")

@@ -1,29 +1,43 @@
 """nomads-cluster: the user-segmentation service of the DigitalAndNomads app."""
 
+import os
 from typing import Any
 
 from flask import Flask
 
-from . import api, cors, model, problems
+from . import api, cors, model, problems, store
 
 DEFAULTS: dict[str, Any] = {
     "MODEL_DIR": str(model.DEFAULT_MODEL_DIR),
     "CORS_ORIGINS": "*",  # comma-separated origins, as the original: any
     "MAX_CONTENT_LENGTH": 16 * 1024,  # a /cluster body is well under 1 KiB
+    "BATCH_MAX_CONTENT_LENGTH": 1024 * 1024,  # 1,000 users with every interest: 600 KiB
+    "DATABASE_URL": None,  # None: SQLite in the instance folder
+    "DATABASE_TIMEOUT": 3,  # seconds to connect, wait for a lock or a pooled connection
+    "API_KEY": None,  # bearer token of DELETE /users/<id>; None turns erasure off
 }
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """The application factory: settings from NOMADS_* environment variables."""
-    app = Flask(__name__)
+    """The application factory: settings from NOMADS_* environment variables.
+
+    DATABASE_URL is also read unprefixed, as Heroku's PostgreSQL add-on sets it.
+    """
+    app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(DEFAULTS)
     if test_config is None:
         app.config.from_prefixed_env("NOMADS")
+        if not app.config["DATABASE_URL"] and os.environ.get("DATABASE_URL"):
+            app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
     else:
         app.config.from_mapping(test_config)
+    if app.config["API_KEY"] is not None:
+        # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
+        app.config["API_KEY"] = str(app.config["API_KEY"]) or None
 
     problems.init_app(app)
     model.init_app(app)
+    store.init_app(app)
     cors.init_app(app)
     app.register_blueprint(api.bp)
     return app

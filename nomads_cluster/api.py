@@ -1,38 +1,204 @@
-"""The HTTP API: /cluster (the app's contract), /health and the home page."""
+"""The HTTP API: /cluster (the app's contract), the stored users, /health, the home page."""
 
-from flask import Blueprint, Response, render_template, request
+import hmac
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, current_app, render_template, request
+from pydantic import BaseModel, ValidationError
 
 from . import model as segment_model
 from .interests import encode_interests
-from .problems import parse_body
-from .schemas import ClusterRequest, ClusterResponse
+from .problems import (
+    RETRY_AFTER_SECONDS,
+    body_errors,
+    parse_body,
+    problem_response,
+    summarize,
+)
+from .schemas import (
+    BatchAssigned,
+    BatchFailed,
+    BatchRequest,
+    BatchResponse,
+    ClusterRequest,
+    ClusterResponse,
+    StoredAssignment,
+    UserHistory,
+    scores_by_segment,
+    user_id_or_none,
+)
+from .store import Assignment, StoreUnavailable, get_store
 
 bp = Blueprint("api", __name__)
+
+HISTORY_LIMIT = 100  # entries of /users/<id>/history unless ?limit= says otherwise
+MAX_HISTORY_LIMIT = 1000
+
+
+def json_response(answer: BaseModel, status: int = 200) -> Response:
+    return Response(answer.model_dump_json(), status, mimetype="application/json")
+
+
+def _assignment(
+    user_id: str | int, interests: dict[str, bool], segment: int, scores: Any, source: str
+) -> Assignment:
+    return Assignment(
+        user_id=user_id,
+        interests=tuple(key for key, chosen in interests.items() if chosen),
+        cluster=int(segment),
+        scores=tuple(float(score) for score in scores),
+        model_version=segment_model.get_model().version,
+        source=source,
+    )
+
+
+def _cluster_response(
+    record: Assignment, schema: type[ClusterResponse] = ClusterResponse
+) -> ClusterResponse:
+    model = segment_model.get_model()
+    return schema(
+        user_id=record.user_id,
+        cluster=record.cluster,
+        label=model.segment_label(record.cluster),
+        scores=scores_by_segment(record.scores),
+        no_interests=not record.interests,
+        model_version=record.model_version,
+    )
 
 
 @bp.post("/cluster")
 def cluster() -> Response:
-    """Assign one user to a segment. Any Content-Type: the body is read as JSON."""
+    """Assign one user to a segment and store it. Any Content-Type: the body is JSON."""
     body = parse_body(ClusterRequest, request.get_data(cache=False))
-    model = segment_model.get_model()
     # vars(): the validated fields themselves, without model_dump's copy (13 µs).
     interests = vars(body.interests)
-    features = encode_interests(interests)
-    segment, scores = model.assign_user(features)
-    answer = ClusterResponse(
-        user_id=body.user_id,
-        cluster=segment,
-        label=model.segment_label(segment),
-        scores=dict(zip(model.segment_names, scores, strict=True)),
-        no_interests=not any(interests.values()),
-        model_version=model.version,
+    segment, scores = segment_model.get_model().assign_user(encode_interests(interests))
+    record = _assignment(body.user_id, interests, segment, scores, "api")
+    get_store().save([record])  # committed before the answer: no acknowledged loss
+    return json_response(_cluster_response(record))
+
+
+@bp.post("/cluster/batch")
+def cluster_batch() -> Response:
+    """Assign and store many users in one transaction; a bad item fails alone."""
+    request.max_content_length = current_app.config["BATCH_MAX_CONTENT_LENGTH"]
+    batch = parse_body(BatchRequest, request.get_data(cache=False))
+    results: list[BatchAssigned | BatchFailed | None] = [None] * len(batch.users)
+    valid: list[tuple[int, ClusterRequest]] = []
+    for index, item in enumerate(batch.users):
+        try:
+            valid.append((index, ClusterRequest.model_validate(item)))
+        except ValidationError as exc:
+            errors = body_errors(exc, ("users", index))
+            results[index] = BatchFailed(
+                user_id=user_id_or_none(item), detail=summarize(errors), errors=errors
+            )
+    records = []
+    if valid:
+        interests = [vars(request_.interests) for _, request_ in valid]
+        features = np.array([encode_interests(chosen) for chosen in interests])
+        segments, scores = segment_model.get_model().assign_users(features)
+        records = [
+            _assignment(request_.user_id, chosen, segment, user_scores, "batch")
+            for (_, request_), chosen, segment, user_scores in zip(
+                valid, interests, segments, scores, strict=True
+            )
+        ]
+        get_store().save(records)
+    for (index, _), record in zip(valid, records, strict=True):
+        results[index] = _cluster_response(record, BatchAssigned)
+    return json_response(
+        BatchResponse(
+            results=results,
+            assigned=len(records),
+            failed=len(batch.users) - len(records),
+            model_version=segment_model.get_model().version,
+        )
     )
-    return Response(answer.model_dump_json(), mimetype="application/json")
+
+
+def _stored(record: Assignment) -> StoredAssignment:
+    return StoredAssignment(
+        user_id=record.user_id,
+        cluster=record.cluster,
+        scores=scores_by_segment(record.scores),
+        interests=list(record.interests),
+        model_version=record.model_version,
+        assigned_at=record.assigned_at,
+        source=record.source,
+    )
+
+
+def _unknown_user(user_id: str) -> Response:
+    return problem_response(404, "Unknown user", f"no assignment is stored for user {user_id!r}")
+
+
+@bp.get("/users/<user_id>")
+def user(user_id: str) -> Response:
+    record = get_store().current(user_id)
+    if record is None:
+        return _unknown_user(user_id)
+    return json_response(_stored(record))
+
+
+@bp.get("/users/<user_id>/history")
+def user_history(user_id: str) -> Response:
+    limit = request.args.get("limit", str(HISTORY_LIMIT))
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_HISTORY_LIMIT:
+        return problem_response(
+            400,
+            "Invalid query parameter",
+            f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}, not {limit!r}",
+        )
+    records = get_store().history(user_id, int(limit))
+    if not records:
+        return _unknown_user(user_id)
+    return json_response(
+        UserHistory(user_id=records[0].user_id, history=[_stored(r) for r in records])
+    )
+
+
+def _authorization_problem() -> Response | None:
+    """None when the request carries the API key as a bearer token."""
+    api_key = current_app.config["API_KEY"]
+    if api_key is None:
+        return problem_response(
+            403, "Forbidden", "erasure is turned off: this server has no NOMADS_API_KEY set"
+        )
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: no timing hint of how much of a guessed key was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
+        return problem_response(
+            401,
+            "Unauthorized",
+            "send the API key as a bearer token: Authorization: Bearer <NOMADS_API_KEY>",
+            headers={"WWW-Authenticate": 'Bearer realm="nomads-cluster"'},
+        )
+    return None
+
+
+@bp.delete("/users/<user_id>")
+def erase_user(user_id: str) -> Response:
+    """Erase the user's current assignment and whole history."""
+    refused = _authorization_problem()
+    if refused is not None:
+        return refused
+    if not get_store().erase(user_id):
+        return _unknown_user(user_id)
+    return Response(status=204)
 
 
 @bp.get("/health")
-def health() -> dict:
-    return {"status": "ok", "model_version": segment_model.get_model().version}
+def health() -> tuple[dict, int, dict]:
+    """200 when the service can assign; 503 when its store is down."""
+    body = {"status": "ok", "model_version": segment_model.get_model().version, "store": "ok"}
+    try:
+        get_store().ping()
+    except StoreUnavailable as exc:
+        body.update(status="degraded", store="down", detail=str(exc))
+        return body, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return body, 200, {}
 
 
 @bp.get("/")

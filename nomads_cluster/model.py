@@ -11,7 +11,6 @@ import io
 import json
 import pickle
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from flask import Flask, current_app
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
 from .interests import INTEREST_KEYS
-from .scoring import SegmentScorer
+from .scoring import SegmentScorer, assign_segments
 
 MODEL_FILE = "model.pkl"
 CARD_FILE = "model.json"
@@ -90,11 +89,6 @@ class SegmentModel:
     def n_segments(self) -> int:
         return self.scorer.n_components
 
-    @cached_property
-    def segment_names(self) -> tuple[str, ...]:
-        """The segment numbers as JSON object keys: "1", "2", ..."""
-        return tuple(str(segment) for segment in range(1, self.n_segments + 1))
-
     def segment_label(self, segment: int) -> str:
         return self.card["segments"][segment - 1]["label"]
 
@@ -102,6 +96,11 @@ class SegmentModel:
         """The segment (1-based) and the scores of one user's 26 0/1 features."""
         scores = self.scorer.score_user(features)
         return scores.index(max(scores)) + 1, scores  # the first best, as argmax
+
+    def assign_users(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The segments (1-based) and scores of a (n_users, 26) 0/1 matrix."""
+        scores = self.scorer.scores(features)
+        return assign_segments(scores), scores
 
 
 def load_model(model_dir: str | Path) -> SegmentModel:

@@ -12,8 +12,10 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from .interests import INTEREST_KEYS
+from .store import StoreUnavailable
 
 PROBLEM_MIMETYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -69,15 +71,37 @@ def _describe(error: dict[str, Any]) -> str:
     return error["msg"]
 
 
+def body_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[dict[str, str]]:
+    """Each schema error of a body: where (a JSON pointer below ``prefix``) and what."""
+    return [
+        {"pointer": _pointer(prefix + tuple(e["loc"])), "detail": _describe(e)}
+        for e in error.errors(include_url=False, include_input=False)
+    ]
+
+
+def summarize(errors: list[dict[str, str]]) -> str:
+    return "; ".join(f"{e['pointer']} {e['detail']}" for e in errors)
+
+
 def invalid_body_problem(exc: InvalidBody) -> Response:
     """400 for a body that is not JSON at all, 422 for JSON that breaks the schema."""
-    errors = exc.error.errors(include_url=False, include_input=False)
-    if errors[0]["type"] == "json_invalid":
-        detail = "the body is empty" if not request.content_length else errors[0]["msg"]
+    first = exc.error.errors(include_url=False, include_input=False)[0]
+    if first["type"] == "json_invalid":
+        detail = "the body is empty" if not request.content_length else first["msg"]
         return problem_response(400, "Malformed JSON", f"{detail}; send a JSON object")
-    listed = [{"pointer": _pointer(e["loc"]), "detail": _describe(e)} for e in errors]
-    summary = "; ".join(f"{e['pointer']} {e['detail']}" for e in listed)
-    return problem_response(422, "Invalid request body", summary, errors=listed)
+    listed = body_errors(exc.error)
+    return problem_response(422, "Invalid request body", summarize(listed), errors=listed)
+
+
+def store_unavailable_problem(exc: StoreUnavailable) -> Response:
+    """The database is down or locked: nothing was stored, the client may retry."""
+    log.warning("%s %s: %s", request.method, request.path, exc)
+    return problem_response(
+        503,
+        "Store unavailable",
+        f"{exc}; nothing was stored, retry in {RETRY_AFTER_SECONDS} seconds",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def http_problem(exc: HTTPException) -> Response:
@@ -101,5 +125,6 @@ def unexpected_problem(exc: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(InvalidBody, invalid_body_problem)
+    app.register_error_handler(StoreUnavailable, store_unavailable_problem)
     app.register_error_handler(HTTPException, http_problem)
     app.register_error_handler(Exception, unexpected_problem)

@@ -1,11 +1,14 @@
 """Request and response schemas of the HTTP API (pydantic v2): one source of truth."""
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, create_model
 from pydantic_core import PydanticCustomError
 
 from .interests import INTEREST_KEYS
+from .scoring import MAX_COMPONENTS
 
 MAX_ID_LENGTH = 256
 
@@ -27,6 +30,23 @@ def _user_id(value: Any) -> str | int:
     raise PydanticCustomError(
         "user_id", f"must be a non-empty string (at most {MAX_ID_LENGTH} characters) or an integer"
     )
+
+
+def user_id_or_none(item: Any) -> str | int | None:
+    """The ``_id`` of a request body that may be invalid, if that much is valid."""
+    try:
+        return _user_id(item["_id"])
+    except (TypeError, KeyError, IndexError, PydanticCustomError):
+        return None
+
+
+# JSON object keys of segments 1, 2, ... (precomputed: the request path builds one).
+_SEGMENT_KEYS = tuple(str(segment) for segment in range(1, MAX_COMPONENTS + 1))
+
+
+def scores_by_segment(scores: Sequence[float]) -> dict[str, float]:
+    """Scores as a JSON object keyed by segment number: {"1": ..., "2": ...}."""
+    return dict(zip(_SEGMENT_KEYS, scores))  # noqa: B905 (as many keys as segments)
 
 
 InterestValue = Annotated[
@@ -65,4 +85,67 @@ class ClusterResponse(BaseModel):
     no_interests: bool = Field(
         description="True when no interest was chosen: the answer is then segment 1."
     )
+    model_version: str
+
+
+class ProblemItem(BaseModel):
+    """Where a request body is wrong: a JSON pointer into the body, and what is wrong."""
+
+    pointer: str = Field(examples=["#/interests/surfing"])
+    detail: str
+
+
+class StoredAssignment(BaseModel):
+    """An assignment as the store keeps it: what the user was told, and when."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    user_id: str | int = Field(alias="_id")
+    cluster: int = Field(ge=1)
+    scores: dict[str, float]
+    interests: list[str] = Field(description="The interests the user chose.")
+    model_version: str
+    assigned_at: datetime
+    source: str = Field(description="api, batch or assign: how the assignment was made.")
+
+
+class UserHistory(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    user_id: str | int = Field(alias="_id")
+    history: list[StoredAssignment] = Field(description="Newest first.")
+
+
+BATCH_LIMIT = 1000
+
+
+class BatchRequest(BaseModel):
+    """Users to assign at once; each item is validated on its own."""
+
+    users: list[Any] = Field(
+        min_length=1,
+        max_length=BATCH_LIMIT,
+        description=f"/cluster bodies, 1 to {BATCH_LIMIT}.",
+    )
+
+
+class BatchAssigned(ClusterResponse):
+    status: Literal[200] = 200
+
+
+class BatchFailed(BaseModel):
+    """An item that could not be assigned; the others are not affected."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    status: Literal[422] = 422
+    user_id: str | int | None = Field(alias="_id", description="The item's _id, if valid.")
+    detail: str
+    errors: list[ProblemItem]
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchAssigned | BatchFailed] = Field(description="One per user, in order.")
+    assigned: int
+    failed: int
     model_version: str

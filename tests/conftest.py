@@ -1,22 +1,80 @@
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from nomads_cluster import create_app
 from nomads_cluster.cli import DEFAULT_SURVEY
 from nomads_cluster.model import DEFAULT_MODEL_DIR
+from nomads_cluster.store import normalize_url
+
+# Set (as .ci/run does) to run every store test on PostgreSQL too; unreachable = failure.
+POSTGRES_URL = os.environ.get("NOMADS_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_engine():
+    if not POSTGRES_URL:
+        pytest.skip("NOMADS_TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
+    engine = sa.create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    try:
+        engine.connect().close()
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"NOMADS_TEST_DATABASE_URL={POSTGRES_URL} cannot be reached: {exc}")
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
-def app():
-    return create_app({"TESTING": True, "MODEL_DIR": str(DEFAULT_MODEL_DIR)})
+def postgres_url(postgres_engine):
+    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards."""
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with postgres_engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    url = normalize_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with postgres_engine.connect() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """Each test that uses the store runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def app_config(database_url) -> dict:
+    return {
+        "TESTING": True,
+        "MODEL_DIR": str(DEFAULT_MODEL_DIR),
+        "DATABASE_URL": database_url,
+        "DATABASE_TIMEOUT": 1,
+        "API_KEY": "test-key",
+    }
+
+
+@pytest.fixture
+def app(app_config):
+    app = create_app(app_config)
+    yield app
+    app.extensions["user_store"].engine.dispose()
 
 
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def store(app):
+    return app.extensions["user_store"]
 
 
 @pytest.fixture

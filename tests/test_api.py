@@ -170,12 +170,13 @@ def test_unknown_path_is_404_problem(client):
     assert problem_of(client.get("/nowhere"), 404)["instance"] == "/nowhere"
 
 
-def test_health_names_the_model_version(client, app):
+def test_health_names_the_model_version_and_the_store(client, app):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.get_json() == {
         "status": "ok",
         "model_version": app.extensions["segment_model"].version,
+        "store": "ok",
     }
 
 
@@ -234,10 +235,7 @@ def test_a_server_bug_is_a_logged_500_without_traceback(app, client, monkeypatch
     # A schema failure while shaping the answer is ours, not the client's: 500, logged.
     from nomads_cluster import api
 
-    def broken_response(**fields):
-        return api.ClusterResponse(**{**fields, "cluster": 0})
-
-    monkeypatch.setattr(api, "ClusterResponse", broken_response)
+    monkeypatch.setattr(api, "scores_by_segment", lambda scores: {"1": "not a number"})
     response = client.post("/cluster", json=APP_EXAMPLE)
     problem = problem_of(response, 500)
     assert "ValidationError" not in response.get_data(as_text=True)

@@ -9,8 +9,9 @@ PREFLIGHT = {
 }
 
 
-def app_with_origins(monkeypatch, origins: str):
+def app_with_origins(monkeypatch, origins: str, database_url: str):
     monkeypatch.setenv("NOMADS_CORS_ORIGINS", origins)
+    monkeypatch.setenv("NOMADS_DATABASE_URL", database_url)
     monkeypatch.setenv("NOMADS_MODEL_DIR", str(DEFAULT_MODEL_DIR))
     return create_app().test_client()
 
@@ -41,8 +42,10 @@ def test_cors_preflight_is_answered(client):
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
 
 
-def test_cors_origins_are_configurable(monkeypatch):
-    client = app_with_origins(monkeypatch, "https://app.example, https://admin.example")
+def test_cors_origins_are_configurable(monkeypatch, database_url):
+    client = app_with_origins(
+        monkeypatch, "https://app.example, https://admin.example", database_url
+    )
     allowed = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://admin.example"})
     refused = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://evil.example"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://admin.example"
@@ -55,14 +58,14 @@ def test_cors_headers_on_errors_too(client):
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_configured_origins_vary_on_origin(monkeypatch):
-    client = app_with_origins(monkeypatch, "https://app.example")
+def test_configured_origins_vary_on_origin(monkeypatch, database_url):
+    client = app_with_origins(monkeypatch, "https://app.example", database_url)
     response = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://app.example"})
     assert "Origin" in response.headers["Vary"]
 
 
-def test_preflight_from_unknown_origin_gets_no_grant(monkeypatch):
-    client = app_with_origins(monkeypatch, "https://app.example")
+def test_preflight_from_unknown_origin_gets_no_grant(monkeypatch, database_url):
+    client = app_with_origins(monkeypatch, "https://app.example", database_url)
     response = client.options("/cluster", headers={"Origin": "https://evil.example", **PREFLIGHT})
     assert "Access-Control-Allow-Origin" not in response.headers
     assert "Access-Control-Allow-Methods" not in response.headers

@@ -78,13 +78,17 @@ def test_missing_model_dir_is_a_model_error(tmp_path):
         load_model(tmp_path / "nowhere")
 
 
-def test_service_refuses_to_start_in_one_line(model_copy):
+def test_service_refuses_to_start_in_one_line(model_copy, tmp_path):
     pkl = model_copy / "model.pkl"
     pkl.write_bytes(pkl.read_bytes()[:-1])
     result = subprocess.run(
         [sys.executable, "-c", "import app_cluster"],
         cwd=REPO,
-        env={**os.environ, "NOMADS_MODEL_DIR": str(model_copy)},
+        env={
+            **os.environ,
+            "NOMADS_MODEL_DIR": str(model_copy),
+            "NOMADS_DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -95,13 +99,18 @@ def test_service_refuses_to_start_in_one_line(model_copy):
     assert lines[0].startswith("nomads-cluster: refusing to unpickle")
 
 
-def test_serving_does_not_import_sklearn_or_pandas():
+def test_serving_does_not_import_sklearn_or_pandas(tmp_path):
     code = (
         "import sys, app_cluster; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'pandas', 'scipy'}))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "NOMADS_DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.stdout.strip() == "[]", result.stderr
 

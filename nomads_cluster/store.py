@@ -1,0 +1,309 @@
+"""The user store: every assignment made, the current one per user, and survey answers.
+
+SQLAlchemy Core on SQLite (the embedded default, in the instance folder) or PostgreSQL
+through psycopg 3. The schema is Alembic's (``nomads_cluster/migrations``): applied by
+``nomads-cluster db upgrade``, and at start-up when the database is empty.
+"""
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from flask import Flask, current_app
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Engine, make_url
+
+from .interests import INTEREST_INDEX, INTEREST_KEYS
+
+log = logging.getLogger(__name__)
+
+SQLITE_FILE = "nomads.sqlite3"
+# The errors that mean "the database cannot be reached or is too busy", not a bug.
+_UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+metadata = sa.MetaData()
+
+
+def _assignment_columns() -> list[sa.Column]:
+    """What one assignment records (fresh Column objects: a Column joins one table)."""
+    return [
+        sa.Column("id_is_int", sa.Boolean, nullable=False),  # to echo the _id's JSON type
+        sa.Column("interests", sa.JSON, nullable=False),  # the chosen interest keys
+        sa.Column("cluster", sa.Integer, nullable=False),
+        sa.Column("scores", sa.JSON, nullable=False),  # one per segment, in order
+        sa.Column("model_version", sa.String(64), nullable=False),
+        sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),  # api, batch, assign
+    ]
+
+
+# The current assignment of each user; the user id is the _id as text.
+assignments = sa.Table(
+    "assignments",
+    metadata,
+    sa.Column("user_id", sa.String(256), primary_key=True),
+    *_assignment_columns(),
+)
+# Every assignment ever made, the current ones included.
+assignment_history = sa.Table(
+    "assignment_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("user_id", sa.String(256), nullable=False),
+    *_assignment_columns(),
+    sa.Index("ix_assignment_history_user_id_id", "user_id", "id"),
+)
+# Survey answers collected for training; answer_sha256 identifies a row of an export.
+survey_responses = sa.Table(
+    "survey_responses",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("answer_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("answered_at", sa.String(64), nullable=False),  # the export's timestamp
+    sa.Column("interests", sa.JSON, nullable=False),
+    sa.Column("source_file", sa.String(255), nullable=False),
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached (or stays locked) right now: try again later."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One user's segment as the service told it."""
+
+    user_id: str | int
+    interests: tuple[str, ...]  # the chosen interest keys, in INTEREST_KEYS order
+    cluster: int
+    scores: tuple[float, ...]
+    model_version: str
+    assigned_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    source: str = "api"
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "user_id": str(self.user_id),
+            "id_is_int": isinstance(self.user_id, int),
+            "interests": list(self.interests),
+            "cluster": self.cluster,
+            "scores": list(self.scores),
+            "model_version": self.model_version,
+            "assigned_at": self.assigned_at,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_row(cls, row: sa.Row) -> "Assignment":
+        assigned_at = row.assigned_at
+        if assigned_at.tzinfo is None:  # SQLite keeps no zone: it was stored in UTC
+            assigned_at = assigned_at.replace(tzinfo=UTC)
+        return cls(
+            user_id=int(row.user_id) if row.id_is_int else row.user_id,
+            interests=tuple(row.interests),
+            cluster=row.cluster,
+            scores=tuple(row.scores),
+            model_version=row.model_version,
+            assigned_at=assigned_at,
+            source=row.source,
+        )
+
+
+def chosen_interests(features: np.ndarray) -> tuple[str, ...]:
+    """The interest keys of a 0/1 feature vector."""
+    return tuple(key for key, value in zip(INTEREST_KEYS, features, strict=True) if value)
+
+
+def features_of(interests: Iterable[str]) -> np.ndarray:
+    vector = np.zeros(len(INTEREST_KEYS))
+    vector[[INTEREST_INDEX[key] for key in interests]] = 1.0
+    return vector
+
+
+def normalize_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL of a database URL, Heroku's ``postgres://`` included.
+
+    PostgreSQL always goes through psycopg 3 (SQLAlchemy would pick psycopg2).
+    """
+    if isinstance(url, str) and url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    url = make_url(url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def create_store_engine(url: str | URL, timeout: float) -> Engine:
+    """An engine that answers or fails within about ``timeout`` seconds.
+
+    SQLite: WAL (readers never wait for the writer), a busy timeout (writers queue
+    instead of failing with "database is locked"), synchronous=FULL (a committed
+    assignment survives a power cut, not only a crash). PostgreSQL: connect and lock
+    timeouts, and a ping before each checkout so that a restarted server is noticed
+    before a request uses a dead connection.
+    """
+    url = normalize_url(url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": timeout})
+        pragmas = ("journal_mode=WAL", "synchronous=FULL")
+    else:
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_timeout=timeout,
+            connect_args={"connect_timeout": max(1, round(timeout))},
+        )
+        pragmas = ()
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if pragmas:
+            for pragma in pragmas:
+                cursor.execute(f"PRAGMA {pragma}")
+        else:
+            cursor.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+            dbapi_connection.commit()
+        cursor.close()
+
+    # A forked worker must not share its parent's connections (gunicorn --preload).
+    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+    return engine
+
+
+class UserStore:
+    """Reads and writes of the store; database failures come out as StoreUnavailable."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._is_postgresql = engine.dialect.name == "postgresql"
+        if self._is_postgresql:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self._insert = insert
+
+    def _run(self, work: Any, *, write: bool) -> Any:
+        try:
+            with self.engine.begin() if write else self.engine.connect() as conn:
+                return work(conn)
+        except _UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(
+                f"the database is unavailable ({type(exc.orig or exc).__name__})"
+            ) from exc
+
+    def save(self, records: Sequence[Assignment]) -> None:
+        """Make each record its user's current assignment and add it to the history,
+        all in one transaction. Of several records of one user, the last is current."""
+        if not records:
+            return
+        rows = [record.as_row() for record in records]
+        current = list({row["user_id"]: row for row in rows}.values())
+        upsert = self._insert(assignments)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[assignments.c.user_id],
+            set_={name: upsert.excluded[name] for name in current[0] if name != "user_id"},
+        )
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(assignment_history.insert(), rows)
+            conn.execute(upsert, current)
+
+        self._run(work, write=True)
+
+    def current(self, user_id: str) -> Assignment | None:
+        query = sa.select(assignments).where(assignments.c.user_id == user_id)
+        row = self._run(lambda conn: conn.execute(query).first(), write=False)
+        return None if row is None else Assignment.from_row(row)
+
+    def history(self, user_id: str, limit: int) -> list[Assignment]:
+        """The user's assignments, newest first."""
+        query = (
+            sa.select(assignment_history)
+            .where(assignment_history.c.user_id == user_id)
+            .order_by(assignment_history.c.id.desc())
+            .limit(limit)
+        )
+        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        return [Assignment.from_row(row) for row in rows]
+
+    def erase(self, user_id: str) -> bool:
+        """Delete the user and the history; False when the store holds nothing of them."""
+
+        def work(conn: sa.Connection) -> int:
+            erased = conn.execute(assignments.delete().where(assignments.c.user_id == user_id))
+            gone = conn.execute(
+                assignment_history.delete().where(assignment_history.c.user_id == user_id)
+            )
+            return erased.rowcount + gone.rowcount
+
+        return self._run(work, write=True) > 0
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        self._run(lambda conn: conn.execute(sa.text("SELECT 1")), write=False)
+
+    def add_responses(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert survey answers, skipping those already stored; the number inserted."""
+        if not rows:
+            return 0
+        insert = self._insert(survey_responses).on_conflict_do_nothing(
+            index_elements=[survey_responses.c.answer_sha256]
+        )
+
+        def work(conn: sa.Connection) -> int:
+            before = conn.execute(sa.select(sa.func.count()).select_from(survey_responses))
+            count = before.scalar_one()
+            conn.execute(insert, list(rows))
+            after = conn.execute(sa.select(sa.func.count()).select_from(survey_responses))
+            return after.scalar_one() - count
+
+        return self._run(work, write=True)
+
+    def response_features(self) -> tuple[np.ndarray, list[str]]:
+        """Every stored survey answer as a 0/1 matrix (in ingestion order), with the
+        answers' hashes in the same order."""
+        query = sa.select(survey_responses.c.interests, survey_responses.c.answer_sha256)
+        rows = self._run(
+            lambda conn: conn.execute(query.order_by(survey_responses.c.id)).all(), write=False
+        )
+        features = np.array([features_of(row.interests) for row in rows]).reshape(
+            len(rows), len(INTEREST_KEYS)
+        )
+        return features, [row.answer_sha256 for row in rows]
+
+
+def default_database_url(instance_path: str) -> str:
+    return f"sqlite:///{Path(instance_path) / SQLITE_FILE}"
+
+
+def init_app(app: Flask) -> None:
+    """Connect to DATABASE_URL (default: SQLite in the instance folder) and make sure
+    the schema is there: an empty database gets every migration."""
+    from .migrations import prepare_schema
+
+    url = app.config.get("DATABASE_URL") or default_database_url(app.instance_path)
+    engine = create_store_engine(url, float(app.config["DATABASE_TIMEOUT"]))
+    try:
+        prepare_schema(engine)
+    except _UNAVAILABLE_ERRORS as exc:
+        raise StoreUnavailable(
+            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(exc.orig or exc).strip().splitlines()[0]}"
+        ) from None
+    finally:
+        engine.dispose()  # no connection of the start-up survives into forked workers
+    app.extensions["user_store"] = UserStore(engine)
+
+
+def get_store() -> UserStore:
+    return current_app.extensions["user_store"]
