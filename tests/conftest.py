@@ -49,15 +49,29 @@ def database_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+API_KEY = "test-key"
+
+
+@pytest.fixture(scope="session")
+def config_for():
+    """The test settings of an app on the given database."""
+
+    def config(database_url: str, **settings) -> dict:
+        return {
+            "TESTING": True,
+            "MODEL_DIR": str(DEFAULT_MODEL_DIR),
+            "DATABASE_URL": database_url,
+            "DATABASE_TIMEOUT": 1,
+            "API_KEY": API_KEY,
+            **settings,
+        }
+
+    return config
+
+
 @pytest.fixture
-def app_config(database_url) -> dict:
-    return {
-        "TESTING": True,
-        "MODEL_DIR": str(DEFAULT_MODEL_DIR),
-        "DATABASE_URL": database_url,
-        "DATABASE_TIMEOUT": 1,
-        "API_KEY": "test-key",
-    }
+def app_config(config_for, database_url) -> dict:
+    return config_for(database_url)
 
 
 @pytest.fixture
