@@ -5,10 +5,10 @@ from typing import Any
 
 from flask import Flask
 
-from . import api, cors, model, problems, store
+from .model import DEFAULT_MODEL_DIR
 
 DEFAULTS: dict[str, Any] = {
-    "MODEL_DIR": str(model.DEFAULT_MODEL_DIR),
+    "MODEL_DIR": str(DEFAULT_MODEL_DIR),
     "CORS_ORIGINS": "*",  # comma-separated origins, as the original: any
     "MAX_CONTENT_LENGTH": 16 * 1024,  # a /cluster body is well under 1 KiB
     "BATCH_MAX_CONTENT_LENGTH": 1024 * 1024,  # 1,000 users with every interest: 600 KiB
@@ -34,6 +34,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["API_KEY"] is not None:
         # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
         app.config["API_KEY"] = str(app.config["API_KEY"]) or None
+
+    # Imported here, as in Flask's tutorial: the command line's offline work needs
+    # neither the web layer nor the database unless it asks for them.
+    from . import api, cors, model, problems, store
 
     problems.init_app(app)
     model.init_app(app)

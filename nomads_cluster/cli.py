@@ -1,13 +1,32 @@
-"""The ``nomads-cluster`` command line."""
+"""The ``nomads-cluster`` command line.
 
+Commands that use the model or the store build the app with ``create_app()``: the
+same NOMADS_* (and DATABASE_URL) settings as the service.
+"""
+
+import hashlib
 import os
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from flask import Flask
 
-from .model import DEFAULT_MODEL_DIR
+from .model import DEFAULT_MODEL_DIR, ModelError, load_model
 
 DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_responses.csv"
+BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a count
+
+
+def _app() -> Flask:
+    from . import create_app
+    from .store import StoreUnavailable
+
+    try:
+        return create_app()
+    except (ModelError, StoreUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -24,22 +43,34 @@ def main() -> None:
     help="The survey CSV to train on.",
 )
 @click.option(
+    "--from-db",
+    is_flag=True,
+    help="Train on every survey answer ingested into the database instead of --data.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=DEFAULT_MODEL_DIR,
     show_default="model/",
     help="Where to write model.pkl and model.json.",
 )
-def train(data: Path, out: Path) -> None:
+def train(data: Path, from_db: bool, out: Path) -> None:
     """Train the segmentation model on the survey and write it with its card."""
     # Imported here: scikit-learn and pandas are for training, not for serving.
-    from .survey import SurveyFormatError, read_survey
+    from .survey import Survey, SurveyFormatError, read_survey
     from .training import train as train_model
 
-    try:
-        survey = read_survey(data)
-    except SurveyFormatError as exc:
-        raise click.ClickException(str(exc)) from None
+    if from_db:
+        features, hashes = _app().extensions["user_store"].response_features()
+        if not len(features):
+            raise click.ClickException("the database holds no survey answers: run ingest first")
+        digest = hashlib.sha256("".join(hashes).encode()).hexdigest()
+        survey = Survey(features=features, sha256=digest, source="database: survey_responses")
+    else:
+        try:
+            survey = read_survey(data)
+        except SurveyFormatError as exc:
+            raise click.ClickException(str(exc)) from None
     card = train_model(survey, out)
     click.echo(
         f"trained on {survey.n_rows} answers: model {card['version']}, "
@@ -47,3 +78,121 @@ def train(data: Path, out: Path) -> None:
     )
     for segment in card["segments"]:
         click.echo(f"  {segment['segment']}: {segment['label']} ({segment['share']:.0%})")
+
+
+@main.command()
+@click.argument("survey", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def ingest(survey: Path) -> None:
+    """Load the answers of a survey export into the database (known answers skipped)."""
+    from .store import StoreUnavailable, chosen_interests
+    from .survey import SurveyFormatError, read_survey_answers
+
+    try:
+        answers = read_survey_answers(survey)
+    except SurveyFormatError as exc:
+        raise click.ClickException(str(exc)) from None
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "answer_sha256": answer.sha256,
+            "answered_at": answer.answered_at,
+            "interests": list(chosen_interests(answer.features)),
+            "source_file": survey.name,
+            "ingested_at": now,
+        }
+        for answer in answers
+    ]
+    try:
+        added = _app().extensions["user_store"].add_responses(rows)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{survey.name}: {added} new answers stored, {len(rows) - added} already known")
+
+
+@main.command()
+@click.argument("input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    required=True,
+    help="Results file: .csv, or .jsonl for JSON Lines.",
+)
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["survey", "csv", "jsonl"]),
+    help="The input's format [default: from the suffix and the header].",
+)
+@click.option("--id-column", help="The id column of a CSV [default: _id, id or user_id].")
+@click.option(
+    "--skip-bad-rows",
+    is_flag=True,
+    help="Report bad rows and go on; by default the first one stops (and nothing is written).",
+)
+@click.option("--store", is_flag=True, help="Also store the results in the database.")
+def assign(
+    input_path: Path,
+    output: Path,
+    input_format: str | None,
+    id_column: str | None,
+    skip_bad_rows: bool,
+    store: bool,
+) -> None:
+    """Assign every user of INPUT_PATH to a segment: the survey export, a CSV with an id
+    column and the 26 interest columns (0/1 or true/false), or JSON Lines of /cluster
+    bodies. Streams in chunks, in bounded memory."""
+    from .offline import BadRowsError, InputFormatError, assign_file
+    from .store import StoreUnavailable  # imported with the database layer: for --store
+
+    if output.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
+        raise click.BadParameter("use a .csv or .jsonl file", param_hint="--output")
+    if store:
+        app = _app()
+        model, user_store = app.extensions["segment_model"], app.extensions["user_store"]
+    else:  # the model alone: no database to open, a second less before the first row
+        try:
+            model, user_store = (
+                load_model(os.environ.get("NOMADS_MODEL_DIR", DEFAULT_MODEL_DIR)),
+                None,
+            )
+        except ModelError as exc:
+            raise click.ClickException(str(exc)) from None
+    size = input_path.stat().st_size
+    with click.progressbar(
+        length=size, label=f"assigning {input_path.name}", file=sys.stderr
+    ) as bar:
+        try:
+            summary = assign_file(
+                input_path,
+                output,
+                model,
+                input_format=input_format,
+                id_column=id_column,
+                skip_bad_rows=skip_bad_rows,
+                store=user_store,
+                on_progress=lambda done: bar.update(done - bar.pos),
+            )
+        except (InputFormatError, BadRowsError, StoreUnavailable) as exc:
+            raise click.ClickException(f"{exc}; nothing was written to {output}") from None
+    for bad_row in summary.bad_rows[:BAD_ROWS_SHOWN]:
+        click.echo(f"{input_path.name}, line {bad_row.line}: {bad_row.reason}", err=True)
+    if len(summary.bad_rows) > BAD_ROWS_SHOWN:
+        click.echo(f"... and {len(summary.bad_rows) - BAD_ROWS_SHOWN} more bad rows", err=True)
+    skipped = f", skipped {len(summary.bad_rows)} bad rows" if summary.bad_rows else ""
+    stored = " and stored them" if store else ""
+    click.echo(f"assigned {summary.assigned} users{stored}{skipped}: wrote {output}", err=True)
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply every migration the database lacks."""
+    from .migrations import upgrade as upgrade_schema
+
+    before, after = upgrade_schema(_app().extensions["user_store"].engine)
+    click.echo(f"database schema: {before or 'empty'} -> {after}")

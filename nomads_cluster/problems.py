@@ -11,7 +11,7 @@ from flask import Flask, Response, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from .interests import INTEREST_KEYS
+from .schemas import body_errors, summarize
 from .store import StoreUnavailable
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -53,34 +53,6 @@ def problem_response(
     if errors:
         body["errors"] = errors
     return Response(json.dumps(body), status, headers=headers, mimetype=PROBLEM_MIMETYPE)
-
-
-def _pointer(loc: tuple[int | str, ...]) -> str:
-    """A JSON pointer, as a URI fragment: "#" is the whole body."""
-    return "#" + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
-
-
-def _describe(error: dict[str, Any]) -> str:
-    kind, loc = error["type"], error["loc"]
-    if kind == "extra_forbidden" and loc[:1] == ("interests",):
-        return f"unknown interest {loc[-1]!r}; valid interests: {', '.join(INTEREST_KEYS)}"
-    if kind == "missing":
-        return "is required"
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return "must be a JSON object"
-    return error["msg"]
-
-
-def body_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[dict[str, str]]:
-    """Each schema error of a body: where (a JSON pointer below ``prefix``) and what."""
-    return [
-        {"pointer": _pointer(prefix + tuple(e["loc"])), "detail": _describe(e)}
-        for e in error.errors(include_url=False, include_input=False)
-    ]
-
-
-def summarize(errors: list[dict[str, str]]) -> str:
-    return "; ".join(f"{e['pointer']} {e['detail']}" for e in errors)
 
 
 def invalid_body_problem(exc: InvalidBody) -> Response:

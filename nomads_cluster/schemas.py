@@ -4,7 +4,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 
 from .interests import INTEREST_KEYS
@@ -149,3 +156,34 @@ class BatchResponse(BaseModel):
     assigned: int
     failed: int
     model_version: str
+
+
+# Where a body breaks its schema, for problem details and for files' bad rows.
+
+
+def _pointer(loc: tuple[int | str, ...]) -> str:
+    """A JSON pointer, as a URI fragment: "#" is the whole body."""
+    return "#" + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind, loc = error["type"], error["loc"]
+    if kind == "extra_forbidden" and loc[:1] == ("interests",):
+        return f"unknown interest {loc[-1]!r}; valid interests: {', '.join(INTEREST_KEYS)}"
+    if kind == "missing":
+        return "is required"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be a JSON object"
+    return error["msg"]
+
+
+def body_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[dict[str, str]]:
+    """Each schema error of a body: where (a JSON pointer below ``prefix``) and what."""
+    return [
+        {"pointer": _pointer(prefix + tuple(e["loc"])), "detail": _describe(e)}
+        for e in error.errors(include_url=False, include_input=False)
+    ]
+
+
+def summarize(errors: list[dict[str, str]]) -> str:
+    return "; ".join(f"{e['pointer']} {e['detail']}" for e in errors)

@@ -17,6 +17,7 @@ descent as scikit-learn, one user at a time as the original service did.
 `make verify` checks the whole on every possible user.
 """
 
+import functools
 from itertools import combinations
 
 import numpy as np
@@ -30,6 +31,7 @@ TIE_MARGIN = 1e-3
 # scikit-learn's NMF defaults, which transform uses.
 CD_TOLERANCE = 1e-4
 CD_MAX_ITER = 200
+SCORE_BLOCK_ROWS = 16_384  # rows scored at once: intermediates of a few MB
 
 
 class SegmentScorer:
@@ -65,6 +67,8 @@ class SegmentScorer:
         self._support_flags = supports.tolist()
         # x -> the k numbers of every support at once: (n_features, n_supports * k).
         self._kkt_map = (kkt @ components).transpose(2, 0, 1).reshape(components.shape[1], -1)
+        # p = H x -> the j-th number of every support: (k, n_supports), for each j.
+        self._kkt_rows = [np.ascontiguousarray(kkt[:, j, :].T) for j in range(n_components)]
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """The NMF scores (n_users, n_components) of a (n_users, n_features) 0/1 matrix.
@@ -98,10 +102,28 @@ class SegmentScorer:
         return scores
 
     def optimal_scores(self, features: np.ndarray) -> np.ndarray:
-        """The exact optimum of the non-negative least squares problem, per user."""
-        numbers = (features @ self._kkt_map).reshape(len(features), -1, self.n_components)
-        optimum = numbers.min(axis=2).argmax(axis=1)
-        return np.where(self._supports[optimum], numbers[np.arange(len(features)), optimum], 0.0)
+        """The exact optimum of the non-negative least squares problem, per user.
+
+        Through the projections p = H x (n_users x k): the KKT numbers are linear in
+        p too, and that is 26/k times fewer multiplications than from x directly.
+        Computed in blocks of rows, which keeps the intermediates in the caches.
+        """
+        if len(features) > SCORE_BLOCK_ROWS:
+            return np.vstack(
+                [
+                    self.optimal_scores(features[start : start + SCORE_BLOCK_ROWS])
+                    for start in range(0, len(features), SCORE_BLOCK_ROWS)
+                ]
+            )
+        projections = features @ self.components.T
+        # numbers[j][u, s]: the j-th KKT number of user u on support s.
+        numbers = [projections @ kkt_row for kkt_row in self._kkt_rows]
+        optimum = functools.reduce(np.minimum, numbers).argmax(axis=1)  # first, as argmax
+        users = np.arange(len(features))
+        return np.column_stack(
+            [np.where(self._supports[optimum, j], numbers[j][users, optimum], 0.0)
+             for j in range(self.n_components)]
+        )  # fmt: skip
 
 
 def is_near_tie(second: np.ndarray | float, best: np.ndarray | float) -> np.ndarray | bool:

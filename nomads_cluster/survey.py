@@ -17,8 +17,8 @@ class SurveyFormatError(ValueError):
 @dataclass(frozen=True)
 class Survey:
     features: np.ndarray  # (n_answers, 26) of 0.0/1.0, columns in INTEREST_KEYS order
-    sha256: str  # of the file's bytes
-    path: Path
+    sha256: str  # of the file's bytes, or of the stored answers' hashes
+    source: str  # the file's name, or where in the database the answers come from
 
     @property
     def n_rows(self) -> int:
@@ -39,18 +39,36 @@ def parse_answer_cells(cells: list[str], where: str) -> np.ndarray:
     return vector
 
 
-def read_survey(path: str | Path) -> Survey:
-    """Read the survey CSV: a timestamp column followed by the four multi-select questions."""
-    path = Path(path)
-    raw = path.read_bytes()
+@dataclass(frozen=True)
+class SurveyAnswer:
+    answered_at: str  # the export's timestamp, as written
+    features: np.ndarray
+    sha256: str  # of the row's cells: the same answer in a later export has the same
+
+
+def read_survey_answers(path: Path) -> list[SurveyAnswer]:
+    """Each answer of the survey CSV: a timestamp column, then the multi-select questions."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if frame.shape[1] < 2:
         raise SurveyFormatError(f"{path}: expected a timestamp column and answer columns")
-    answers = frame.iloc[:, 1:]
-    rows = [
-        # Data row i is on line i + 2: the header is line 1 (no answer spans lines).
-        parse_answer_cells(list(values), f"{path.name}, row {i + 1} (line {i + 2})")
-        for i, values in enumerate(answers.itertuples(index=False, name=None))
+    return [
+        SurveyAnswer(
+            answered_at=cells[0],
+            # Data row i is on line i + 2: the header is line 1 (no answer spans lines).
+            features=parse_answer_cells(cells[1:], f"{path.name}, row {i + 1} (line {i + 2})"),
+            sha256=hashlib.sha256("\x1f".join(cells).encode()).hexdigest(),
+        )
+        for i, cells in enumerate(frame.itertuples(index=False, name=None))
     ]
-    features = np.vstack(rows) if rows else np.zeros((0, len(INTEREST_KEYS)))
-    return Survey(features=features, sha256=hashlib.sha256(raw).hexdigest(), path=path)
+
+
+def read_survey(path: str | Path) -> Survey:
+    """The survey CSV as the 0/1 matrix to train on."""
+    path = Path(path)
+    answers = read_survey_answers(path)
+    features = np.array([answer.features for answer in answers])
+    return Survey(
+        features=features.reshape(len(answers), len(INTEREST_KEYS)),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        source=path.name,
+    )

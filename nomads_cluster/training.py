@@ -56,7 +56,7 @@ def build_card(model: NMF, survey: Survey, model_sha256: str) -> dict[str, Any]:
         "sklearn_version": sklearn.__version__,
         "model_sha256": model_sha256,
         "training_data": {
-            "file": survey.path.name,
+            "file": survey.source,
             "sha256": survey.sha256,
             "rows": survey.n_rows,
         },
