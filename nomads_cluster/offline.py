@@ -90,12 +90,15 @@ def _parser_skips(caught: list[warnings.WarningMessage]) -> list[BadRow]:
     return skipped
 
 
-def _csv_chunks(file: IO[bytes], name: str, dtype: Any, usecols: Any) -> Iterator[tuple]:
-    """(frame, line number of each row, rows pandas skipped) per chunk of a CSV."""
+def _csv_chunks(file: IO[bytes], name: str, dtype: Any) -> Iterator[tuple]:
+    """(frame, line number of each row, rows pandas skipped) per chunk of a CSV.
+
+    Every column is read (no usecols): with usecols pandas silently accepts a row
+    with too many fields instead of reporting it.
+    """
     reader = pd.read_csv(
         file,
         dtype=dtype,
-        usecols=usecols,
         chunksize=CHUNK_ROWS,
         skip_blank_lines=False,  # a blank line stays a (bad) row: line numbers hold
         keep_default_na=False,
@@ -140,9 +143,7 @@ def read_interest_csv(file: IO[bytes], name: str, id_column: str | None) -> Iter
         raise InputFormatError(f"{name}: no column {id_column!r}")
     # Default parsing is the fastest: a column of 0/1 arrives as integers, of
     # true/false as booleans; only a mixed or broken column arrives as text.
-    for frame, lines, skipped in _csv_chunks(
-        file, name, {id_column: object}, [id_column, *INTEREST_KEYS]
-    ):
+    for frame, lines, skipped in _csv_chunks(file, name, {id_column: object}):
         values = np.empty((len(frame), len(INTEREST_KEYS)), order="F")  # filled by column
         for j, key in enumerate(INTEREST_KEYS):
             values[:, j] = truth_values(frame[key])
@@ -167,7 +168,7 @@ def truth_values(column: pd.Series) -> np.ndarray:
             values[(integers != 0) & (integers != 1)] = np.nan
         return values
     if pd.api.types.is_float_dtype(column):  # empty cells (NaN) or decimals
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
         values[(values != 0) & (values != 1)] = np.nan
         return values
     text = column.astype(object).map(lambda cell: TRUTH.get(str(cell).strip().lower()))
@@ -189,7 +190,7 @@ def _describe_bad_row(row: pd.Series, line: int, id_column: str) -> BadRow:
 
 def read_survey_csv(file: IO[bytes], name: str) -> Iterator[Chunk]:
     """Chunks of the survey export; a user's id is their row number (1 = first answer)."""
-    for frame, lines, skipped in _csv_chunks(file, name, str, None):
+    for frame, lines, skipped in _csv_chunks(file, name, str):
         ids, rows, bad_rows = [], [], list(skipped)
         for line, row in zip(lines, frame.itertuples(index=False), strict=True):
             if all(pd.isna(cell) for cell in row):
