@@ -143,19 +143,21 @@ def assign(
     column and the 26 interest columns (0/1 or true/false), or JSON Lines of /cluster
     bodies. Streams in chunks, in bounded memory."""
     from .offline import BadRowsError, InputFormatError, assign_file
-    from .store import StoreUnavailable  # imported with the database layer: for --store
 
     if output.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise click.BadParameter("use a .csv or .jsonl file", param_hint="--output")
+    failures: tuple[type[Exception], ...] = (InputFormatError, BadRowsError)
+    user_store, after_failure = None, f"nothing was written to {output}"
     if store:
+        from .store import StoreUnavailable
+
         app = _app()
         model, user_store = app.extensions["segment_model"], app.extensions["user_store"]
-    else:  # the model alone: no database to open, a second less before the first row
+        failures += (StoreUnavailable,)
+        after_failure += " (the chunks before the failure stay stored)"
+    else:  # the model alone: neither the web layer nor the database to load
         try:
-            model, user_store = (
-                load_model(os.environ.get("NOMADS_MODEL_DIR", DEFAULT_MODEL_DIR)),
-                None,
-            )
+            model = load_model(os.environ.get("NOMADS_MODEL_DIR", DEFAULT_MODEL_DIR))
         except ModelError as exc:
             raise click.ClickException(str(exc)) from None
     size = input_path.stat().st_size
@@ -173,8 +175,8 @@ def assign(
                 store=user_store,
                 on_progress=lambda done: bar.update(done - bar.pos),
             )
-        except (InputFormatError, BadRowsError, StoreUnavailable) as exc:
-            raise click.ClickException(f"{exc}; nothing was written to {output}") from None
+        except failures as exc:
+            raise click.ClickException(f"{exc}; {after_failure}") from None
     for bad_row in summary.bad_rows[:BAD_ROWS_SHOWN]:
         click.echo(f"{input_path.name}, line {bad_row.line}: {bad_row.reason}", err=True)
     if len(summary.bad_rows) > BAD_ROWS_SHOWN:

@@ -48,7 +48,9 @@ class BadRow:
 class Chunk:
     """Valid users of a part of the input, and the bad rows met there."""
 
-    ids: list[Any] | np.ndarray  # str or int, as given
+    # A CSV's ids: an Arrow string array (no Python object per id); JSON Lines' ids:
+    # a list, of str or int as given.
+    ids: pa.Array | list[Any]
     features: np.ndarray
     bad_rows: list[BadRow] = field(default_factory=list)
     bytes_read: int = 0  # of the input so far, for the progress bar
@@ -143,18 +145,20 @@ def read_interest_csv(file: IO[bytes], name: str, id_column: str | None) -> Iter
         raise InputFormatError(f"{name}: no column {id_column!r}")
     # Default parsing is the fastest: a column of 0/1 arrives as integers, of
     # true/false as booleans; only a mixed or broken column arrives as text.
-    for frame, lines, skipped in _csv_chunks(file, name, {id_column: object}):
+    id_dtype = pd.ArrowDtype(pa.string())  # text, as written: "007" stays "007"
+    for frame, lines, skipped in _csv_chunks(file, name, {id_column: id_dtype}):
         values = np.empty((len(frame), len(INTEREST_KEYS)), order="F")  # filled by column
         for j, key in enumerate(INTEREST_KEYS):
             values[:, j] = truth_values(frame[key])
-        ids = frame[id_column].to_numpy(dtype=object)
+        # One Arrow array, whether pandas holds the column in one chunk or several.
+        ids = pa.chunked_array(pa.array(frame[id_column].array)).combine_chunks()
         bad = np.isnan(values).any(axis=1) | frame[id_column].isna().to_numpy()
         if not bad.any():
             yield Chunk(ids, values, list(skipped), file.tell())
             continue
         bad_rows = [*skipped, *(_describe_bad_row(frame.iloc[i], lines[i], id_column)
                                 for i in np.flatnonzero(bad))]  # fmt: skip
-        yield Chunk(ids[~bad], values[~bad], bad_rows, file.tell())
+        yield Chunk(ids.filter(pa.array(~bad)), values[~bad], bad_rows, file.tell())
 
 
 def truth_values(column: pd.Series) -> np.ndarray:
@@ -232,7 +236,7 @@ class ResultWriter:
         self.score_columns = [f"score_{segment}" for segment in range(1, n_segments + 1)]
         self._csv: pa_csv.CSVWriter | None = None
 
-    def write(self, ids: list[Any], segments: np.ndarray, scores: np.ndarray) -> None:
+    def write(self, ids: pa.Array | list[Any], segments: np.ndarray, scores: np.ndarray) -> None:
         if self.jsonl:
             lines = (
                 json.dumps({"_id": i, "cluster": c, "scores": scores_by_segment(s)}) + "\n"
@@ -240,9 +244,9 @@ class ResultWriter:
             )
             self.file.write("".join(lines).encode())
             return
-        try:
-            id_column = pa.array(ids, pa.string())  # a CSV's ids are strings already
-        except (pa.ArrowTypeError, pa.ArrowInvalid):
+        if isinstance(ids, pa.Array):
+            id_column = ids
+        else:
             id_column = pa.array([str(i) for i in ids], pa.string())
         table = pa.table(
             {
@@ -329,6 +333,10 @@ def _by_line(bad_row: BadRow) -> int:
     return bad_row.line
 
 
+def _python_ids(ids: pa.Array | list[Any]) -> list[Any]:
+    return ids.to_pylist() if isinstance(ids, pa.Array) else ids
+
+
 def _records(
     chunk: Chunk, segments: np.ndarray, scores: np.ndarray, version: str
 ) -> list["Assignment"]:
@@ -344,6 +352,6 @@ def _records(
             source="assign",
         )
         for user_id, features, segment, user_scores in zip(
-            chunk.ids, chunk.features, segments.tolist(), scores.tolist(), strict=True
+            _python_ids(chunk.ids), chunk.features, segments.tolist(), scores.tolist(), strict=True
         )
     ]
