@@ -31,14 +31,18 @@ def test_segments_equal_sklearn_transform_one_user_at_a_time(users, scorer, skle
 
 @settings(max_examples=100, deadline=None)
 @given(
-    # Weights 0 or at least 1e-6: at 1e-110 (as hypothesis once tried) the scores reach
+    # Values 0 or at least 1e-6: at 1e-110 (as hypothesis once tried) the scores reach
     # 1e109 and the two best supports differ by less than rounding at that scale.
     components=arrays(
         np.float64,
         st.tuples(st.integers(2, 6), st.just(10)),
         elements=st.one_of(st.just(0.0), st.floats(1e-6, 3)),
     ),
-    users=arrays(np.float64, st.tuples(st.integers(1, 5), st.just(10)), elements=st.floats(0, 1)),
+    users=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 5), st.just(10)),
+        elements=st.one_of(st.just(0.0), st.floats(1e-6, 1)),
+    ),
 )
 def test_scores_are_the_exact_nnls_optimum(components, users):
     # On any non-negative data, not only the survey's model: converge scikit-learn's
