@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install run test lint verify bench train clean
+.PHONY: install run test lint verify bench train migrate clean
 
 install: $(VENV)/.installed
 
@@ -22,10 +22,16 @@ run: install
 train: install
 	$(BIN)/nomads-cluster train
 
+# The store's schema, on $DATABASE_URL (default: SQLite in instance/).
+migrate: install
+	$(BIN)/nomads-cluster db upgrade
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# With NOMADS_TEST_DATABASE_URL set (.ci/run sets it), every store test also runs on
+# that PostgreSQL server, and an unreachable server fails the run.
 test: install lint
 	$(BIN)/pytest
 
@@ -36,6 +42,7 @@ verify: install
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/assign_file.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -3,6 +3,8 @@
 Each server is a real gunicorn with 2 workers on loopback; wrk sends random /cluster
 bodies. Reported per server: time from launch to the first answer, throughput and
 latency under load, and the memory of the whole server (master + workers).
+nomads-cluster runs twice: on SQLite (a fresh file) and, when the local server answers,
+on PostgreSQL (a fresh database, nomads_bench); each of its answers is committed first.
 """
 
 import argparse
@@ -26,12 +28,40 @@ sys.path.insert(0, str(REPO))
 from nomads_cluster.interests import INTEREST_KEYS  # noqa: E402
 
 PROCFILE_WEB = re.search(r"^web:\s*(.+)$", (REPO / "Procfile").read_text(), re.M).group(1)
-SERVERS = {
-    # name: (command, working directory)
-    "bare Flask endpoint": ("gunicorn bare_app:app --workers 2", REPO / "bench"),
-    "original service": ("gunicorn original_app:app --workers 2", REPO / "bench"),
-    "nomads-cluster": (PROCFILE_WEB.replace("${WEB_CONCURRENCY:-2}", "2"), REPO),
-}
+OURS = PROCFILE_WEB.replace("${WEB_CONCURRENCY:-2}", "2")
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRES_BENCH_DB = "nomads_bench"
+
+
+def fresh_postgres_url() -> str | None:
+    """A new, empty database on the local PostgreSQL server, or None without one."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=2) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {POSTGRES_BENCH_DB}")
+            conn.execute(f"CREATE DATABASE {POSTGRES_BENCH_DB}")
+    except psycopg.OperationalError:
+        return None
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + POSTGRES_BENCH_DB
+
+
+def bench_servers(work_dir: Path) -> dict[str, tuple[str, Path, dict[str, str]]]:
+    """name: (command, working directory, environment)."""
+    servers = {
+        "bare Flask endpoint": ("gunicorn bare_app:app --workers 2", REPO / "bench", {}),
+        "original service": ("gunicorn original_app:app --workers 2", REPO / "bench", {}),
+        "nomads-cluster, SQLite": (
+            OURS,
+            REPO,
+            {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'bench.sqlite3'}"},
+        ),
+    }
+    postgres_url = fresh_postgres_url()
+    if postgres_url:
+        servers["nomads-cluster, PostgreSQL"] = (OURS, REPO, {"DATABASE_URL": postgres_url})
+    return servers
+
 
 WRK_SCRIPT = """
 bodies = {%s}
@@ -76,9 +106,10 @@ def post_cluster(port: int, body: str) -> int:
         return 0
 
 
-def launch(command: str, cwd: Path, port: int) -> subprocess.Popen:
+def launch(command: str, cwd: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
     env = {
         **os.environ,
+        **extra_env,
         "PORT": str(port),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "PYTHONPATH": str(REPO),
@@ -93,10 +124,10 @@ def launch(command: str, cwd: Path, port: int) -> subprocess.Popen:
     )
 
 
-def time_to_first_answer(command: str, cwd: Path, body: str) -> float:
+def time_to_first_answer(command: str, cwd: Path, env: dict[str, str], body: str) -> float:
     port = free_port()
     started = time.perf_counter()
-    server = launch(command, cwd, port)
+    server = launch(command, cwd, port, env)
     try:
         while post_cluster(port, body) != 200:
             if server.poll() is not None:
@@ -135,17 +166,19 @@ def wrk(port: int, script: Path, seconds: int, connections: int) -> dict:
     return result
 
 
-def load_test(script: Path, args: argparse.Namespace) -> dict[str, dict]:
+def load_test(servers_to_run: dict, script: Path, args: argparse.Namespace) -> dict[str, dict]:
     """All servers up at once, loaded in turn for several rounds: noise from the machine
     falls on all of them alike; each figure is the median over the rounds."""
-    ports = {name: free_port() for name in SERVERS}
-    servers = {name: launch(cmd, cwd, ports[name]) for name, (cmd, cwd) in SERVERS.items()}
+    ports = {name: free_port() for name in servers_to_run}
+    servers = {
+        name: launch(cmd, cwd, ports[name], env) for name, (cmd, cwd, env) in servers_to_run.items()
+    }
     try:
         for port in ports.values():
             while post_cluster(port, '{"_id": "warm", "interests": {}}') != 200:
                 time.sleep(0.01)
             wrk(port, script, 2, args.connections)  # warm-up
-        rounds: dict[str, list[dict]] = {name: [] for name in SERVERS}
+        rounds: dict[str, list[dict]] = {name: [] for name in servers_to_run}
         for _ in range(args.rounds):
             for name, port in ports.items():
                 rounds[name].append(wrk(port, script, args.seconds, args.connections))
@@ -176,20 +209,22 @@ def main() -> None:
         f.write(WRK_SCRIPT % ",\n".join(json.dumps(b) for b in bodies))
     script = Path(f.name)
 
-    results = load_test(script, args)
+    with tempfile.TemporaryDirectory() as work_dir:
+        servers = bench_servers(Path(work_dir))
+        results = load_test(servers, script, args)
+        for _ in range(args.launches):
+            for name, (command, cwd, env) in servers.items():
+                results[name].setdefault("launches", []).append(
+                    time_to_first_answer(command, cwd, env, bodies[0])
+                )
     script.unlink()
-    for _ in range(args.launches):
-        for name, (command, cwd) in SERVERS.items():
-            results[name].setdefault("launches", []).append(
-                time_to_first_answer(command, cwd, bodies[0])
-            )
     for result in results.values():
         result["first_answer_s"] = statistics.median(result.pop("launches"))
 
-    bare, original, ours = (results[n] for n in SERVERS)
+    bare, original = results["bare Flask endpoint"], results["original service"]
 
-    def ratio(label: str, mine: float, theirs: float, target: str = "") -> None:
-        print(f"- {label}: {mine / theirs:.2f}" + (f" (target {target})" if target else ""))
+    def ratio(label: str, mine: float, theirs: float) -> None:
+        print(f"- {label}: {mine / theirs:.2f}")
 
     print(
         f"wrk -t1 -c{args.connections}, {args.rounds} rounds of {args.seconds} s per server "
@@ -203,13 +238,15 @@ def main() -> None:
             f"{r['first_answer_s']:.2f} | {r['rss_mb']:.0f} | {r['pss_mb']:.0f} | "
             f"{r['errors']} |"
         )
-    print()
-    ratio("throughput vs bare endpoint", ours["requests_per_s"], bare["requests_per_s"], ">= 0.75")
-    ratio("p99 latency vs bare endpoint", ours["p99_ms"], bare["p99_ms"], "<= 1.5")
-    ratio("first answer vs original", ours["first_answer_s"], original["first_answer_s"], "<= 0.8")
-    ratio("memory (PSS) vs original", ours["pss_mb"], original["pss_mb"], "<= 0.6")
-    ratio("memory (RSS) vs original", ours["rss_mb"], original["rss_mb"])
-    ratio("throughput vs original", ours["requests_per_s"], original["requests_per_s"])
+    for name in [n for n in results if n.startswith("nomads-cluster")]:
+        ours = results[name]
+        print(f"\n{name}:")
+        ratio("throughput vs bare endpoint", ours["requests_per_s"], bare["requests_per_s"])
+        ratio("p99 latency vs bare endpoint", ours["p99_ms"], bare["p99_ms"])
+        ratio("first answer vs original", ours["first_answer_s"], original["first_answer_s"])
+        ratio("memory (PSS) vs original", ours["pss_mb"], original["pss_mb"])
+        ratio("memory (RSS) vs original", ours["rss_mb"], original["rss_mb"])
+        ratio("throughput vs original", ours["requests_per_s"], original["requests_per_s"])
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
