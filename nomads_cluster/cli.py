@@ -7,6 +7,8 @@ same NOMADS_* (and DATABASE_URL) settings as the service.
 import hashlib
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,14 +21,20 @@ DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_r
 BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a count
 
 
-def _app() -> Flask:
+@contextmanager
+def _service() -> Iterator[Flask]:
+    """The app as the service builds it; its database connections closed at the end."""
     from . import create_app
     from .store import StoreUnavailable
 
     try:
-        return create_app()
+        app = create_app()
     except (ModelError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        yield app
+    finally:
+        app.extensions["user_store"].engine.dispose()
 
 
 @click.group()
@@ -61,7 +69,8 @@ def train(data: Path, from_db: bool, out: Path) -> None:
     from .training import train as train_model
 
     if from_db:
-        features, hashes = _app().extensions["user_store"].response_features()
+        with _service() as app:
+            features, hashes = app.extensions["user_store"].response_features()
         if not len(features):
             raise click.ClickException("the database holds no survey answers: run ingest first")
         digest = hashlib.sha256("".join(hashes).encode()).hexdigest()
@@ -103,7 +112,8 @@ def ingest(survey: Path) -> None:
         for answer in answers
     ]
     try:
-        added = _app().extensions["user_store"].add_responses(rows)
+        with _service() as app:
+            added = app.extensions["user_store"].add_responses(rows)
     except StoreUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{survey.name}: {added} new answers stored, {len(rows) - added} already known")
@@ -148,10 +158,11 @@ def assign(
         raise click.BadParameter("use a .csv or .jsonl file", param_hint="--output")
     failures: tuple[type[Exception], ...] = (InputFormatError, BadRowsError)
     user_store, after_failure = None, f"nothing was written to {output}"
+    resources = ExitStack()
     if store:
         from .store import StoreUnavailable
 
-        app = _app()
+        app = resources.enter_context(_service())
         model, user_store = app.extensions["segment_model"], app.extensions["user_store"]
         failures += (StoreUnavailable,)
         after_failure += " (the chunks before the failure stay stored)"
@@ -161,9 +172,8 @@ def assign(
         except ModelError as exc:
             raise click.ClickException(str(exc)) from None
     size = input_path.stat().st_size
-    with click.progressbar(
-        length=size, label=f"assigning {input_path.name}", file=sys.stderr
-    ) as bar:
+    bar = click.progressbar(length=size, label=f"assigning {input_path.name}", file=sys.stderr)
+    with resources, bar:
         try:
             summary = assign_file(
                 input_path,
@@ -196,5 +206,6 @@ def upgrade() -> None:
     """Apply every migration the database lacks."""
     from .migrations import upgrade as upgrade_schema
 
-    before, after = upgrade_schema(_app().extensions["user_store"].engine)
+    with _service() as app:
+        before, after = upgrade_schema(app.extensions["user_store"].engine)
     click.echo(f"database schema: {before or 'empty'} -> {after}")

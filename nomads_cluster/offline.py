@@ -18,11 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from pydantic import ValidationError
 
 from .interests import INTEREST_KEYS
 from .model import SegmentModel
-from .schemas import ClusterRequest, body_errors, scores_by_segment, summarize
 from .survey import SurveyFormatError, parse_answer_cells
 
 if TYPE_CHECKING:  # the store (and SQLAlchemy) is imported only with --store
@@ -212,6 +210,11 @@ def read_survey_csv(file: IO[bytes], name: str) -> Iterator[Chunk]:
 
 def read_jsonl(file: IO[bytes], name: str) -> Iterator[Chunk]:
     """Chunks of JSON Lines, one /cluster body per line; blank lines are skipped."""
+    # The API's own schema (pydantic is imported only for this format).
+    from pydantic import ValidationError
+
+    from .schemas import ClusterRequest, body_errors, summarize
+
     ids, rows, bad_rows = [], [], []
     for line, raw in enumerate(file, start=1):
         if raw.strip():
@@ -238,6 +241,8 @@ class ResultWriter:
 
     def write(self, ids: pa.Array | list[Any], segments: np.ndarray, scores: np.ndarray) -> None:
         if self.jsonl:
+            from .schemas import scores_by_segment
+
             lines = (
                 json.dumps({"_id": i, "cluster": c, "scores": scores_by_segment(s)}) + "\n"
                 for i, c, s in zip(ids, segments.tolist(), scores.tolist(), strict=True)

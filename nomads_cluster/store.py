@@ -5,8 +5,8 @@ through psycopg 3. The schema is Alembic's (``nomads_cluster/migrations``): appl
 ``nomads-cluster db upgrade``, and at start-up when the database is empty.
 """
 
-import logging
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,8 +20,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 
 from .interests import INTEREST_INDEX, INTEREST_KEYS
-
-log = logging.getLogger(__name__)
 
 SQLITE_FILE = "nomads.sqlite3"
 # The errors that mean "the database cannot be reached or is too busy", not a bug.
@@ -145,9 +143,9 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
 
     SQLite: WAL (readers never wait for the writer), a busy timeout (writers queue
     instead of failing with "database is locked"), synchronous=FULL (a committed
-    assignment survives a power cut, not only a crash). PostgreSQL: connect and lock
-    timeouts, and a ping before each checkout so that a restarted server is noticed
-    before a request uses a dead connection.
+    assignment survives a power cut, not only a crash). PostgreSQL: connect, TCP and
+    statement timeouts, and a ping before each checkout so that a restarted server is
+    noticed before a request uses a dead connection.
     """
     url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
@@ -160,7 +158,12 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
             url,
             pool_pre_ping=True,
             pool_timeout=timeout,
-            connect_args={"connect_timeout": max(1, round(timeout))},
+            connect_args={
+                "connect_timeout": max(1, round(timeout)),
+                # A server gone silent (network cut, not a refusal) fails the next
+                # statement after this long instead of after minutes of TCP retries.
+                "tcp_user_timeout": int(timeout * 1000),
+            },
         )
         pragmas = ()
 
@@ -176,7 +179,8 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
         cursor.close()
 
     # A forked worker must not share its parent's connections (gunicorn --preload).
-    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+    forked = weakref.ref(engine)
+    os.register_at_fork(after_in_child=lambda: forked() and forked().dispose(close=False))
     return engine
 
 
@@ -185,8 +189,8 @@ class UserStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._is_postgresql = engine.dialect.name == "postgresql"
-        if self._is_postgresql:
+        # Upserts and insert-or-skip are dialect-specific statements.
+        if engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert

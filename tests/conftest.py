@@ -82,6 +82,21 @@ def app_config(config_for, database_url) -> dict:
 
 
 @pytest.fixture
+def make_app():
+    """create_app for a test's own settings (None: from the environment); the apps'
+    connections are closed afterwards."""
+    apps = []
+
+    def make(config: dict | None):
+        apps.append(create_app(config))
+        return apps[-1]
+
+    yield make
+    for made in apps:
+        made.extensions["user_store"].engine.dispose()
+
+
+@pytest.fixture
 def app(app_config):
     app = create_app(app_config)
     yield app

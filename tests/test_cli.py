@@ -183,21 +183,20 @@ def test_assign_output_must_be_csv_or_jsonl(runner, tmp_path):
     assert "use a .csv or .jsonl file" in result.output
 
 
-def test_assign_store_writes_every_result_to_the_database(runner, tmp_path, cli_env, config_for):
-    from nomads_cluster import create_app
-
+def test_assign_store_writes_every_result_to_the_database(
+    runner, tmp_path, cli_env, config_for, make_app
+):
     users = random_users(30, seed=4)
     write_csv(tmp_path / "in.csv", [f"s{i}," + ",".join(str(int(v)) for v in row)
                                     for i, row in enumerate(users)])  # fmt: skip
     out = tmp_path / "out.csv"
     result = runner.invoke(main, ["assign", str(tmp_path / "in.csv"), "-o", str(out), "--store"])
     assert result.exit_code == 0, result.output
-    store = create_app(config_for(cli_env)).extensions["user_store"]
+    store = make_app(config_for(cli_env)).extensions["user_store"]
     for row in read_results(out):
         stored = store.current(row["_id"])
         assert stored.cluster == int(row["cluster"])
         assert stored.source == "assign"
-    store.engine.dispose()
 
 
 def test_ingest_skips_known_answers_and_train_from_db_matches_the_file(

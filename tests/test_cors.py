@@ -1,4 +1,3 @@
-from nomads_cluster import create_app
 from nomads_cluster.cors import parse_origins
 from nomads_cluster.model import DEFAULT_MODEL_DIR
 
@@ -9,11 +8,11 @@ PREFLIGHT = {
 }
 
 
-def app_with_origins(monkeypatch, origins: str, database_url: str):
+def app_with_origins(monkeypatch, make_app, origins: str, database_url: str):
     monkeypatch.setenv("NOMADS_CORS_ORIGINS", origins)
     monkeypatch.setenv("NOMADS_DATABASE_URL", database_url)
     monkeypatch.setenv("NOMADS_MODEL_DIR", str(DEFAULT_MODEL_DIR))
-    return create_app().test_client()
+    return make_app(None).test_client()
 
 
 def test_parse_origins():
@@ -42,9 +41,9 @@ def test_cors_preflight_is_answered(client):
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
 
 
-def test_cors_origins_are_configurable(monkeypatch, database_url):
+def test_cors_origins_are_configurable(monkeypatch, make_app, database_url):
     client = app_with_origins(
-        monkeypatch, "https://app.example, https://admin.example", database_url
+        monkeypatch, make_app, "https://app.example, https://admin.example", database_url
     )
     allowed = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://admin.example"})
     refused = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://evil.example"})
@@ -58,14 +57,14 @@ def test_cors_headers_on_errors_too(client):
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_configured_origins_vary_on_origin(monkeypatch, database_url):
-    client = app_with_origins(monkeypatch, "https://app.example", database_url)
+def test_configured_origins_vary_on_origin(monkeypatch, make_app, database_url):
+    client = app_with_origins(monkeypatch, make_app, "https://app.example", database_url)
     response = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://app.example"})
     assert "Origin" in response.headers["Vary"]
 
 
-def test_preflight_from_unknown_origin_gets_no_grant(monkeypatch, database_url):
-    client = app_with_origins(monkeypatch, "https://app.example", database_url)
+def test_preflight_from_unknown_origin_gets_no_grant(monkeypatch, make_app, database_url):
+    client = app_with_origins(monkeypatch, make_app, "https://app.example", database_url)
     response = client.options("/cluster", headers={"Origin": "https://evil.example", **PREFLIGHT})
     assert "Access-Control-Allow-Origin" not in response.headers
     assert "Access-Control-Allow-Methods" not in response.headers

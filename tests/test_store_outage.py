@@ -4,7 +4,6 @@ import pytest
 import sqlalchemy as sa
 from tcp_proxy import TcpProxy
 
-from nomads_cluster import create_app
 from nomads_cluster.store import normalize_url
 
 BODY = {"_id": "outage", "interests": {"surf": True}}
@@ -17,9 +16,9 @@ def assert_unavailable(response) -> None:
     assert "nothing was stored" in response.get_json()["detail"]
 
 
-def test_locked_sqlite_gives_503_then_recovers(config_for, tmp_path):
+def test_locked_sqlite_gives_503_then_recovers(config_for, make_app, tmp_path):
     url = f"sqlite:///{tmp_path / 'locked.sqlite3'}"
-    app = create_app(config_for(url, DATABASE_TIMEOUT=0.5))
+    app = make_app(config_for(url, DATABASE_TIMEOUT=0.5))
     client = app.test_client()
     blocker = sa.create_engine(url).connect()
     blocker.exec_driver_sql("BEGIN EXCLUSIVE")  # another process holding the write lock
@@ -40,9 +39,11 @@ def proxied_postgres(postgres_url):
     proxy.down()
 
 
-def test_postgres_going_away_gives_503_and_health_down_then_recovers(config_for, proxied_postgres):
+def test_postgres_going_away_gives_503_and_health_down_then_recovers(
+    config_for, make_app, proxied_postgres
+):
     proxy, url = proxied_postgres
-    app = create_app(config_for(url))
+    app = make_app(config_for(url))
     client = app.test_client()
     assert client.post("/cluster", json=BODY).status_code == 200
 
@@ -59,4 +60,3 @@ def test_postgres_going_away_gives_503_and_health_down_then_recovers(config_for,
     assert client.get("/health").get_json()["store"] == "ok"
     history = client.get("/users/outage/history").get_json()["history"]
     assert [entry["interests"] for entry in history] == [["coffee"], ["surf"]]
-    app.extensions["user_store"].engine.dispose()

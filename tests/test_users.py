@@ -98,10 +98,8 @@ def test_erasure_leaves_nothing_behind(client, store):
     assert client.delete("/users/u5", headers=AUTH).status_code == 404
 
 
-def test_erasure_is_off_without_an_api_key(config_for, database_url):
-    from nomads_cluster import create_app
-
-    client = create_app(config_for(database_url, API_KEY=None)).test_client()
+def test_erasure_is_off_without_an_api_key(config_for, database_url, make_app):
+    client = make_app(config_for(database_url, API_KEY=None)).test_client()
     assign(client, "u6", surf=True)
     response = client.delete("/users/u6", headers={"Authorization": "Bearer anything"})
     assert response.status_code == 403
