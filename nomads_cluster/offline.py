@@ -26,7 +26,6 @@ from .survey import SurveyFormatError, parse_answer_cells
 if TYPE_CHECKING:  # the store (and SQLAlchemy) is imported only with --store
     from .store import Assignment, UserStore
 
-FORMATS = ("survey", "csv", "jsonl")
 ID_COLUMNS = ("_id", "id", "user_id")  # looked for in this order
 CHUNK_ROWS = 50_000  # ~10 MB of features and scores per chunk
 TRUTH = {"0": 0.0, "1": 1.0, "false": 0.0, "true": 1.0}  # cell text, lower case
