@@ -7,7 +7,7 @@ through psycopg 3. The schema is Alembic's (``nomads_cluster/migrations``): appl
 
 import os
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 
-from .interests import INTEREST_INDEX, INTEREST_KEYS
+from .interests import INTEREST_KEYS, encode_interests
 
 SQLITE_FILE = "nomads.sqlite3"
 # The errors that mean "the database cannot be reached or is too busy", not a bug.
@@ -117,12 +117,6 @@ class Assignment:
 def chosen_interests(features: np.ndarray) -> tuple[str, ...]:
     """The interest keys of a 0/1 feature vector."""
     return tuple(key for key, value in zip(INTEREST_KEYS, features, strict=True) if value)
-
-
-def features_of(interests: Iterable[str]) -> np.ndarray:
-    vector = np.zeros(len(INTEREST_KEYS))
-    vector[[INTEREST_INDEX[key] for key in interests]] = 1.0
-    return vector
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -280,9 +274,9 @@ class UserStore:
         rows = self._run(
             lambda conn: conn.execute(query.order_by(survey_responses.c.id)).all(), write=False
         )
-        features = np.array([features_of(row.interests) for row in rows]).reshape(
-            len(rows), len(INTEREST_KEYS)
-        )
+        features = np.array(
+            [encode_interests(dict.fromkeys(row.interests, True)) for row in rows]
+        ).reshape(len(rows), len(INTEREST_KEYS))
         return features, [row.answer_sha256 for row in rows]
 
 

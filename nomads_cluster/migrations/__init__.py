@@ -50,10 +50,10 @@ def prepare_schema(engine: Engine) -> None:
         before, after = upgrade(engine)
         if before is None:
             log.info("created the store's schema (revision %s)", after)
-    elif current != head_revision():
+    elif current != (head := head_revision()):
         log.warning(
             "the database schema is at revision %s, this code expects %s: "
             "run `nomads-cluster db upgrade`",
             current,
-            head_revision(),
+            head,
         )
