@@ -1,14 +1,15 @@
-"""The HTTP API: /cluster (the app's contract), the stored users, /health, the home page."""
+"""The HTTP API: /cluster (the app's contract), the segments, the stored users, /health."""
 
 import hmac
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, current_app, request, send_file, url_for
 from pydantic import BaseModel, ValidationError
 
 from . import model as segment_model
-from .interests import encode_interests
+from .interests import INTEREST_KEYS, encode_interests
+from .model import HEATMAP_FILE
 from .problems import (
     RETRY_AFTER_SECONDS,
     body_errors,
@@ -23,8 +24,14 @@ from .schemas import (
     BatchResponse,
     ClusterRequest,
     ClusterResponse,
+    Explanation,
+    Health,
+    InterestContribution,
+    ModelCard,
+    SegmentsOverview,
     StoredAssignment,
     UserHistory,
+    normalised_scores,
     scores_by_segment,
     user_id_or_none,
 )
@@ -36,8 +43,10 @@ HISTORY_LIMIT = 100  # entries of /users/<id>/history unless ?limit= says otherw
 MAX_HISTORY_LIMIT = 1000
 
 
-def json_response(answer: BaseModel, status: int = 200) -> Response:
-    return Response(answer.model_dump_json(), status, mimetype="application/json")
+def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = False) -> Response:
+    return Response(
+        answer.model_dump_json(exclude_none=exclude_none), status, mimetype="application/json"
+    )
 
 
 def _assignment(
@@ -54,9 +63,10 @@ def _assignment(
 
 
 def _cluster_response(
-    record: Assignment, schema: type[ClusterResponse] = ClusterResponse
+    record: Assignment, features: np.ndarray, schema: type[ClusterResponse] = ClusterResponse
 ) -> ClusterResponse:
     model = segment_model.get_model()
+    top = model.top_interests(features, record.cluster, list(record.scores))
     return schema(
         user_id=record.user_id,
         cluster=record.cluster,
@@ -64,19 +74,44 @@ def _cluster_response(
         scores=scores_by_segment(record.scores),
         no_interests=not record.interests,
         model_version=record.model_version,
+        explanation=Explanation(
+            normalised_scores=normalised_scores(record.scores),
+            top_interests=[
+                InterestContribution(interest=key, contribution=value) for key, value in top
+            ],
+        ),
     )
+
+
+def cluster_answer(
+    user_id: str | int, interests: dict[str, bool], source: str
+) -> tuple[Assignment, ClusterResponse]:
+    """One user's assignment, to store, and the answer that explains it."""
+    features = encode_interests(interests)
+    segment, scores = segment_model.get_model().assign_user(features)
+    record = _assignment(user_id, interests, segment, scores, source)
+    return record, _cluster_response(record, features)
+
+
+def _answer_body(source: str) -> tuple[Assignment, ClusterResponse]:
+    """The request body's user, assigned; any Content-Type: the body is JSON."""
+    body = parse_body(ClusterRequest, request.get_data(cache=False))
+    # vars(): the validated fields themselves, without model_dump's copy (13 µs).
+    return cluster_answer(body.user_id, vars(body.interests), source)
 
 
 @bp.post("/cluster")
 def cluster() -> Response:
-    """Assign one user to a segment and store it. Any Content-Type: the body is JSON."""
-    body = parse_body(ClusterRequest, request.get_data(cache=False))
-    # vars(): the validated fields themselves, without model_dump's copy (13 µs).
-    interests = vars(body.interests)
-    segment, scores = segment_model.get_model().assign_user(encode_interests(interests))
-    record = _assignment(body.user_id, interests, segment, scores, "api")
+    """Assign one user to a segment and store it."""
+    record, answer = _answer_body("api")
     get_store().save([record])  # committed before the answer: no acknowledged loss
-    return json_response(_cluster_response(record))
+    return json_response(answer)
+
+
+@bp.post("/cluster/preview")
+def cluster_preview() -> Response:
+    """The answer /cluster would give, stored nowhere: for trying interests out."""
+    return json_response(_answer_body("preview")[1])
 
 
 @bp.post("/cluster/batch")
@@ -94,7 +129,8 @@ def cluster_batch() -> Response:
             results[index] = BatchFailed(
                 user_id=user_id_or_none(item), detail=summarize(errors), errors=errors
             )
-    records = []
+    records: list[Assignment] = []
+    features = np.empty((0, len(INTEREST_KEYS)))
     if valid:
         interests = [vars(request_.interests) for _, request_ in valid]
         features = np.array([encode_interests(chosen) for chosen in interests])
@@ -106,8 +142,8 @@ def cluster_batch() -> Response:
             )
         ]
         get_store().save(records)
-    for (index, _), record in zip(valid, records, strict=True):
-        results[index] = _cluster_response(record, BatchAssigned)
+    for (index, _), record, user_features in zip(valid, records, features, strict=True):
+        results[index] = _cluster_response(record, user_features, BatchAssigned)
     return json_response(
         BatchResponse(
             results=results,
@@ -116,6 +152,50 @@ def cluster_batch() -> Response:
             model_version=segment_model.get_model().version,
         )
     )
+
+
+@bp.get("/clusters")
+def clusters() -> Response:
+    """Every segment of the loaded model: label, top interests, share of training users."""
+    model = segment_model.get_model()
+    return json_response(
+        SegmentsOverview(
+            model_version=model.version,
+            segments=model.card.segments,
+            heatmap=url_for("api.clusters_heatmap"),
+        )
+    )
+
+
+@bp.get("/clusters/<int(signed=True):number>")
+def cluster_segment(number: int) -> Response:
+    segments = segment_model.get_model().card.segments
+    if not 1 <= number <= len(segments):
+        return problem_response(
+            404, "Unknown segment", f"segments are numbered 1 to {len(segments)}, not {number}"
+        )
+    return json_response(segments[number - 1])
+
+
+@bp.get("/clusters/heatmap.png")
+def clusters_heatmap() -> Response:
+    """The heatmap drawn beside the model when it was trained."""
+    model = segment_model.get_model()
+    path = model.directory / HEATMAP_FILE
+    if not path.is_file():
+        return problem_response(
+            404,
+            "No heatmap",
+            f"model {model.version} has none: draw it with `nomads-cluster heatmap`",
+        )
+    return send_file(path, mimetype="image/png", max_age=3600, etag=model.version)
+
+
+@bp.get("/version")
+def version() -> Response:
+    """The model card of the model that answers."""
+    card: ModelCard = segment_model.get_model().card
+    return json_response(card)
 
 
 def _stored(record: Assignment) -> StoredAssignment:
@@ -190,17 +270,16 @@ def erase_user(user_id: str) -> Response:
 
 
 @bp.get("/health")
-def health() -> tuple[dict, int, dict]:
+def health() -> Response:
     """200 when the service can assign; 503 when its store is down."""
-    body = {"status": "ok", "model_version": segment_model.get_model().version, "store": "ok"}
+    model_version = segment_model.get_model().version
     try:
         get_store().ping()
     except StoreUnavailable as exc:
-        body.update(status="degraded", store="down", detail=str(exc))
-        return body, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    return body, 200, {}
-
-
-@bp.get("/")
-def index() -> str:
-    return render_template("index.html", model=segment_model.get_model())
+        down = Health(status="degraded", model_version=model_version, store="down", detail=str(exc))
+        response = json_response(down, 503, exclude_none=True)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    return json_response(
+        Health(status="ok", model_version=model_version, store="ok"), exclude_none=True
+    )

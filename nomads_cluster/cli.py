@@ -90,6 +90,27 @@ def train(data: Path, from_db: bool, out: Path) -> None:
 
 
 @main.command()
+@click.option(
+    "--model-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=DEFAULT_MODEL_DIR,
+    show_default="model/",
+)
+def heatmap(model_dir: Path) -> None:
+    """Draw heatmap.png beside a trained model (train draws it for new models)."""
+    from .model import HEATMAP_FILE
+    from .training import draw_heatmap
+
+    try:
+        model = load_model(model_dir)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    labels = [segment.label for segment in model.card.segments]
+    draw_heatmap(model.scorer.components, labels, model_dir / HEATMAP_FILE)
+    click.echo(f"wrote {model_dir / HEATMAP_FILE}")
+
+
+@main.command()
 @click.argument("survey", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def ingest(survey: Path) -> None:
     """Load the answers of a survey export into the database (known answers skipped)."""

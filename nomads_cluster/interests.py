@@ -4,21 +4,25 @@ The order of ``INTEREST_KEYS`` is the order of the model's feature columns; the 
 are also the JSON keys the app sends, spelling included ("burguers", "trecking").
 """
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
 
-INTEREST_KEYS: tuple[str, ...] = (
-    # sports
-    "climbing", "fitness", "football", "paddle", "running", "surf", "trecking", "volley",
-    # culture
-    "bookstores", "concerts", "guidedVisits", "movies", "museums", "parks", "ruralTourism",
-    "theaters",
-    # food
-    "burguers", "chinese", "indian", "italian", "mediterranean", "sushi",
-    # leisure
-    "coffee", "drinks", "parties", "sunsets",
-)  # fmt: skip
+# The survey's four groups, in the model's column order.
+INTEREST_GROUPS: dict[str, tuple[str, ...]] = {
+    "Sports": (
+        "climbing", "fitness", "football", "paddle", "running", "surf", "trecking", "volley",
+    ),
+    "Culture": (
+        "bookstores", "concerts", "guidedVisits", "movies", "museums", "parks",
+        "ruralTourism", "theaters",
+    ),
+    "Food": ("burguers", "chinese", "indian", "italian", "mediterranean", "sushi"),
+    "Leisure": ("coffee", "drinks", "parties", "sunsets"),
+}  # fmt: skip
+
+INTEREST_KEYS: tuple[str, ...] = tuple(key for keys in INTEREST_GROUPS.values() for key in keys)
 
 INTEREST_INDEX: dict[str, int] = {key: i for i, key in enumerate(INTEREST_KEYS)}
 
@@ -30,6 +34,17 @@ _LABEL_EXCEPTIONS = {
     "Guided visits": "guidedVisits",
     "Rural tourism": "ruralTourism",
 }
+
+
+_KEY_EXCEPTIONS = {key: label for label, key in _LABEL_EXCEPTIONS.items() if key != "volley"}
+
+
+def key_to_label(key: str) -> str:
+    """The words people read for an interest key ("ruralTourism" -> "Rural tourism")."""
+    if key in _KEY_EXCEPTIONS:
+        return _KEY_EXCEPTIONS[key]
+    words = re.sub(r"([A-Z])", r" \1", key).lower()
+    return words[:1].upper() + words[1:]
 
 
 def label_to_key(label: str) -> str | None:

@@ -8,7 +8,6 @@ start-up time and memory) out of the serving processes.
 
 import hashlib
 import io
-import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,16 @@ from typing import Any
 import numpy as np
 from flask import Flask, current_app
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
+from pydantic import ValidationError
 
 from .interests import INTEREST_KEYS
+from .schemas import ModelCard, body_errors, summarize
 from .scoring import SegmentScorer, assign_segments
 
 MODEL_FILE = "model.pkl"
 CARD_FILE = "model.json"
+HEATMAP_FILE = "heatmap.png"
+TOP_REASONS = 3  # interests that explain an answer
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 
 
@@ -78,24 +81,39 @@ def read_components(raw: bytes, origin: str) -> np.ndarray:
 class SegmentModel:
     """A loaded model: its card, and the scorer built from its components."""
 
-    card: dict[str, Any]
+    card: ModelCard
     scorer: SegmentScorer
+    directory: Path
 
     @property
     def version(self) -> str:
-        return self.card["version"]
+        return self.card.version
 
     @property
     def n_segments(self) -> int:
         return self.scorer.n_components
 
     def segment_label(self, segment: int) -> str:
-        return self.card["segments"][segment - 1]["label"]
+        return self.card.segments[segment - 1].label
 
     def assign_user(self, features: np.ndarray) -> tuple[int, list[float]]:
         """The segment (1-based) and the scores of one user's 26 0/1 features."""
         scores = self.scorer.score_user(features)
         return scores.index(max(scores)) + 1, scores  # the first best, as argmax
+
+    def top_interests(
+        self, features: np.ndarray, segment: int, scores: list[float]
+    ) -> list[tuple[str, float]]:
+        """The user's interests that added most to the score of ``segment`` (1-based)."""
+        if scores[segment - 1] <= 0.0:  # no interest chosen: nothing weighed
+            return []
+        contributions = self.scorer.contributions(features, scores, segment - 1)
+        ranked = sorted(
+            ((value, key) for key, value in zip(INTEREST_KEYS, contributions, strict=True)
+             if value > 0.0),
+            reverse=True,
+        )  # fmt: skip
+        return [(key, value) for value, key in ranked[:TOP_REASONS]]
 
     def assign_users(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The segments (1-based) and scores of a (n_users, 26) 0/1 matrix."""
@@ -108,25 +126,29 @@ def load_model(model_dir: str | Path) -> SegmentModel:
     model_dir = Path(model_dir)
     card_path, model_path = model_dir / CARD_FILE, model_dir / MODEL_FILE
     try:
-        card = json.loads(card_path.read_text())
+        card = ModelCard.model_validate_json(card_path.read_bytes())
         raw = model_path.read_bytes()
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise ModelError(f"cannot read the model in {model_dir}: {exc}") from None
+    except ValidationError as exc:
+        raise ModelError(
+            f"{card_path} is not a model card: {summarize(body_errors(exc))}"
+        ) from None
     actual = hashlib.sha256(raw).hexdigest()
-    expected = card.get("model_sha256")
+    expected = card.model_sha256
     if actual != expected:
         raise ModelError(
             f"refusing to unpickle {model_path}: its sha256 {actual} differs from "
             f"{expected} in {card_path.name}"
         )
-    if tuple(card.get("feature_columns", ())) != INTEREST_KEYS:
+    if tuple(card.feature_columns) != INTEREST_KEYS:
         raise ModelError(f"{card_path}: feature_columns are not the 26 interests in order")
     components = read_components(raw, str(model_path))
-    if components.shape != (card.get("n_components"), len(INTEREST_KEYS)):
+    if components.shape != (card.n_components, len(INTEREST_KEYS)):
         raise ModelError(
             f"{model_path}: components of shape {components.shape} do not fit the card"
         )
-    return SegmentModel(card=card, scorer=SegmentScorer(components))
+    return SegmentModel(card=card, scorer=SegmentScorer(components), directory=model_dir)
 
 
 def init_app(app: Flask) -> None:

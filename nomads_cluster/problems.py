@@ -3,15 +3,14 @@
 Each problem says what is wrong and, for a request body, where (a JSON pointer).
 """
 
-import json
 import logging
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from flask import Flask, Response, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from .schemas import body_errors, summarize
+from .schemas import Problem, body_errors, summarize
 from .store import StoreUnavailable
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -43,16 +42,12 @@ def problem_response(
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.path,
-    }
-    if errors:
-        body["errors"] = errors
-    return Response(json.dumps(body), status, headers=headers, mimetype=PROBLEM_MIMETYPE)
+    body = Problem(
+        title=title, status=status, detail=detail, instance=request.path, errors=errors or None
+    )
+    return Response(
+        body.model_dump_json(exclude_none=True), status, headers=headers, mimetype=PROBLEM_MIMETYPE
+    )
 
 
 def invalid_body_problem(exc: InvalidBody) -> Response:

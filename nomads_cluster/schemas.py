@@ -15,7 +15,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .interests import INTEREST_KEYS
-from .scoring import MAX_COMPONENTS
+from .scoring import MAX_COMPONENTS, MIN_COMPONENTS
 
 MAX_ID_LENGTH = 256
 
@@ -80,8 +80,34 @@ class ClusterRequest(BaseModel):
     )  # type: ignore[valid-type]
 
 
+def normalised_scores(scores: Sequence[float]) -> dict[str, float]:
+    """Each segment's part of the sum of the scores (all 0 when every score is 0)."""
+    total = sum(scores)
+    return scores_by_segment([score / total if total else 0.0 for score in scores])
+
+
+class InterestContribution(BaseModel):
+    interest: str = Field(examples=["surf"])
+    contribution: float = Field(description="What the interest added to the segment's score.")
+
+
+class Explanation(BaseModel):
+    """Why this segment: how the scores compare, and which interests weighed most."""
+
+    normalised_scores: dict[str, float] = Field(
+        description="Each segment's score divided by the sum of the scores (all 0 when "
+        "no interest was chosen).",
+        examples=[{"1": 0.05, "2": 0.71, "3": 0.0, "4": 0.24}],
+    )
+    top_interests: list[InterestContribution] = Field(
+        description="The user's interests that added most to the chosen segment's score, "
+        "largest first. The scores are linear in the interests, so the contributions of "
+        "all the user's interests add up to that score; a negative one pulls away from it."
+    )
+
+
 class ClusterResponse(BaseModel):
-    """The user's segment; ``_id`` and ``cluster`` keep the original's names and types."""
+    """The user's segment. _id and cluster keep the original service's names and types."""
 
     model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
 
@@ -93,6 +119,51 @@ class ClusterResponse(BaseModel):
         description="True when no interest was chosen: the answer is then segment 1."
     )
     model_version: str
+    explanation: Explanation
+
+
+class InterestWeight(BaseModel):
+    interest: str = Field(examples=["surf"])
+    weight: float = Field(description="The interest's value in the segment's NMF component.")
+
+
+class SegmentSummary(BaseModel):
+    """What a segment means, read off the model's component."""
+
+    segment: int = Field(ge=1)
+    label: str = Field(description="Its top interests, generated from the model.")
+    top_interests: list[InterestWeight] = Field(description="Heaviest first.")
+    share: float = Field(ge=0, le=1, description="Its share of the training users.")
+
+
+class SegmentsOverview(BaseModel):
+    model_version: str
+    segments: list[SegmentSummary]
+    heatmap: str = Field(description="URL of the picture of every segment's component.")
+
+
+class TrainingData(BaseModel):
+    file: str
+    sha256: str
+    rows: int
+
+
+class ModelCard(BaseModel):
+    """What the model is, what it was trained on, and what its segments mean."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    version: str = Field(description="The first 12 hex digits of model_sha256.")
+    algorithm: str
+    parameters: dict[str, Any]
+    feature_columns: list[str] = Field(description="The 26 interests, in the model's order.")
+    n_components: int = Field(ge=MIN_COMPONENTS, le=MAX_COMPONENTS)
+    sklearn_version: str
+    model_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    training_data: TrainingData
+    reconstruction_error: float
+    n_iter: int
+    segments: list[SegmentSummary]
 
 
 class ProblemItem(BaseModel):
@@ -100,6 +171,26 @@ class ProblemItem(BaseModel):
 
     pointer: str = Field(examples=["#/interests/surfing"])
     detail: str
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details: what is wrong and, for a body, where."""
+
+    type: str = "about:blank"
+    title: str = Field(examples=["Invalid request body"])
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str = Field(description="The path of the request.")
+    errors: list[ProblemItem] | None = Field(
+        default=None, description="Each error of a request body, with its place."
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    model_version: str
+    store: Literal["ok", "down"]
+    detail: str | None = Field(default=None, description="Why the store is down.")
 
 
 class StoredAssignment(BaseModel):

@@ -65,6 +65,7 @@ class SegmentScorer:
         self.n_components = n_components
         self._supports = supports
         self._support_flags = supports.tolist()
+        self._support_index = {tuple(flags): s for s, flags in enumerate(self._support_flags)}
         # x -> the k numbers of every support at once: (n_features, n_supports * k).
         self._kkt_map = (kkt @ components).transpose(2, 0, 1).reshape(components.shape[1], -1)
         # p = H x -> the j-th number of every support: (k, n_supports), for each j.
@@ -100,6 +101,17 @@ class SegmentScorer:
         if is_near_tie(*sorted(scores)[-2:]):
             return coordinate_descent_scores(features[None, :], self.components)[0].tolist()
         return scores
+
+    def contributions(self, features: np.ndarray, scores: list[float], segment: int) -> list[float]:
+        """What each feature of one user adds to its score on ``segment`` (0-based).
+
+        On the optimum's support S the scores are linear in x: w_S = (H_S H_Sᵀ)⁻¹ H_S x,
+        so feature i adds that matrix's entry (segment, i) times x_i, and the
+        contributions sum to the score. Negative: the feature pulls away from it.
+        """
+        support = self._support_index[tuple(score > 0.0 for score in scores)]
+        column = self._kkt_map[:, support * self.n_components + segment]
+        return (column * features).tolist()
 
     def optimal_scores(self, features: np.ndarray) -> np.ndarray:
         """The exact optimum of the non-negative least squares problem, per user.

@@ -9,8 +9,8 @@ import numpy as np
 import sklearn
 from sklearn.decomposition import NMF
 
-from .interests import INTEREST_KEYS
-from .model import CARD_FILE, MODEL_FILE, sha256_of
+from .interests import INTEREST_KEYS, key_to_label
+from .model import CARD_FILE, HEATMAP_FILE, MODEL_FILE, sha256_of
 from .scoring import SegmentScorer, assign_segments
 from .survey import Survey
 
@@ -66,8 +66,34 @@ def build_card(model: NMF, survey: Survey, model_sha256: str) -> dict[str, Any]:
     }
 
 
+def draw_heatmap(components: np.ndarray, labels: list[str], path: str | Path) -> None:
+    """The picture the team shows: segments by interests, each cell the component's value."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, and no GUI toolkit to import
+    from matplotlib import pyplot as plt
+
+    n_segments = len(components)
+    figure, axes = plt.subplots(figsize=(11, 1.6 + 0.6 * n_segments), layout="constrained")
+    image = axes.imshow(components, cmap="YlGnBu", aspect="auto", vmin=0)
+    axes.set_xticks(
+        range(len(INTEREST_KEYS)),
+        [key_to_label(k) for k in INTEREST_KEYS],
+        rotation=50,
+        ha="right",
+        rotation_mode="anchor",
+    )
+    axes.set_yticks(range(n_segments), [f"{i + 1}: {label}" for i, label in enumerate(labels)])
+    axes.set_xlabel("interest")
+    axes.set_title("What each segment is made of (NMF components)")
+    figure.colorbar(image, ax=axes, label="weight", shrink=0.9)
+    # No timestamp or software version in the file: the same model draws the same bytes.
+    figure.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(figure)
+
+
 def train(survey: Survey, out_dir: str | Path) -> dict[str, Any]:
-    """Fit the model on the survey, write model.pkl and model.json; return the card."""
+    """Fit the model on the survey, write model.pkl, model.json and heatmap.png."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = fit_nmf(survey.features)
@@ -75,4 +101,5 @@ def train(survey: Survey, out_dir: str | Path) -> dict[str, Any]:
     joblib.dump(model, model_path)
     card = build_card(model, survey, sha256_of(model_path))
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    draw_heatmap(model.components_, [s["label"] for s in card["segments"]], out_dir / HEATMAP_FILE)
     return card

@@ -213,7 +213,7 @@ def test_ingest_skips_known_answers_and_train_from_db_matches_the_file(
     assert result.exit_code == 0, result.output
     from_db, committed = load_model(tmp_path / "m"), load_model(DEFAULT_MODEL_DIR)
     np.testing.assert_allclose(from_db.scorer.components, committed.scorer.components, atol=1e-9)
-    assert from_db.card["training_data"]["rows"] == n_rows
+    assert from_db.card.training_data.rows == n_rows
 
 
 def test_train_from_an_empty_database_says_to_ingest(runner, tmp_path, cli_env):

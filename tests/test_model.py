@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_committed_model_loads_with_its_card():
     model = load_model(DEFAULT_MODEL_DIR)
-    assert model.n_segments == model.card["n_components"] == 4
-    assert model.version == model.card["model_sha256"][:12]
+    assert model.n_segments == model.card.n_components == 4
+    assert model.version == model.card.model_sha256[:12]
 
 
 def test_loaded_components_equal_sklearns(sklearn_model):

@@ -1,0 +1,261 @@
+"""The OpenAPI 3.1 document, generated from the schema classes the API validates and answers
+with (one source of truth), and Swagger UI at /docs from the swagger-ui-py package's files.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, json
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from swagger_ui import api_doc
+
+from . import __doc__ as service_description
+from . import schemas
+from .problems import PROBLEM_MIMETYPE
+
+bp = Blueprint("openapi", __name__)
+
+OPENAPI_PATH = "/openapi.json"
+DOCS_PATH = "/docs"
+
+# Bodies of the examples; the answers' examples are the loaded model's own answers.
+CLUSTER_EXAMPLE = {
+    "_id": "6172a562284bf0c3a4c8632a",
+    "interests": {"surf": True, "coffee": True, "sunsets": True, "museums": False},
+}
+BATCH_EXAMPLE = {
+    "users": [CLUSTER_EXAMPLE, {"_id": 42, "interests": {"surfing": True}}],
+}
+
+_USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "description": "The _id the user was assigned with (integers as their digits).",
+    "schema": {"type": "string"},
+    "example": "6172a562284bf0c3a4c8632a",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented operation: what it takes and what it answers, by status."""
+
+    method: str
+    path: str
+    summary: str
+    tag: str
+    responses: dict[int, str | type[BaseModel] | tuple[str, type[BaseModel]]]
+    body: type[BaseModel] | None = None
+    body_example: dict[str, Any] | None = None
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    media_type: str = "application/json"  # of the 200 answer
+    secured: bool = False
+
+
+# status -> a schema class, a (description, class) pair, or a description alone.
+_PROBLEMS_OF_BODIES = {
+    400: ("The body is not JSON.", schemas.Problem),
+    413: ("The body is too large.", schemas.Problem),
+    422: ("The body breaks the schema; `errors` says where.", schemas.Problem),
+}
+_STORE_DOWN = {503: ("The store is down: nothing was stored; retry.", schemas.Problem)}
+_UNKNOWN_USER = {404: ("No assignment is stored for this user.", schemas.Problem)}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "post", "/cluster", "Assign a user to a segment, and remember it", "segments",
+        {200: schemas.ClusterResponse, **_PROBLEMS_OF_BODIES, **_STORE_DOWN},
+        body=schemas.ClusterRequest, body_example=CLUSTER_EXAMPLE,
+    ),
+    Operation(
+        "post", "/cluster/preview", "The answer /cluster would give, stored nowhere", "segments",
+        {200: schemas.ClusterResponse, **_PROBLEMS_OF_BODIES},
+        body=schemas.ClusterRequest, body_example=CLUSTER_EXAMPLE,
+    ),
+    Operation(
+        "post", "/cluster/batch", "Assign up to 1,000 users in one transaction", "segments",
+        {200: schemas.BatchResponse, **_PROBLEMS_OF_BODIES, **_STORE_DOWN},
+        body=schemas.BatchRequest, body_example=BATCH_EXAMPLE,
+    ),
+    Operation(
+        "get", "/clusters", "Every segment: label, top interests, share", "segments",
+        {200: schemas.SegmentsOverview},
+    ),
+    Operation(
+        "get", "/clusters/{number}", "One segment", "segments",
+        {200: schemas.SegmentSummary, 404: ("No such segment.", schemas.Problem)},
+        parameters=[{
+            "name": "number", "in": "path", "required": True, "example": 1,
+            "schema": {"type": "integer"}, "description": "The segment, 1..n_segments.",
+        }],
+    ),
+    Operation(
+        "get", "/clusters/heatmap.png", "Heatmap of the segments by interest", "segments",
+        {200: "A PNG picture.", 404: ("The model has no heatmap.", schemas.Problem)},
+        media_type="image/png",
+    ),
+    Operation(
+        "get", "/version", "The model card of the model that answers", "service",
+        {200: schemas.ModelCard},
+    ),
+    Operation(
+        "get", "/users/{user_id}", "A user's current assignment", "users",
+        {200: schemas.StoredAssignment, **_UNKNOWN_USER, **_STORE_DOWN},
+        parameters=[_USER_ID],
+    ),
+    Operation(
+        "get", "/users/{user_id}/history", "A user's assignments, newest first", "users",
+        {
+            200: schemas.UserHistory,
+            400: ("The limit is not an integer from 1 to 1000.", schemas.Problem),
+            **_UNKNOWN_USER, **_STORE_DOWN,
+        },
+        parameters=[_USER_ID, {
+            "name": "limit", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+        }],
+    ),
+    Operation(
+        "delete", "/users/{user_id}", "Erase a user's assignment and history", "users",
+        {
+            204: "Erased.",
+            401: ("The API key is missing or wrong.", schemas.Problem),
+            403: ("Erasure is turned off: no API key is configured.", schemas.Problem),
+            **_UNKNOWN_USER, **_STORE_DOWN,
+        },
+        parameters=[_USER_ID], secured=True,
+    ),
+    Operation(
+        "get", "/health", "Whether the service can assign", "service",
+        {200: schemas.Health, 503: ("The store is down.", schemas.Health)},
+    ),
+)  # fmt: skip
+
+
+def _response_schemas() -> tuple[dict[type[BaseModel], dict], dict[str, Any]]:
+    """Each class's reference, and the components that define them."""
+    classes = {op.body for op in OPERATIONS if op.body} | {
+        cls for op in OPERATIONS for answer in op.responses.values() if (cls := _class(answer))
+    }
+    ordered = sorted(classes, key=lambda cls: cls.__name__)
+    mode = {cls: "validation" if cls in {op.body for op in OPERATIONS} else "serialization"
+            for cls in ordered}  # fmt: skip
+    refs, definitions = models_json_schema(
+        [(cls, mode[cls]) for cls in ordered], ref_template="#/components/schemas/{model}"
+    )
+    return {cls: refs[cls, mode[cls]] for cls in ordered}, definitions.get("$defs", {})
+
+
+def _class(answer: str | type[BaseModel] | tuple[str, type[BaseModel]]) -> type[BaseModel] | None:
+    if isinstance(answer, tuple):
+        return answer[1]
+    return None if isinstance(answer, str) else answer
+
+
+def _response(op: Operation, status: int, refs: dict, examples: dict) -> dict[str, Any]:
+    answer = op.responses[status]
+    cls = _class(answer)
+    description = answer[0] if isinstance(answer, tuple) else (
+        answer if isinstance(answer, str) else (cls.__doc__ or "OK").strip().splitlines()[0]
+    )  # fmt: skip
+    if status == 200 and op.media_type != "application/json":
+        return {
+            "description": description,
+            "content": {op.media_type: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    if cls is None:
+        return {"description": description}
+    media = PROBLEM_MIMETYPE if cls is schemas.Problem else "application/json"
+    content: dict[str, Any] = {"schema": refs[cls]}
+    if (op.method, op.path, status) in examples:
+        content["example"] = examples[op.method, op.path, status]
+    response: dict[str, Any] = {"description": description, "content": {media: content}}
+    if status == 503:
+        response["headers"] = {
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+        }
+    return response
+
+
+def build_openapi(examples: dict[tuple[str, str, int], Any]) -> dict[str, Any]:
+    """The OpenAPI document; ``examples`` are answers by (method, path, status)."""
+    refs, components = _response_schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        operation: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_')}".replace("{", "")
+            .replace("}", "")
+            .replace(".", "_"),
+            "tags": [op.tag],
+            "responses": {
+                str(status): _response(op, status, refs, examples) for status in op.responses
+            },
+        }
+        if op.parameters:
+            operation["parameters"] = op.parameters
+        if op.body is not None:
+            content: dict[str, Any] = {"schema": refs[op.body]}
+            if op.body_example is not None:
+                content["example"] = op.body_example
+            operation["requestBody"] = {"required": True, "content": {"application/json": content}}
+        if op.secured:
+            operation["security"] = [{"apiKey": []}]
+        paths.setdefault(op.path, {})[op.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "nomads-cluster",
+            "version": "1",
+            "description": (service_description or "").strip(),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The NOMADS_API_KEY of the server.",
+                }
+            },
+        },
+    }
+
+
+def _live_examples() -> dict[tuple[str, str, int], Any]:
+    """The loaded model's answers to the documented examples."""
+    from .api import cluster_answer
+    from .model import get_model
+
+    model = get_model()
+    _, answer = cluster_answer(CLUSTER_EXAMPLE["_id"], CLUSTER_EXAMPLE["interests"], "example")
+    as_json = answer.model_dump(mode="json")
+    return {
+        ("post", "/cluster", 200): as_json,
+        ("post", "/cluster/preview", 200): as_json,
+        ("get", "/clusters/{number}", 200): model.card.segments[0].model_dump(mode="json"),
+        ("get", "/version", 200): model.card.model_dump(mode="json"),
+    }
+
+
+@bp.get(OPENAPI_PATH)
+def openapi_document() -> Response:
+    document = current_app.extensions.get("openapi_document")
+    if document is None:  # built on first use: it reads the loaded model
+        document = json.dumps(build_openapi(_live_examples()))
+        current_app.extensions["openapi_document"] = document
+    return Response(document, mimetype="application/json")
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    api_doc(
+        app,
+        config_rel_url=OPENAPI_PATH,
+        url_prefix=DOCS_PATH,
+        title="nomads-cluster API",
+        parameters={"tryItOutEnabled": "true"},
+    )
