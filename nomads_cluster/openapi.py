@@ -1,23 +1,28 @@
 """The OpenAPI 3.1 document, generated from the schema classes the API validates and answers
-with (one source of truth), and Swagger UI at /docs from the swagger-ui-py package's files.
+with (one source of truth), and Swagger UI at /docs, from the swagger-ui-py package's files.
 """
 
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, json
+from flask import Blueprint, Flask, Response, current_app, json, render_template, url_for
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from swagger_ui import api_doc
 
 from . import __doc__ as service_description
 from . import schemas
 from .problems import PROBLEM_MIMETYPE
 
 bp = Blueprint("openapi", __name__)
-
-OPENAPI_PATH = "/openapi.json"
-DOCS_PATH = "/docs"
+# Swagger UI's own files, from the swagger-ui-py package; our page and set-up script.
+docs = Blueprint(
+    "docs",
+    __name__,
+    url_prefix="/docs",
+    static_folder=str(files("swagger_ui") / "static"),
+    static_url_path="/swagger-ui",
+)
 
 # Bodies of the examples; the answers' examples are the loaded model's own answers.
 CLUSTER_EXAMPLE = {
@@ -241,7 +246,7 @@ def _live_examples() -> dict[tuple[str, str, int], Any]:
     }
 
 
-@bp.get(OPENAPI_PATH)
+@bp.get("/openapi.json")
 def openapi_document() -> Response:
     document = current_app.extensions.get("openapi_document")
     if document is None:  # built on first use: it reads the loaded model
@@ -250,12 +255,11 @@ def openapi_document() -> Response:
     return Response(document, mimetype="application/json")
 
 
+@docs.get("")
+def swagger_ui() -> str:
+    return render_template("docs.html", openapi_url=url_for("openapi.openapi_document"))
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    api_doc(
-        app,
-        config_rel_url=OPENAPI_PATH,
-        url_prefix=DOCS_PATH,
-        title="nomads-cluster API",
-        parameters={"tryItOutEnabled": "true"},
-    )
+    app.register_blueprint(docs)

@@ -73,6 +73,24 @@ def test_card_with_other_features_is_refused(model_copy):
         load_model(model_copy)
 
 
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda card: card.pop("segments"), "#/segments is required"),
+        (lambda card: card.update(n_components="four"), "#/n_components"),
+        (lambda card: card["segments"][0].pop("label"), "#/segments/0/label is required"),
+    ],
+)
+def test_card_that_breaks_its_schema_is_refused_saying_where(model_copy, change, where):
+    card_path = model_copy / "model.json"
+    card = json.loads(card_path.read_text())
+    change(card)
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="is not a model card") as refused:
+        load_model(model_copy)
+    assert where in str(refused.value)
+
+
 def test_missing_model_dir_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="cannot read the model"):
         load_model(tmp_path / "nowhere")

@@ -83,3 +83,26 @@ def test_train_reports_bad_survey_row(runner, tmp_path):
     assert result.exit_code == 1
     assert "row 2 (line 3): unknown option 'Chess'" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_training_draws_the_heatmap_and_the_command_redraws_it(trained_dir, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    drawn = (trained_dir / "heatmap.png").read_bytes()
+    with Image.open(trained_dir / "heatmap.png") as image:
+        assert image.format == "PNG" and image.width > image.height > 0
+    (trained_dir / "heatmap.png").unlink()
+    result = CliRunner().invoke(main, ["heatmap", "--model-dir", str(trained_dir)])
+    assert result.exit_code == 0, result.output
+    # No timestamp in the file: the same model redraws the same bytes.
+    assert (trained_dir / "heatmap.png").read_bytes() == drawn
+
+
+def test_heatmap_command_refuses_a_directory_without_a_model(tmp_path):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["heatmap", "--model-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "cannot read the model" in result.output
+    assert not (tmp_path / "heatmap.png").exists()
