@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install run test lint verify bench train migrate clean
+.PHONY: install test-tools run test lint verify bench train migrate clean
 
 install: $(VENV)/.installed
 
@@ -13,6 +13,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps --editable .
+	touch $@
+
+# What the tests drive besides Python: Debian's chromium (the web page's end-to-end
+# test; Playwright's own browser download cannot work here) and newman from npm (the
+# Postman collection).
+test-tools: postman/node_modules/.installed
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+postman/node_modules/.installed: postman/package.json postman/package-lock.json
+	cd postman && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Serves as Heroku would: the Procfile's web command, on $(PORT).
@@ -32,7 +42,7 @@ lint: install
 
 # With NOMADS_TEST_DATABASE_URL set (.ci/run sets it), every store test also runs on
 # that PostgreSQL server, and an unreachable server fails the run.
-test: install lint
+test: install test-tools lint
 	$(BIN)/pytest
 
 # The scorer against scikit-learn on all 2^26 possible users (about 7 minutes).
@@ -45,4 +55,4 @@ bench: install
 	$(BIN)/python bench/assign_file.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis postman/node_modules

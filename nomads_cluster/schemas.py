@@ -102,7 +102,8 @@ class Explanation(BaseModel):
     top_interests: list[InterestContribution] = Field(
         description="The user's interests that added most to the chosen segment's score, "
         "largest first. The scores are linear in the interests, so the contributions of "
-        "all the user's interests add up to that score; a negative one pulls away from it."
+        "all the user's interests add up to that score (within 1e-4 on near ties); a "
+        "negative one pulls away from it."
     )
 
 

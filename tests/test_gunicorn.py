@@ -2,53 +2,22 @@
 
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from live_server import run_gunicorn
 
 from nomads_cluster.store import assignment_history, assignments, create_store_engine
 
-REPO = Path(__file__).resolve().parent.parent
 CLIENTS, REQUESTS_PER_CLIENT = 8, 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def gunicorn(database_url, tmp_path):
     """The Procfile's server (2 workers, --preload) on a free port and the test database."""
-    port = free_port()
-    env = {**os.environ, "NOMADS_DATABASE_URL": database_url, "WEB_CONCURRENCY": "2"}
-    log = (tmp_path / "gunicorn.log").open("w")
-    command = [sys.executable, "-m", "gunicorn", "app_cluster:app", "--preload",
-               "--workers", "2", "--bind", f"127.0.0.1:{port}"]  # fmt: skip
-    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not start: {(tmp_path / 'gunicorn.log').read_text()}")
-            time.sleep(0.1)
-    yield port
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    with run_gunicorn({"NOMADS_DATABASE_URL": database_url}, tmp_path / "gunicorn.log") as port:
+        yield port
 
 
 def post_many(port: int, client: int) -> list[tuple[str, int, dict]]:

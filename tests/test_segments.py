@@ -120,7 +120,11 @@ def test_explanation_adds_up_to_the_scores(client, app, interests):
     features = encode_interests(interests)
     segment_scores = [scores[str(s)] for s in range(1, model.n_segments + 1)]
     everything = model.scorer.contributions(features, segment_scores, answer["cluster"] - 1)
-    assert sum(everything) == pytest.approx(scores[str(answer["cluster"])], abs=1e-9)
+    # They add up to the exact optimum, which is the answer's score but near ties,
+    # where the answer keeps scikit-learn's descent, within its tolerance.
+    optimum = model.scorer.optimal_scores(features[None, :])[0][answer["cluster"] - 1]
+    assert sum(everything) == pytest.approx(optimum, abs=1e-12)
+    assert sum(everything) == pytest.approx(scores[str(answer["cluster"])], abs=1e-4)
     reasons = explanation["top_interests"]
     assert len(reasons) <= TOP_REASONS
     assert all(item["interest"] in interests for item in reasons)
