@@ -66,7 +66,7 @@ def _cluster_response(
     record: Assignment, features: np.ndarray, schema: type[ClusterResponse] = ClusterResponse
 ) -> ClusterResponse:
     model = segment_model.get_model()
-    top = model.top_interests(features, record.cluster, list(record.scores))
+    top = model.top_interests(features, record.cluster)
     return schema(
         user_id=record.user_id,
         cluster=record.cluster,

@@ -101,13 +101,9 @@ class SegmentModel:
         scores = self.scorer.score_user(features)
         return scores.index(max(scores)) + 1, scores  # the first best, as argmax
 
-    def top_interests(
-        self, features: np.ndarray, segment: int, scores: list[float]
-    ) -> list[tuple[str, float]]:
+    def top_interests(self, features: np.ndarray, segment: int) -> list[tuple[str, float]]:
         """The user's interests that added most to the score of ``segment`` (1-based)."""
-        if scores[segment - 1] <= 0.0:  # no interest chosen: nothing weighed
-            return []
-        contributions = self.scorer.contributions(features, scores, segment - 1)
+        contributions = self.scorer.contributions(features, segment - 1)
         ranked = sorted(
             ((value, key) for key, value in zip(INTEREST_KEYS, contributions, strict=True)
              if value > 0.0),

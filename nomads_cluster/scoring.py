@@ -65,7 +65,6 @@ class SegmentScorer:
         self.n_components = n_components
         self._supports = supports
         self._support_flags = supports.tolist()
-        self._support_index = {tuple(flags): s for s, flags in enumerate(self._support_flags)}
         # x -> the k numbers of every support at once: (n_features, n_supports * k).
         self._kkt_map = (kkt @ components).transpose(2, 0, 1).reshape(components.shape[1], -1)
         # p = H x -> the j-th number of every support: (k, n_supports), for each j.
@@ -92,24 +91,31 @@ class SegmentScorer:
         a web request leaves cold was twice the whole (110 against 54 µs of CPU per
         request, measured in a gunicorn worker under load). Tests hold the two equal.
         """
-        k = self.n_components
-        numbers = (features @ self._kkt_map).tolist()
-        groups = [numbers[i : i + k] for i in range(0, len(numbers), k)]
-        optimum = max(range(len(groups)), key=lambda s: min(groups[s]))  # first, as argmax
+        optimum, numbers = self._optimal_support(features)
         flags = self._support_flags[optimum]
-        scores = [v if on else 0.0 for v, on in zip(groups[optimum], flags, strict=True)]
+        scores = [v if on else 0.0 for v, on in zip(numbers, flags, strict=True)]
         if is_near_tie(*sorted(scores)[-2:]):
             return coordinate_descent_scores(features[None, :], self.components)[0].tolist()
         return scores
 
-    def contributions(self, features: np.ndarray, scores: list[float], segment: int) -> list[float]:
-        """What each feature of one user adds to its score on ``segment`` (0-based).
+    def _optimal_support(self, features: np.ndarray) -> tuple[int, list[float]]:
+        """For one user: the optimum's support (its index) and that support's k numbers."""
+        k = self.n_components
+        numbers = (features @ self._kkt_map).tolist()
+        groups = [numbers[i : i + k] for i in range(0, len(numbers), k)]
+        optimum = max(range(len(groups)), key=lambda s: min(groups[s]))  # first, as argmax
+        return optimum, groups[optimum]
+
+    def contributions(self, features: np.ndarray, segment: int) -> list[float]:
+        """What each feature of one user adds to its optimal score on ``segment`` (0-based).
 
         On the optimum's support S the scores are linear in x: w_S = (H_S H_Sᵀ)⁻¹ H_S x,
         so feature i adds that matrix's entry (segment, i) times x_i, and the
-        contributions sum to the score. Negative: the feature pulls away from it.
+        contributions sum to the optimal score. Negative: the feature pulls away from it.
         """
-        support = self._support_index[tuple(score > 0.0 for score in scores)]
+        support, _ = self._optimal_support(features)
+        if not self._support_flags[support][segment]:  # its score is 0: nothing adds to it
+            return [0.0] * len(features)
         column = self._kkt_map[:, support * self.n_components + segment]
         return (column * features).tolist()
 

@@ -70,9 +70,9 @@ def test_ticking_interests_shows_the_segment_and_why(phone_page, base_url, app, 
 
     model = app.extensions["segment_model"]
     features = encode_interests(dict.fromkeys(chosen, True))
-    segment, scores = model.assign_user(features)
+    segment, _ = model.assign_user(features)
     assert heading.inner_text() == f"Your segment: {segment} ({model.segment_label(segment)})"
-    reasons = [key_to_label(key) for key, _ in model.top_interests(features, segment, scores)]
+    reasons = [key_to_label(key) for key, _ in model.top_interests(features, segment)]
     assert (
         f"What weighed most: {', '.join(reasons)}." in phone_page.get_by_role("status").inner_text()
     )

@@ -101,6 +101,17 @@ def test_one_user_path_equals_the_batch_path(users, scorer):
     np.testing.assert_allclose(one_by_one, batch, rtol=1e-12, atol=1e-15)
 
 
+@settings(max_examples=200, deadline=None)
+@given(users=binary_users)
+def test_contributions_add_up_to_the_optimal_scores(users, scorer):
+    optimal = scorer.optimal_scores(users)
+    for user, expected in zip(users, optimal, strict=True):
+        for segment in range(scorer.n_components):
+            parts = np.array(scorer.contributions(user, segment))
+            assert not parts[user == 0].any()  # only chosen interests contribute
+            assert parts.sum() == pytest.approx(expected[segment], abs=1e-12)
+
+
 def test_no_interest_scores_zero_and_lands_in_segment_1(scorer):
     scores = scorer.scores(np.zeros((1, 26)))
     assert not scores.any()

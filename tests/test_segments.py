@@ -118,8 +118,7 @@ def test_explanation_adds_up_to_the_scores(client, app, interests):
     # and the contributions of all chosen interests add up to the segment's score.
     model = app.extensions["segment_model"]
     features = encode_interests(interests)
-    segment_scores = [scores[str(s)] for s in range(1, model.n_segments + 1)]
-    everything = model.scorer.contributions(features, segment_scores, answer["cluster"] - 1)
+    everything = model.scorer.contributions(features, answer["cluster"] - 1)
     # They add up to the exact optimum, which is the answer's score but near ties,
     # where the answer keeps scikit-learn's descent, within its tolerance.
     optimum = model.scorer.optimal_scores(features[None, :])[0][answer["cluster"] - 1]
