@@ -16,13 +16,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 # What the tests drive besides Python: Debian's chromium (the web page's end-to-end
-# test; Playwright's own browser download cannot work here) and newman from npm (the
-# Postman collection).
-test-tools: postman/node_modules/.installed
+# test; Playwright's own browser download cannot work here), and from npm (package.json)
+# newman, which runs the Postman collection, and axe-core, the accessibility check.
+test-tools: node_modules/.installed
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-postman/node_modules/.installed: postman/package.json postman/package-lock.json
-	cd postman && npm ci --no-audit --no-fund --loglevel=error
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Serves as Heroku would: the Procfile's web command, on $(PORT).
@@ -55,4 +55,4 @@ bench: install
 	$(BIN)/python bench/assign_file.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis postman/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis node_modules

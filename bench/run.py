@@ -46,7 +46,9 @@ def fresh_postgres_url() -> str | None:
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + POSTGRES_BENCH_DB
 
 
-def bench_servers(work_dir: Path) -> dict[str, tuple[str, Path, dict[str, str]]]:
+def bench_servers(
+    work_dir: Path, against: str | None = None
+) -> dict[str, tuple[str, Path, dict[str, str]]]:
     """name: (command, working directory, environment)."""
     servers = {
         "bare Flask endpoint": ("gunicorn bare_app:app --workers 2", REPO / "bench", {}),
@@ -57,6 +59,22 @@ def bench_servers(work_dir: Path) -> dict[str, tuple[str, Path, dict[str, str]]]
             {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'bench.sqlite3'}"},
         ),
     }
+    if against:
+        # The same service at another commit, from a worktree: a change's cost, one run.
+        checkout = work_dir / "against"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(checkout), against],
+            cwd=REPO,
+            check=True,
+        )
+        servers[f"nomads-cluster at {against}, SQLite"] = (
+            OURS,
+            checkout,
+            {
+                "NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'against.sqlite3'}",
+                "PYTHONPATH": str(checkout),
+            },
+        )
     postgres_url = fresh_postgres_url()
     if postgres_url:
         servers["nomads-cluster, PostgreSQL"] = (OURS, REPO, {"DATABASE_URL": postgres_url})
@@ -109,10 +127,10 @@ def post_cluster(port: int, body: str) -> int:
 def launch(command: str, cwd: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
     env = {
         **os.environ,
-        **extra_env,
         "PORT": str(port),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "PYTHONPATH": str(REPO),
+        **extra_env,
     }
     return subprocess.Popen(
         shlex.split(command),
@@ -202,6 +220,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="load rounds per server")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--launches", type=int, default=5, help="start-up timings per server")
+    parser.add_argument(
+        "--against",
+        metavar="GIT_REF",
+        help="also serve nomads-cluster at this commit (SQLite), to measure a change",
+    )
     args = parser.parse_args()
 
     bodies = random_bodies(1000)
@@ -210,12 +233,20 @@ def main() -> None:
     script = Path(f.name)
 
     with tempfile.TemporaryDirectory() as work_dir:
-        servers = bench_servers(Path(work_dir))
-        results = load_test(servers, script, args)
-        for _ in range(args.launches):
-            for name, (command, cwd, env) in servers.items():
-                results[name].setdefault("launches", []).append(
-                    time_to_first_answer(command, cwd, env, bodies[0])
+        servers = bench_servers(Path(work_dir), args.against)
+        try:
+            results = load_test(servers, script, args)
+            for _ in range(args.launches):
+                for name, (command, cwd, env) in servers.items():
+                    results[name].setdefault("launches", []).append(
+                        time_to_first_answer(command, cwd, env, bodies[0])
+                    )
+        finally:
+            if args.against:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(Path(work_dir) / "against")],
+                    cwd=REPO,
+                    check=True,
                 )
     script.unlink()
     for result in results.values():

@@ -2,8 +2,10 @@
 with (one source of truth), and Swagger UI at /docs, from the swagger-ui-py package's files.
 """
 
+import re
 from dataclasses import dataclass, field
-from importlib.resources import files
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, json, render_template, url_for
@@ -12,15 +14,28 @@ from pydantic.json_schema import models_json_schema
 
 from . import __doc__ as service_description
 from . import schemas
+from .api import HISTORY_LIMIT, MAX_HISTORY_LIMIT, cluster_answer
+from .model import get_model
 from .problems import PROBLEM_MIMETYPE
 
 bp = Blueprint("openapi", __name__)
-# Swagger UI's own files, from the swagger-ui-py package; our page and set-up script.
+
+
+def swagger_ui_files() -> Path:
+    """Swagger UI's files in the swagger-ui-py package, found without importing it (its
+    Python side, for other frameworks, would cost start-up time for nothing)."""
+    package = find_spec("swagger_ui")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("swagger-ui-py is not installed: pip install -r requirements.txt")
+    return Path(package.submodule_search_locations[0]) / "static"
+
+
+# Swagger UI's files, from the package; the page and its set-up script are ours.
 docs = Blueprint(
     "docs",
     __name__,
     url_prefix="/docs",
-    static_folder=str(files("swagger_ui") / "static"),
+    static_folder=swagger_ui_files(),
     static_url_path="/swagger-ui",
 )
 
@@ -43,6 +58,10 @@ _USER_ID = {
 }
 
 
+# What an operation answers with a status: a description, and the body's class if any.
+Answer = tuple[str, type[BaseModel] | None]
+
+
 @dataclass(frozen=True)
 class Operation:
     """One documented operation: what it takes and what it answers, by status."""
@@ -51,46 +70,60 @@ class Operation:
     path: str
     summary: str
     tag: str
-    responses: dict[int, str | type[BaseModel] | tuple[str, type[BaseModel]]]
+    responses: dict[int, Answer]
     body: type[BaseModel] | None = None
     body_example: dict[str, Any] | None = None
     parameters: list[dict[str, Any]] = field(default_factory=list)
     media_type: str = "application/json"  # of the 200 answer
     secured: bool = False
 
+    @property
+    def operation_id(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "_", f"{self.method} {self.path}".lower()).strip("_")
 
-# status -> a schema class, a (description, class) pair, or a description alone.
-_PROBLEMS_OF_BODIES = {
+
+_PROBLEMS_OF_BODIES: dict[int, Answer] = {
     400: ("The body is not JSON.", schemas.Problem),
     413: ("The body is too large.", schemas.Problem),
     422: ("The body breaks the schema; `errors` says where.", schemas.Problem),
 }
-_STORE_DOWN = {503: ("The store is down: nothing was stored; retry.", schemas.Problem)}
-_UNKNOWN_USER = {404: ("No assignment is stored for this user.", schemas.Problem)}
+_STORE_DOWN: dict[int, Answer] = {
+    503: ("The store is down: nothing was stored; retry.", schemas.Problem)
+}
+_UNKNOWN_USER: dict[int, Answer] = {
+    404: ("No assignment is stored for this user.", schemas.Problem)
+}
+_ASSIGNED: Answer = ("The user's segment, explained.", schemas.ClusterResponse)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post", "/cluster", "Assign a user to a segment, and remember it", "segments",
-        {200: schemas.ClusterResponse, **_PROBLEMS_OF_BODIES, **_STORE_DOWN},
+        {200: _ASSIGNED, **_PROBLEMS_OF_BODIES, **_STORE_DOWN},
         body=schemas.ClusterRequest, body_example=CLUSTER_EXAMPLE,
     ),
     Operation(
         "post", "/cluster/preview", "The answer /cluster would give, stored nowhere", "segments",
-        {200: schemas.ClusterResponse, **_PROBLEMS_OF_BODIES},
+        {200: _ASSIGNED, **_PROBLEMS_OF_BODIES},
         body=schemas.ClusterRequest, body_example=CLUSTER_EXAMPLE,
     ),
     Operation(
-        "post", "/cluster/batch", "Assign up to 1,000 users in one transaction", "segments",
-        {200: schemas.BatchResponse, **_PROBLEMS_OF_BODIES, **_STORE_DOWN},
+        "post", "/cluster/batch", f"Assign up to {schemas.BATCH_LIMIT} users at once", "segments",
+        {
+            200: ("One result per user, in order.", schemas.BatchResponse),
+            **_PROBLEMS_OF_BODIES, **_STORE_DOWN,
+        },
         body=schemas.BatchRequest, body_example=BATCH_EXAMPLE,
     ),
     Operation(
         "get", "/clusters", "Every segment: label, top interests, share", "segments",
-        {200: schemas.SegmentsOverview},
+        {200: ("The loaded model's segments.", schemas.SegmentsOverview)},
     ),
     Operation(
         "get", "/clusters/{number}", "One segment", "segments",
-        {200: schemas.SegmentSummary, 404: ("No such segment.", schemas.Problem)},
+        {
+            200: ("The segment.", schemas.SegmentSummary),
+            404: ("No such segment.", schemas.Problem),
+        },
         parameters=[{
             "name": "number", "in": "path", "required": True, "example": 1,
             "schema": {"type": "integer"}, "description": "The segment, 1..n_segments.",
@@ -98,34 +131,38 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get", "/clusters/heatmap.png", "Heatmap of the segments by interest", "segments",
-        {200: "A PNG picture.", 404: ("The model has no heatmap.", schemas.Problem)},
+        {200: ("A PNG picture.", None), 404: ("The model has no heatmap.", schemas.Problem)},
         media_type="image/png",
     ),
     Operation(
         "get", "/version", "The model card of the model that answers", "service",
-        {200: schemas.ModelCard},
+        {200: ("The model card.", schemas.ModelCard)},
     ),
     Operation(
         "get", "/users/{user_id}", "A user's current assignment", "users",
-        {200: schemas.StoredAssignment, **_UNKNOWN_USER, **_STORE_DOWN},
+        {
+            200: ("What the user was last told.", schemas.StoredAssignment),
+            **_UNKNOWN_USER, **_STORE_DOWN,
+        },
         parameters=[_USER_ID],
     ),
     Operation(
         "get", "/users/{user_id}/history", "A user's assignments, newest first", "users",
         {
-            200: schemas.UserHistory,
-            400: ("The limit is not an integer from 1 to 1000.", schemas.Problem),
+            200: ("The user's history.", schemas.UserHistory),
+            400: (f"The limit is not an integer from 1 to {MAX_HISTORY_LIMIT}.", schemas.Problem),
             **_UNKNOWN_USER, **_STORE_DOWN,
         },
         parameters=[_USER_ID, {
             "name": "limit", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT,
+                       "default": HISTORY_LIMIT},
         }],
     ),
     Operation(
         "delete", "/users/{user_id}", "Erase a user's assignment and history", "users",
         {
-            204: "Erased.",
+            204: ("Erased.", None),
             401: ("The API key is missing or wrong.", schemas.Problem),
             403: ("Erasure is turned off: no API key is configured.", schemas.Problem),
             **_UNKNOWN_USER, **_STORE_DOWN,
@@ -134,37 +171,25 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get", "/health", "Whether the service can assign", "service",
-        {200: schemas.Health, 503: ("The store is down.", schemas.Health)},
+        {200: ("It can.", schemas.Health), 503: ("The store is down.", schemas.Health)},
     ),
 )  # fmt: skip
 
 
-def _response_schemas() -> tuple[dict[type[BaseModel], dict], dict[str, Any]]:
+def _component_schemas() -> tuple[dict[type[BaseModel], dict], dict[str, Any]]:
     """Each class's reference, and the components that define them."""
-    classes = {op.body for op in OPERATIONS if op.body} | {
-        cls for op in OPERATIONS for answer in op.responses.values() if (cls := _class(answer))
-    }
-    ordered = sorted(classes, key=lambda cls: cls.__name__)
-    mode = {cls: "validation" if cls in {op.body for op in OPERATIONS} else "serialization"
-            for cls in ordered}  # fmt: skip
-    refs, definitions = models_json_schema(
-        [(cls, mode[cls]) for cls in ordered], ref_template="#/components/schemas/{model}"
-    )
-    return {cls: refs[cls, mode[cls]] for cls in ordered}, definitions.get("$defs", {})
-
-
-def _class(answer: str | type[BaseModel] | tuple[str, type[BaseModel]]) -> type[BaseModel] | None:
-    if isinstance(answer, tuple):
-        return answer[1]
-    return None if isinstance(answer, str) else answer
+    bodies = {op.body for op in OPERATIONS if op.body}
+    answers = {cls for op in OPERATIONS for _, cls in op.responses.values() if cls}
+    # A request body's schema is what it accepts; an answer's, what it sends.
+    modes = [(cls, "validation") for cls in sorted(bodies, key=lambda c: c.__name__)] + [
+        (cls, "serialization") for cls in sorted(answers - bodies, key=lambda c: c.__name__)
+    ]
+    refs, definitions = models_json_schema(modes, ref_template="#/components/schemas/{model}")
+    return {cls: refs[cls, mode] for cls, mode in modes}, definitions.get("$defs", {})
 
 
 def _response(op: Operation, status: int, refs: dict, examples: dict) -> dict[str, Any]:
-    answer = op.responses[status]
-    cls = _class(answer)
-    description = answer[0] if isinstance(answer, tuple) else (
-        answer if isinstance(answer, str) else (cls.__doc__ or "OK").strip().splitlines()[0]
-    )  # fmt: skip
+    description, cls = op.responses[status]
     if status == 200 and op.media_type != "application/json":
         return {
             "description": description,
@@ -186,14 +211,12 @@ def _response(op: Operation, status: int, refs: dict, examples: dict) -> dict[st
 
 def build_openapi(examples: dict[tuple[str, str, int], Any]) -> dict[str, Any]:
     """The OpenAPI document; ``examples`` are answers by (method, path, status)."""
-    refs, components = _response_schemas()
+    refs, components = _component_schemas()
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         operation: dict[str, Any] = {
             "summary": op.summary,
-            "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_')}".replace("{", "")
-            .replace("}", "")
-            .replace(".", "_"),
+            "operationId": op.operation_id,
             "tags": [op.tag],
             "responses": {
                 str(status): _response(op, status, refs, examples) for status in op.responses
@@ -232,9 +255,6 @@ def build_openapi(examples: dict[tuple[str, str, int], Any]) -> dict[str, Any]:
 
 def _live_examples() -> dict[tuple[str, str, int], Any]:
     """The loaded model's answers to the documented examples."""
-    from .api import cluster_answer
-    from .model import get_model
-
     model = get_model()
     _, answer = cluster_answer(CLUSTER_EXAMPLE["_id"], CLUSTER_EXAMPLE["interests"], "example")
     as_json = answer.model_dump(mode="json")

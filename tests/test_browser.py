@@ -3,6 +3,7 @@
 import os
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -13,6 +14,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 PHONE = {"width": 375, "height": 667}
+AXE = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
 
 if not os.path.exists(CHROMIUM):
     # `make test` installs it; only a bare `pytest` elsewhere can lack it.
@@ -97,6 +99,26 @@ def test_page_fits_a_phone_and_labels_every_control(phone_page, base_url):
     heatmap = phone_page.get_by_role("img")
     assert heatmap.get_attribute("alt")
     assert phone_page.evaluate("document.querySelector('figure img').naturalWidth") > 0
+
+
+def accessibility_violations(page) -> list[str]:
+    """What axe-core finds against WCAG 2.1 A and AA on the page as it is now."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: `make test` installs it (npm ci)")
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate(
+        "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']})"
+    )
+    return [f"{v['id']}: {v['help']} ({len(v['nodes'])} elements)" for v in results["violations"]]
+
+
+def test_page_passes_axe_before_and_after_an_answer(phone_page, base_url):
+    phone_page.goto(base_url + "/")
+    assert accessibility_violations(phone_page) == []
+    phone_page.get_by_label("Museums", exact=True).check()
+    phone_page.get_by_role("button", name="Find my segment").click()
+    phone_page.get_by_role("status").get_by_role("heading").wait_for()
+    assert accessibility_violations(phone_page) == []
 
 
 def test_no_interest_says_so(phone_page, base_url):

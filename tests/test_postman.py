@@ -13,14 +13,14 @@ from live_server import REPO, run_gunicorn
 from nomads_cluster.openapi import OPERATIONS
 
 COLLECTION = REPO / "postman" / "nomads-cluster.postman_collection.json"
-NEWMAN = REPO / "postman" / "node_modules" / ".bin" / "newman"
+NEWMAN = REPO / "node_modules" / ".bin" / "newman"
 API_KEY = "postman-key"
 
 
 @pytest.fixture(scope="module")
 def newman() -> Path:
     if not NEWMAN.exists() or not shutil.which("node"):
-        message = "newman is not installed: `make test` installs it (npm ci in postman/)"
+        message = "newman is not installed: `make test` installs it (npm ci)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
