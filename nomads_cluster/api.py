@@ -1,7 +1,6 @@
 """The HTTP API: /cluster (the app's contract), the segments, the stored users, /health."""
 
 import hmac
-from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, current_app, request, send_file, url_for
@@ -32,7 +31,6 @@ from .schemas import (
     StoredAssignment,
     UserHistory,
     normalised_scores,
-    scores_by_segment,
     user_id_or_none,
 )
 from .store import Assignment, StoreUnavailable, get_store
@@ -50,13 +48,17 @@ def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = Fal
 
 
 def _assignment(
-    user_id: str | int, interests: dict[str, bool], segment: int, scores: Any, source: str
+    user_id: str | int,
+    interests: dict[str, bool],
+    segment: int,
+    scores: dict[str, float],
+    source: str,
 ) -> Assignment:
     return Assignment(
         user_id=user_id,
         interests=tuple(key for key, chosen in interests.items() if chosen),
         cluster=int(segment),
-        scores=tuple(float(score) for score in scores),
+        scores=scores,
         model_version=segment_model.get_model().version,
         source=source,
     )
@@ -71,7 +73,7 @@ def _cluster_response(
         user_id=record.user_id,
         cluster=record.cluster,
         label=model.segment_label(record.cluster),
-        scores=scores_by_segment(record.scores),
+        scores=record.scores,
         no_interests=not record.interests,
         model_version=record.model_version,
         explanation=Explanation(
@@ -134,11 +136,18 @@ def cluster_batch() -> Response:
     if valid:
         interests = [vars(request_.interests) for _, request_ in valid]
         features = np.array([encode_interests(chosen) for chosen in interests])
-        segments, scores = segment_model.get_model().assign_users(features)
+        model = segment_model.get_model()
+        segments, scores = model.assign_users(features)
         records = [
-            _assignment(request_.user_id, chosen, segment, user_scores, "batch")
+            _assignment(
+                request_.user_id,
+                chosen,
+                int(segment),
+                dict(zip(model.score_keys, user_scores, strict=True)),
+                "batch",
+            )
             for (_, request_), chosen, segment, user_scores in zip(
-                valid, interests, segments, scores, strict=True
+                valid, interests, segments, scores.tolist(), strict=True
             )
         ]
         get_store().save(records)
@@ -169,12 +178,14 @@ def clusters() -> Response:
 
 @bp.get("/clusters/<int(signed=True):number>")
 def cluster_segment(number: int) -> Response:
-    segments = segment_model.get_model().card.segments
-    if not 1 <= number <= len(segments):
+    model = segment_model.get_model()
+    segment = model.segment(number)
+    if segment is None:
+        numbers = ", ".join(map(str, model.numbers))
         return problem_response(
-            404, "Unknown segment", f"segments are numbered 1 to {len(segments)}, not {number}"
+            404, "Unknown segment", f"the segments are {numbers}; there is no {number}"
         )
-    return json_response(segments[number - 1])
+    return json_response(segment)
 
 
 @bp.get("/clusters/heatmap.png")
@@ -195,14 +206,14 @@ def clusters_heatmap() -> Response:
 def version() -> Response:
     """The model card of the model that answers."""
     card: ModelCard = segment_model.get_model().card
-    return json_response(card)
+    return Response(card.model_dump_json(exclude_unset=True), mimetype="application/json")
 
 
 def _stored(record: Assignment) -> StoredAssignment:
     return StoredAssignment(
         user_id=record.user_id,
         cluster=record.cluster,
-        scores=scores_by_segment(record.scores),
+        scores=record.scores,
         interests=list(record.interests),
         model_version=record.model_version,
         assigned_at=record.assigned_at,

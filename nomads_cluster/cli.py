@@ -62,7 +62,12 @@ def main() -> None:
     show_default="model/",
     help="Where to write model.pkl and model.json.",
 )
-def train(data: Path, from_db: bool, out: Path) -> None:
+@click.option(
+    "--previous",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The model this one replaces: segments keep the numbers of those they match.",
+)
+def train(data: Path, from_db: bool, out: Path, previous: Path | None) -> None:
     """Train the segmentation model on the survey and write it with its card."""
     # Imported here: scikit-learn and pandas are for training, not for serving.
     from .survey import Survey, SurveyFormatError, read_survey
@@ -80,13 +85,26 @@ def train(data: Path, from_db: bool, out: Path) -> None:
             survey = read_survey(data)
         except SurveyFormatError as exc:
             raise click.ClickException(str(exc)) from None
-    card = train_model(survey, out)
+    try:
+        previous_model = load_model(previous) if previous else None
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    card = train_model(survey, out, previous_model)
     click.echo(
         f"trained on {survey.n_rows} answers: model {card['version']}, "
         f"reconstruction error {card['reconstruction_error']:.4f}, wrote {out}"
     )
-    for segment in card["segments"]:
-        click.echo(f"  {segment['segment']}: {segment['label']} ({segment['share']:.0%})")
+    matches = {m["segment"]: m for m in card.get("numbering", {}).get("matches", [])}
+    for segment in sorted(card["segments"], key=lambda s: s["segment"]):
+        line = f"  {segment['segment']}: {segment['label']} ({segment['share']:.0%})"
+        match = matches.get(segment["segment"])
+        if match and match["previous_segment"] is None:
+            line += " new segment"
+        elif match:
+            line += f" continues segment {match['previous_segment']} ({match['similarity']:.2f})"
+        click.echo(line)
+    for number in card.get("numbering", {}).get("retired", []):
+        click.echo(f"  {number}: retired (no new segment matches it)")
 
 
 @main.command()
@@ -105,8 +123,7 @@ def heatmap(model_dir: Path) -> None:
         model = load_model(model_dir)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
-    labels = [segment.label for segment in model.card.segments]
-    draw_heatmap(model.scorer.components, labels, model_dir / HEATMAP_FILE)
+    draw_heatmap(model.scorer.components, model.card.segments, model_dir / HEATMAP_FILE)
     click.echo(f"wrote {model_dir / HEATMAP_FILE}")
 
 

@@ -9,7 +9,6 @@ start-up time and memory) out of the serving processes.
 import hashlib
 import io
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 from pydantic import ValidationError
 
 from .interests import INTEREST_KEYS
-from .schemas import ModelCard, body_errors, summarize
+from .schemas import ModelCard, SegmentSummary, body_errors, summarize
 from .scoring import SegmentScorer, assign_segments
 
 MODEL_FILE = "model.pkl"
@@ -77,13 +76,19 @@ def read_components(raw: bytes, origin: str) -> np.ndarray:
     return np.asarray(estimator.state["components_"], dtype=np.float64)
 
 
-@dataclass(frozen=True)
 class SegmentModel:
-    """A loaded model: its card, and the scorer built from its components."""
+    """A loaded model: its card, and the scorer built from its components.
 
-    card: ModelCard
-    scorer: SegmentScorer
-    directory: Path
+    Component i is segment ``numbers[i]``: retraining with ``--previous`` keeps the
+    numbers the app knows, so they need not be 1..n in component order.
+    """
+
+    def __init__(self, card: ModelCard, scorer: SegmentScorer, directory: Path):
+        self.card, self.scorer, self.directory = card, scorer, directory
+        self.numbers = tuple(segment.segment for segment in card.segments)
+        self.score_keys = tuple(str(number) for number in self.numbers)  # JSON object keys
+        self._index = {number: i for i, number in enumerate(self.numbers)}
+        self._numbers_array = np.array(self.numbers)
 
     @property
     def version(self) -> str:
@@ -93,17 +98,22 @@ class SegmentModel:
     def n_segments(self) -> int:
         return self.scorer.n_components
 
-    def segment_label(self, segment: int) -> str:
-        return self.card.segments[segment - 1].label
+    def segment(self, number: int) -> SegmentSummary | None:
+        index = self._index.get(number)
+        return None if index is None else self.card.segments[index]
 
-    def assign_user(self, features: np.ndarray) -> tuple[int, list[float]]:
-        """The segment (1-based) and the scores of one user's 26 0/1 features."""
+    def segment_label(self, number: int) -> str:
+        return self.card.segments[self._index[number]].label
+
+    def assign_user(self, features: np.ndarray) -> tuple[int, dict[str, float]]:
+        """The segment and the scores, by segment, of one user's 26 0/1 features."""
         scores = self.scorer.score_user(features)
-        return scores.index(max(scores)) + 1, scores  # the first best, as argmax
+        best = scores.index(max(scores))  # the first best, as argmax
+        return self.numbers[best], dict(zip(self.score_keys, scores, strict=True))
 
-    def top_interests(self, features: np.ndarray, segment: int) -> list[tuple[str, float]]:
-        """The user's interests that added most to the score of ``segment`` (1-based)."""
-        contributions = self.scorer.contributions(features, segment - 1)
+    def top_interests(self, features: np.ndarray, number: int) -> list[tuple[str, float]]:
+        """The user's interests that added most to the score of segment ``number``."""
+        contributions = self.scorer.contributions(features, self._index[number])
         ranked = sorted(
             ((value, key) for key, value in zip(INTEREST_KEYS, contributions, strict=True)
              if value > 0.0),
@@ -112,9 +122,9 @@ class SegmentModel:
         return [(key, value) for value, key in ranked[:TOP_REASONS]]
 
     def assign_users(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The segments (1-based) and scores of a (n_users, 26) 0/1 matrix."""
+        """The segments and scores (columns in ``numbers`` order) of a (n_users, 26) matrix."""
         scores = self.scorer.scores(features)
-        return assign_segments(scores), scores
+        return self._numbers_array[assign_segments(scores) - 1], scores
 
 
 def load_model(model_dir: str | Path) -> SegmentModel:

@@ -233,17 +233,17 @@ def read_jsonl(file: IO[bytes], name: str) -> Iterator[Chunk]:
 class ResultWriter:
     """Writes id, cluster and scores: CSV (by pyarrow) or JSON Lines (by suffix)."""
 
-    def __init__(self, file: IO[bytes], jsonl: bool, n_segments: int):
-        self.file, self.jsonl = file, jsonl
-        self.score_columns = [f"score_{segment}" for segment in range(1, n_segments + 1)]
+    def __init__(self, file: IO[bytes], jsonl: bool, score_keys: tuple[str, ...]):
+        self.file, self.jsonl, self.score_keys = file, jsonl, score_keys
+        self.score_columns = [f"score_{segment}" for segment in score_keys]
         self._csv: pa_csv.CSVWriter | None = None
 
     def write(self, ids: pa.Array | list[Any], segments: np.ndarray, scores: np.ndarray) -> None:
         if self.jsonl:
-            from .schemas import scores_by_segment
-
+            keys = self.score_keys
             lines = (
-                json.dumps({"_id": i, "cluster": c, "scores": scores_by_segment(s)}) + "\n"
+                json.dumps({"_id": i, "cluster": c, "scores": dict(zip(keys, s, strict=True))})
+                + "\n"
                 for i, c, s in zip(ids, segments.tolist(), scores.tolist(), strict=True)
             )
             self.file.write("".join(lines).encode())
@@ -311,7 +311,7 @@ def assign_file(
             chunks = read_survey_csv(source, input_path.name)
         else:
             chunks = read_jsonl(source, input_path.name)
-        writer = ResultWriter(sink, jsonl_output, model.n_segments)
+        writer = ResultWriter(sink, jsonl_output, model.score_keys)
         try:
             for chunk in chunks:
                 if chunk.bad_rows and not skip_bad_rows:
@@ -320,7 +320,7 @@ def assign_file(
                 segments, scores = model.assign_users(chunk.features)
                 writer.write(chunk.ids, segments, scores)
                 if store is not None:
-                    store.save(_records(chunk, segments, scores, model.version))
+                    store.save(_records(chunk, segments, scores, model))
                 summary.assigned += len(chunk.ids)
                 on_progress(chunk.bytes_read)
             writer.close()
@@ -342,7 +342,7 @@ def _python_ids(ids: pa.Array | list[Any]) -> list[Any]:
 
 
 def _records(
-    chunk: Chunk, segments: np.ndarray, scores: np.ndarray, version: str
+    chunk: Chunk, segments: np.ndarray, scores: np.ndarray, model: SegmentModel
 ) -> list["Assignment"]:
     from .store import Assignment, chosen_interests
 
@@ -351,8 +351,8 @@ def _records(
             user_id=user_id,
             interests=chosen_interests(features),
             cluster=int(segment),
-            scores=tuple(user_scores),
-            model_version=version,
+            scores=dict(zip(model.score_keys, user_scores, strict=True)),
+            model_version=model.version,
             source="assign",
         )
         for user_id, features, segment, user_scores in zip(

@@ -1,6 +1,5 @@
 """Request and response schemas of the HTTP API (pydantic v2): one source of truth."""
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -11,6 +10,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     create_model,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -47,15 +47,6 @@ def user_id_or_none(item: Any) -> str | int | None:
         return None
 
 
-# JSON object keys of segments 1, 2, ... (precomputed: the request path builds one).
-_SEGMENT_KEYS = tuple(str(segment) for segment in range(1, MAX_COMPONENTS + 1))
-
-
-def scores_by_segment(scores: Sequence[float]) -> dict[str, float]:
-    """Scores as a JSON object keyed by segment number: {"1": ..., "2": ...}."""
-    return dict(zip(_SEGMENT_KEYS, scores))  # noqa: B905 (as many keys as segments)
-
-
 InterestValue = Annotated[
     bool, PlainValidator(_interest_value, json_schema_input_type=bool | Literal[0, 1])
 ]
@@ -80,10 +71,10 @@ class ClusterRequest(BaseModel):
     )  # type: ignore[valid-type]
 
 
-def normalised_scores(scores: Sequence[float]) -> dict[str, float]:
+def normalised_scores(scores: dict[str, float]) -> dict[str, float]:
     """Each segment's part of the sum of the scores (all 0 when every score is 0)."""
-    total = sum(scores)
-    return scores_by_segment([score / total if total else 0.0 for score in scores])
+    total = sum(scores.values())
+    return {segment: score / total if total else 0.0 for segment, score in scores.items()}
 
 
 class InterestContribution(BaseModel):
@@ -149,6 +140,27 @@ class TrainingData(BaseModel):
     rows: int
 
 
+class SegmentMatch(BaseModel):
+    """How a segment of a retrained model got its number."""
+
+    segment: int = Field(ge=1)
+    previous_segment: int | None = Field(
+        description="The previous model's segment it continues, or null: a new number."
+    )
+    similarity: float | None = Field(
+        description="Cosine similarity of the two interest profiles (components)."
+    )
+
+
+class Numbering(BaseModel):
+    """Segment numbers kept from a previous model (``train --previous``)."""
+
+    previous_version: str
+    threshold: float = Field(description="The similarity under which a segment is new.")
+    matches: list[SegmentMatch]
+    retired: list[int] = Field(description="The previous model's segments matched by none.")
+
+
 class ModelCard(BaseModel):
     """What the model is, what it was trained on, and what its segments mean."""
 
@@ -164,7 +176,20 @@ class ModelCard(BaseModel):
     training_data: TrainingData
     reconstruction_error: float
     n_iter: int
-    segments: list[SegmentSummary]
+    segments: list[SegmentSummary] = Field(description="In the order of the components.")
+    highest_segment_number: int | None = Field(
+        default=None,
+        description="The highest number any model of this line has used; a new segment "
+        "gets the next one, so that no number ever changes meaning.",
+    )
+    numbering: Numbering | None = None
+
+    @model_validator(mode="after")
+    def _one_segment_per_component(self) -> "ModelCard":
+        numbers = [segment.segment for segment in self.segments]
+        if len(numbers) != self.n_components or len(set(numbers)) != len(numbers):
+            raise ValueError("segments must number each component once, without repeats")
+        return self
 
 
 class ProblemItem(BaseModel):

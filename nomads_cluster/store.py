@@ -34,7 +34,7 @@ def _assignment_columns() -> list[sa.Column]:
         sa.Column("id_is_int", sa.Boolean, nullable=False),  # to echo the _id's JSON type
         sa.Column("interests", sa.JSON, nullable=False),  # the chosen interest keys
         sa.Column("cluster", sa.Integer, nullable=False),
-        sa.Column("scores", sa.JSON, nullable=False),  # one per segment, in order
+        sa.Column("scores", sa.JSON, nullable=False),  # {"<segment>": score}
         sa.Column("model_version", sa.String(64), nullable=False),
         sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("source", sa.String(16), nullable=False),  # api, batch, assign
@@ -81,7 +81,7 @@ class Assignment:
     user_id: str | int
     interests: tuple[str, ...]  # the chosen interest keys, in INTEREST_KEYS order
     cluster: int
-    scores: tuple[float, ...]
+    scores: dict[str, float]  # by segment number, as JSON object keys
     model_version: str
     assigned_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     source: str = "api"
@@ -92,7 +92,7 @@ class Assignment:
             "id_is_int": isinstance(self.user_id, int),
             "interests": list(self.interests),
             "cluster": self.cluster,
-            "scores": list(self.scores),
+            "scores": self.scores,
             "model_version": self.model_version,
             "assigned_at": self.assigned_at,
             "source": self.source,
@@ -107,7 +107,7 @@ class Assignment:
             user_id=int(row.user_id) if row.id_is_int else row.user_id,
             interests=tuple(row.interests),
             cluster=row.cluster,
-            scores=tuple(row.scores),
+            scores=row.scores,
             model_version=row.model_version,
             assigned_at=assigned_at,
             source=row.source,

@@ -7,16 +7,21 @@ from typing import Any
 import joblib
 import numpy as np
 import sklearn
+from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import NMF
 
 from .interests import INTEREST_KEYS, key_to_label
-from .model import CARD_FILE, HEATMAP_FILE, MODEL_FILE, sha256_of
+from .model import CARD_FILE, HEATMAP_FILE, MODEL_FILE, SegmentModel, sha256_of
+from .schemas import SegmentSummary
 from .scoring import SegmentScorer, assign_segments
 from .survey import Survey
 
 N_COMPONENTS = 4
 TOP_INTERESTS = 5  # interests listed per segment in the card
 LABEL_INTERESTS = 3  # of which the label names the first few
+# Cosine similarity of two segments' interest profiles above which a retrained segment
+# continues an old one (and keeps its number). Calibrated on the survey: see the README.
+MATCH_THRESHOLD = 0.5
 
 
 def fit_nmf(features: np.ndarray, n_components: int = N_COMPONENTS) -> NMF:
@@ -25,15 +30,59 @@ def fit_nmf(features: np.ndarray, n_components: int = N_COMPONENTS) -> NMF:
     return model.fit(features)
 
 
-def describe_segments(components: np.ndarray, assignments: np.ndarray) -> list[dict[str, Any]]:
-    """Per segment: a label from its top interests, their weights, its share of users."""
-    shares = np.bincount(assignments, minlength=len(components) + 1)[1:] / len(assignments)
+def number_segments(
+    components: np.ndarray, previous: SegmentModel
+) -> tuple[list[int], dict[str, Any], int]:
+    """Segment numbers for new components that keep the previous model's meanings.
+
+    Each new segment takes the number of the previous segment whose interest profile
+    (its component, as a direction) it matches, by the Hungarian algorithm on their
+    cosine similarities; a pair under MATCH_THRESHOLD is no match, and such a segment
+    gets a number no model of the line has used. Returns the numbers (in component
+    order), the card's account of the matching, and the highest number now used.
+    """
+    similarity = _unit_rows(components) @ _unit_rows(previous.scorer.components).T
+    rows, columns = linear_sum_assignment(similarity, maximize=True)
+    paired = dict(zip(rows.tolist(), columns.tolist(), strict=True))
+    highest = max(previous.card.highest_segment_number or 0, *previous.numbers)
+    numbers, matches = [], []
+    for index in range(len(components)):
+        column = paired.get(index)  # None: more new segments than old ones
+        score = None if column is None else round(float(similarity[index, column]), 6)
+        if score is not None and score >= MATCH_THRESHOLD:
+            numbers.append(previous.numbers[column])
+            matches.append({"segment": numbers[-1], "previous_segment": numbers[-1]})
+        else:
+            highest += 1
+            numbers.append(highest)
+            matches.append({"segment": highest, "previous_segment": None})
+        matches[-1]["similarity"] = score
+    numbering = {
+        "previous_version": previous.version,
+        "threshold": MATCH_THRESHOLD,
+        "matches": matches,
+        "retired": sorted(set(previous.numbers) - set(numbers)),
+    }
+    return numbers, numbering, highest
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def describe_segments(
+    components: np.ndarray, positions: np.ndarray, numbers: list[int]
+) -> list[dict[str, Any]]:
+    """Per component: its segment number, a label from its top interests, their
+    weights, and its share of the users (``positions``: each user's component, 1-based).
+    """
+    shares = np.bincount(positions, minlength=len(components) + 1)[1:] / len(positions)
     segments = []
     for index, weights in enumerate(components):
         top = np.argsort(-weights, kind="stable")[:TOP_INTERESTS]
         segments.append(
             {
-                "segment": index + 1,
+                "segment": numbers[index],
                 "label": ", ".join(INTEREST_KEYS[i] for i in top[:LABEL_INTERESTS]),
                 "top_interests": [
                     {"interest": INTEREST_KEYS[i], "weight": round(float(weights[i]), 6)}
@@ -45,9 +94,16 @@ def describe_segments(components: np.ndarray, assignments: np.ndarray) -> list[d
     return segments
 
 
-def build_card(model: NMF, survey: Survey, model_sha256: str) -> dict[str, Any]:
-    assignments = assign_segments(SegmentScorer(model.components_).scores(survey.features))
-    return {
+def build_card(
+    model: NMF, survey: Survey, model_sha256: str, previous: SegmentModel | None = None
+) -> dict[str, Any]:
+    positions = assign_segments(SegmentScorer(model.components_).scores(survey.features))
+    if previous is None:
+        numbers = list(range(1, int(model.n_components_) + 1))
+        numbering, highest = None, len(numbers)
+    else:
+        numbers, numbering, highest = number_segments(model.components_, previous)
+    card = {
         "version": model_sha256[:12],
         "algorithm": "sklearn.decomposition.NMF",
         "parameters": {k: model.get_params()[k] for k in ("init", "solver", "random_state")},
@@ -62,20 +118,27 @@ def build_card(model: NMF, survey: Survey, model_sha256: str) -> dict[str, Any]:
         },
         "reconstruction_error": round(float(model.reconstruction_err_), 9),
         "n_iter": int(model.n_iter_),
-        "segments": describe_segments(model.components_, assignments),
+        "segments": describe_segments(model.components_, positions, numbers),
+        "highest_segment_number": highest,
     }
+    if numbering is not None:
+        card["numbering"] = numbering
+    return card
 
 
-def draw_heatmap(components: np.ndarray, labels: list[str], path: str | Path) -> None:
-    """The picture the team shows: segments by interests, each cell the component's value."""
+def draw_heatmap(components: np.ndarray, segments: list[SegmentSummary], path: str | Path) -> None:
+    """The picture the team shows: segments by interests, each cell the component's value.
+
+    ``segments`` describe the components in order; rows are drawn by segment number.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display, and no GUI toolkit to import
     from matplotlib import pyplot as plt
 
-    n_segments = len(components)
-    figure, axes = plt.subplots(figsize=(11, 1.6 + 0.6 * n_segments), layout="constrained")
-    image = axes.imshow(components, cmap="YlGnBu", aspect="auto", vmin=0)
+    order = sorted(range(len(segments)), key=lambda i: segments[i].segment)
+    figure, axes = plt.subplots(figsize=(11, 1.6 + 0.6 * len(order)), layout="constrained")
+    image = axes.imshow(components[order], cmap="YlGnBu", aspect="auto", vmin=0)
     axes.set_xticks(
         range(len(INTEREST_KEYS)),
         [key_to_label(k) for k in INTEREST_KEYS],
@@ -83,7 +146,9 @@ def draw_heatmap(components: np.ndarray, labels: list[str], path: str | Path) ->
         ha="right",
         rotation_mode="anchor",
     )
-    axes.set_yticks(range(n_segments), [f"{i + 1}: {label}" for i, label in enumerate(labels)])
+    axes.set_yticks(
+        range(len(order)), [f"{segments[i].segment}: {segments[i].label}" for i in order]
+    )
     axes.set_xlabel("interest")
     axes.set_title("What each segment is made of (NMF components)")
     figure.colorbar(image, ax=axes, label="weight", shrink=0.9)
@@ -92,14 +157,20 @@ def draw_heatmap(components: np.ndarray, labels: list[str], path: str | Path) ->
     plt.close(figure)
 
 
-def train(survey: Survey, out_dir: str | Path) -> dict[str, Any]:
-    """Fit the model on the survey, write model.pkl, model.json and heatmap.png."""
+def train(
+    survey: Survey, out_dir: str | Path, previous: SegmentModel | None = None
+) -> dict[str, Any]:
+    """Fit the model on the survey, write model.pkl, model.json and heatmap.png.
+
+    With ``previous``, segments keep the numbers of the previous segments they match.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = fit_nmf(survey.features)
     model_path = out_dir / MODEL_FILE
     joblib.dump(model, model_path)
-    card = build_card(model, survey, sha256_of(model_path))
+    card = build_card(model, survey, sha256_of(model_path), previous)
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    draw_heatmap(model.components_, [s["label"] for s in card["segments"]], out_dir / HEATMAP_FILE)
+    segments = [SegmentSummary.model_validate(s) for s in card["segments"]]
+    draw_heatmap(model.components_, segments, out_dir / HEATMAP_FILE)
     return card

@@ -235,7 +235,7 @@ def test_a_server_bug_is_a_logged_500_without_traceback(app, client, monkeypatch
     # A schema failure while shaping the answer is ours, not the client's: 500, logged.
     from nomads_cluster import api
 
-    monkeypatch.setattr(api, "scores_by_segment", lambda scores: {"1": "not a number"})
+    monkeypatch.setattr(api, "normalised_scores", lambda scores: {"1": "not a number"})
     response = client.post("/cluster", json=APP_EXAMPLE)
     problem = problem_of(response, 500)
     assert "ValidationError" not in response.get_data(as_text=True)

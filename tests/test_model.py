@@ -139,5 +139,5 @@ def test_assign_user_gives_argmax_plus_one(sklearn_model):
     for user in (rng.random((50, 26)) < 0.4).astype(np.float64):
         segment, scores = model.assign_user(user)
         assert segment == int(np.argmax(sklearn_model.transform(user[None, :]))) + 1
-        assert len(scores) == 4
-        assert scores[segment - 1] == max(scores)
+        assert list(scores) == ["1", "2", "3", "4"]
+        assert scores[str(segment)] == max(scores.values())

@@ -56,7 +56,7 @@ def test_unknown_segment_is_a_404_problem(client, number):
     response = client.get(f"/clusters/{number}")
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
-    assert f"not {number}" in response.get_json()["detail"]
+    assert response.get_json()["detail"] == f"the segments are 1, 2, 3, 4; there is no {number}"
 
 
 def test_heatmap_is_the_png_beside_the_model(client):

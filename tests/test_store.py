@@ -21,7 +21,7 @@ def record(user_id, cluster=1, interests=("surf",), source="api") -> Assignment:
         user_id=user_id,
         interests=interests,
         cluster=cluster,
-        scores=(0.5, 0.25, 0.0, 0.125),
+        scores={"1": 0.5, "2": 0.25, "3": 0.0, "5": 0.125},
         model_version="v1",
         source=source,
     )
@@ -138,3 +138,30 @@ def test_survey_answers_are_ingested_once(store):
     assert features.shape == (2, 26)
     assert features.sum(axis=1).tolist() == [1.0, 2.0]
     assert hashes == [row["answer_sha256"] for row in rows]
+
+
+def test_migration_0002_keys_stored_scores_by_segment_and_back(database_url):
+    from alembic import command
+
+    from nomads_cluster.migrations import alembic_config, upgrade
+    from nomads_cluster.store import create_store_engine
+
+    engine = create_store_engine(database_url, timeout=5)
+    try:
+        upgrade(engine, "0001")  # scores were lists, position i being segment i + 1
+        row = record("old").as_row() | {"scores": [0.5, 0.0, 0.25, 0.125]}
+        with engine.begin() as conn:
+            conn.execute(assignments.insert(), row)
+            conn.execute(assignment_history.insert(), [row, row | {"cluster": 3}])
+        upgrade(engine)
+        by_segment = {"1": 0.5, "2": 0.0, "3": 0.25, "4": 0.125}
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(assignments.c.scores)).scalars().all() == [by_segment]
+            history = conn.execute(sa.select(assignment_history.c.scores)).scalars().all()
+            assert history == [by_segment, by_segment]
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0001")
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(assignments.c.scores)).scalar_one() == row["scores"]
+    finally:
+        engine.dispose()
