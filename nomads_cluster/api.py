@@ -27,6 +27,7 @@ from .schemas import (
     Health,
     InterestContribution,
     ModelCard,
+    ModelReloaded,
     SegmentsOverview,
     StoredAssignment,
     UserHistory,
@@ -255,7 +256,9 @@ def _authorization_problem() -> Response | None:
     api_key = current_app.config["API_KEY"]
     if api_key is None:
         return problem_response(
-            403, "Forbidden", "erasure is turned off: this server has no NOMADS_API_KEY set"
+            403,
+            "Forbidden",
+            f"{request.method} {request.path} is turned off: this server has no NOMADS_API_KEY",
         )
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     # compare_digest: no timing hint of how much of a guessed key was right.
@@ -278,6 +281,18 @@ def erase_user(user_id: str) -> Response:
     if not get_store().erase(user_id):
         return _unknown_user(user_id)
     return Response(status=204)
+
+
+@bp.post("/admin/model/reload")
+def reload_model() -> Response:
+    """Serve the registry's current model now, in the worker that answers (every worker
+    follows by itself within MODEL_CHECK_SECONDS)."""
+    refused = _authorization_problem()
+    if refused is not None:
+        return refused
+    model = current_app.extensions["model_source"].refresh(force=True)
+    current_app.extensions["segment_model"] = model
+    return json_response(ModelReloaded(model_version=model.version))
 
 
 @bp.get("/health")

@@ -6,6 +6,7 @@ same NOMADS_* (and DATABASE_URL) settings as the service.
 
 import hashlib
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,7 +16,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
-from .model import DEFAULT_MODEL_DIR, ModelError, load_model
+from .model import CURRENT_FILE, DEFAULT_MODEL_DIR, ModelError, current_model_dir, load_model
 
 DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_responses.csv"
 BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a count
@@ -63,11 +64,19 @@ def main() -> None:
     help="Where to write model.pkl and model.json.",
 )
 @click.option(
+    "--registry",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the model as a new version in this registry (REGISTRY/VERSION/), "
+    "instead of --out; its current model is then the default --previous.",
+)
+@click.option(
     "--previous",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="The model this one replaces: segments keep the numbers of those they match.",
 )
-def train(data: Path, from_db: bool, out: Path, previous: Path | None) -> None:
+def train(
+    data: Path, from_db: bool, out: Path, registry: Path | None, previous: Path | None
+) -> None:
     """Train the segmentation model on the survey and write it with its card."""
     # Imported here: scikit-learn and pandas are for training, not for serving.
     from .survey import Survey, SurveyFormatError, read_survey
@@ -85,11 +94,17 @@ def train(data: Path, from_db: bool, out: Path, previous: Path | None) -> None:
             survey = read_survey(data)
         except SurveyFormatError as exc:
             raise click.ClickException(str(exc)) from None
+    if registry is not None and previous is None and (registry / CURRENT_FILE).exists():
+        previous = current_model_dir(registry)
     try:
         previous_model = load_model(previous) if previous else None
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
+    if registry is not None:
+        out = registry / f".training-{os.getpid()}"  # named by its version once written
     card = train_model(survey, out, previous_model)
+    if registry is not None:
+        out = _file_version(out, registry / card["version"])
     click.echo(
         f"trained on {survey.n_rows} answers: model {card['version']}, "
         f"reconstruction error {card['reconstruction_error']:.4f}, wrote {out}"
@@ -105,6 +120,37 @@ def train(data: Path, from_db: bool, out: Path, previous: Path | None) -> None:
         click.echo(line)
     for number in card.get("numbering", {}).get("retired", []):
         click.echo(f"  {number}: retired (no new segment matches it)")
+    if registry is not None:
+        click.echo(f"serve it with: nomads-cluster promote {card['version']} --registry {registry}")
+
+
+def _file_version(trained: Path, version_dir: Path) -> Path:
+    """Move a freshly trained model to its version's place in the registry."""
+    if version_dir.exists():  # the same model, trained before: keep the one filed
+        shutil.rmtree(trained)
+    else:
+        trained.rename(version_dir)
+    return version_dir
+
+
+@main.command()
+@click.argument("version")
+@click.option(
+    "--registry",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    envvar="NOMADS_MODEL_DIR",
+    required=True,
+    help="The registry of model versions (default: $NOMADS_MODEL_DIR, as the service).",
+)
+def promote(version: str, registry: Path) -> None:
+    """Make VERSION the registry's current model; running servers follow it."""
+    from .model import promote as promote_model
+
+    try:
+        replaced = promote_model(registry, version)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"current model: {version} (was {replaced or 'none'})")
 
 
 @main.command()

@@ -8,7 +8,11 @@ start-up time and memory) out of the serving processes.
 
 import hashlib
 import io
+import logging
+import os
 import pickle
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,11 @@ from .scoring import SegmentScorer, assign_segments
 MODEL_FILE = "model.pkl"
 CARD_FILE = "model.json"
 HEATMAP_FILE = "heatmap.png"
+CURRENT_FILE = "CURRENT"  # in a registry of versions: the name of the one to serve
+VERSION_PATTERN = re.compile(r"[0-9a-f]{12}")
 TOP_REASONS = 3  # interests that explain an answer
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+log = logging.getLogger(__name__)
 
 
 class ModelError(RuntimeError):
@@ -157,9 +164,90 @@ def load_model(model_dir: str | Path) -> SegmentModel:
     return SegmentModel(card=card, scorer=SegmentScorer(components), directory=model_dir)
 
 
+def current_model_dir(location: str | Path) -> Path:
+    """The directory of the model to serve: ``location`` itself, or, when it is a
+    registry of versions, the version its CURRENT file names."""
+    location = Path(location)
+    pointer = location / CURRENT_FILE
+    if not pointer.exists():
+        return location
+    version = pointer.read_text().strip()
+    if not VERSION_PATTERN.fullmatch(version):
+        raise ModelError(f"{pointer} names no model version: {version!r}")
+    return location / version
+
+
+def promote(registry: str | Path, version: str) -> str | None:
+    """Make ``version`` the registry's current model; the version it replaces.
+
+    The model is loaded (so checked) first; CURRENT is replaced atomically, so a
+    server checking it reads the old name or the new one, never half of one.
+    """
+    registry = Path(registry)
+    if not VERSION_PATTERN.fullmatch(version):
+        raise ModelError(f"{version!r} is not a model version (12 hex digits)")
+    load_model(registry / version)
+    pointer = registry / CURRENT_FILE
+    previous = pointer.read_text().strip() if pointer.exists() else None
+    staged = registry / f".{CURRENT_FILE}.{os.getpid()}"
+    staged.write_text(version + "\n")
+    os.replace(staged, pointer)
+    return previous
+
+
+class ModelSource:
+    """The served model, which follows a registry's CURRENT file while serving.
+
+    Each worker checks the file's identity at most every ``check_seconds``, before a
+    request; when it names another version, the worker loads it and swaps it in for
+    the next requests (a request in flight keeps the model it started with). A version
+    that fails to load is logged and the served one stays.
+    """
+
+    def __init__(self, location: str | Path, check_seconds: float):
+        self.location = Path(location)
+        self.check_seconds = check_seconds
+        self.model = load_model(current_model_dir(self.location))
+        self._stamp = self._pointer_stamp()
+        self._next_check = time.monotonic() + check_seconds
+
+    def _pointer_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            status = (self.location / CURRENT_FILE).stat()
+        except FileNotFoundError:
+            return None  # a plain model directory, or no CURRENT yet
+        return status.st_ino, status.st_mtime_ns, status.st_size
+
+    def refresh(self, force: bool = False) -> SegmentModel:
+        """The model to serve now, after swapping in a newly promoted one."""
+        now = time.monotonic()
+        if not force and now < self._next_check:
+            return self.model
+        self._next_check = now + self.check_seconds
+        stamp = self._pointer_stamp()
+        if stamp is None or (stamp == self._stamp and not force):
+            return self.model
+        self._stamp = stamp
+        try:
+            directory = current_model_dir(self.location)
+            if directory.name != self.model.version:
+                previous, self.model = self.model, load_model(directory)
+                log.info("now serving model %s (was %s)", self.model.version, previous.version)
+        except (ModelError, OSError) as exc:
+            log.error("keeping model %s: %s", self.model.version, exc)
+        return self.model
+
+
 def init_app(app: Flask) -> None:
-    """Load the model named by the MODEL_DIR setting once, at start-up."""
-    app.extensions["segment_model"] = load_model(app.config["MODEL_DIR"])
+    """Load the model named by the MODEL_DIR setting, and follow its promotions."""
+    source = ModelSource(app.config["MODEL_DIR"], float(app.config["MODEL_CHECK_SECONDS"]))
+    app.extensions["model_source"] = source
+    app.extensions["segment_model"] = source.model
+
+    @app.before_request
+    def follow_promotions() -> None:
+        # One model per request: swapped between requests only.
+        app.extensions["segment_model"] = source.refresh()
 
 
 def get_model() -> SegmentModel:

@@ -170,6 +170,15 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=[_USER_ID], secured=True,
     ),
     Operation(
+        "post", "/admin/model/reload", "Serve the registry's current model now", "service",
+        {
+            200: ("The version this worker now serves.", schemas.ModelReloaded),
+            401: ("The API key is missing or wrong.", schemas.Problem),
+            403: ("No API key is configured.", schemas.Problem),
+        },
+        secured=True,
+    ),
+    Operation(
         "get", "/health", "Whether the service can assign", "service",
         {200: ("It can.", schemas.Health), 503: ("The store is down.", schemas.Health)},
     ),
@@ -268,11 +277,12 @@ def _live_examples() -> dict[tuple[str, str, int], Any]:
 
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
-    document = current_app.extensions.get("openapi_document")
-    if document is None:  # built on first use: it reads the loaded model
-        document = json.dumps(build_openapi(_live_examples()))
-        current_app.extensions["openapi_document"] = document
-    return Response(document, mimetype="application/json")
+    version = get_model().version
+    cached = current_app.extensions.get("openapi_document")
+    if cached is None or cached[0] != version:  # its examples are the model's answers
+        cached = version, json.dumps(build_openapi(_live_examples()))
+        current_app.extensions["openapi_document"] = cached
+    return Response(cached[1], mimetype="application/json")
 
 
 @docs.get("")

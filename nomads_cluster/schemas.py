@@ -219,6 +219,10 @@ class Health(BaseModel):
     detail: str | None = Field(default=None, description="Why the store is down.")
 
 
+class ModelReloaded(BaseModel):
+    model_version: str = Field(description="The model this worker now serves.")
+
+
 class StoredAssignment(BaseModel):
     """An assignment as the store keeps it: what the user was told, and when."""
 
