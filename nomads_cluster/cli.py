@@ -280,6 +280,46 @@ def assign(
     click.echo(f"assigned {summary.assigned} users{stored}{skipped}: wrote {output}", err=True)
 
 
+@main.command()
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Users scored and committed together.",
+)
+def reassign(batch_size: int) -> None:
+    """Re-score every stored user with the current model (NOMADS_MODEL_DIR).
+
+    Each batch is committed on its own, and each change is added to the user's
+    history. Stopped midway, it can be run again: it goes on with the users not yet
+    on the current model.
+    """
+    from .reassign import ReassignReport
+    from .reassign import reassign as reassign_users
+    from .store import StoreUnavailable
+
+    def progress(report: ReassignReport) -> None:
+        click.echo(f"  {report.reassigned} reassigned so far", err=True)
+
+    with _service() as app:
+        model = app.extensions["segment_model"]
+        try:
+            report = reassign_users(app.extensions["user_store"], model, batch_size, progress)
+        except StoreUnavailable as exc:
+            raise click.ClickException(
+                f"{exc}; the batches before were committed: run reassign again to go on"
+            ) from None
+    click.echo(
+        f"reassigned {report.reassigned} users to model {model.version}: "
+        f"{report.changed} changed segment"
+        + (f", {report.skipped} skipped (assigned again meanwhile)" if report.skipped else "")
+    )
+    for (old, new), users in sorted(report.moves.items()):
+        if old != new:
+            click.echo(f"  segment {old} -> {new}: {users}")
+
+
 @main.group()
 def db() -> None:
     """The database schema."""

@@ -234,6 +234,46 @@ class UserStore:
         rows = self._run(lambda conn: conn.execute(query).all(), write=False)
         return [Assignment.from_row(row) for row in rows]
 
+    def stale(self, model_version: str, after: str | None, limit: int) -> list[Assignment]:
+        """Up to ``limit`` current assignments made by another model version, in user id
+        order, after the user id ``after``."""
+        query = (
+            sa.select(assignments)
+            .where(assignments.c.model_version != model_version)
+            .order_by(assignments.c.user_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(assignments.c.user_id > after)
+        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        return [Assignment.from_row(row) for row in rows]
+
+    def replace_unchanged(
+        self, changes: Sequence[tuple[Assignment, Assignment]]
+    ) -> list[tuple[Assignment, Assignment]]:
+        """For each (read, new) pair, make ``new`` the user's current assignment and add
+        it to the history, unless the current one is no longer ``read`` (assigned again
+        or erased since it was read). One transaction; the pairs applied."""
+
+        def work(conn: sa.Connection) -> list[tuple[Assignment, Assignment]]:
+            applied = []
+            for read, new in changes:
+                row = new.as_row()
+                update = (
+                    assignments.update()
+                    .where(assignments.c.user_id == row.pop("user_id"))
+                    .where(assignments.c.assigned_at == read.assigned_at)
+                    .where(assignments.c.model_version == read.model_version)
+                    .values(**row)
+                )
+                if conn.execute(update).rowcount:
+                    applied.append((read, new))
+            if applied:
+                conn.execute(assignment_history.insert(), [new.as_row() for _, new in applied])
+            return applied
+
+        return self._run(work, write=True)
+
     def erase(self, user_id: str) -> bool:
         """Delete the user and the history; False when the store holds nothing of them."""
 
