@@ -10,6 +10,7 @@ from .model import DEFAULT_MODEL_DIR
 DEFAULTS: dict[str, Any] = {
     "MODEL_DIR": str(DEFAULT_MODEL_DIR),  # a model, or a registry of versions (CURRENT)
     "MODEL_CHECK_SECONDS": 2,  # how often a worker looks for a newly promoted model
+    "DRIFT_WINDOW": 1000,  # latest assignments compared with training at /clusters/drift
     "CORS_ORIGINS": "*",  # comma-separated origins, as the original: any
     "MAX_CONTENT_LENGTH": 16 * 1024,  # a /cluster body is well under 1 KiB
     "BATCH_MAX_CONTENT_LENGTH": 1024 * 1024,  # 1,000 users with every interest: 600 KiB

@@ -6,6 +6,7 @@ import numpy as np
 from flask import Blueprint, Response, current_app, request, send_file, url_for
 from pydantic import BaseModel, ValidationError
 
+from . import drift
 from . import model as segment_model
 from .interests import INTEREST_KEYS, encode_interests
 from .model import HEATMAP_FILE
@@ -23,11 +24,13 @@ from .schemas import (
     BatchResponse,
     ClusterRequest,
     ClusterResponse,
+    DriftReport,
     Explanation,
     Health,
     InterestContribution,
     ModelCard,
     ModelReloaded,
+    SegmentDrift,
     SegmentsOverview,
     StoredAssignment,
     UserHistory,
@@ -40,6 +43,7 @@ bp = Blueprint("api", __name__)
 
 HISTORY_LIMIT = 100  # entries of /users/<id>/history unless ?limit= says otherwise
 MAX_HISTORY_LIMIT = 1000
+MAX_DRIFT_WINDOW = 1_000_000
 
 
 def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = False) -> Response:
@@ -173,6 +177,44 @@ def clusters() -> Response:
             model_version=model.version,
             segments=model.card.segments,
             heatmap=url_for("api.clusters_heatmap"),
+        )
+    )
+
+
+@bp.get("/clusters/drift")
+def clusters_drift() -> Response:
+    """The segments of the latest assignments by the served model against training."""
+    window = request.args.get("window", str(current_app.config["DRIFT_WINDOW"]))
+    if not window.isdigit() or not 1 <= int(window) <= MAX_DRIFT_WINDOW:
+        return problem_response(
+            400,
+            "Invalid query parameter",
+            f"window must be an integer from 1 to {MAX_DRIFT_WINDOW}, not {window!r}",
+        )
+    model = segment_model.get_model()
+    counts = get_store().recent_segments(model.version, int(window), drift.LIVE_SOURCES)
+    expected = {segment.segment: segment.share for segment in model.card.segments}
+    terms = drift.psi_terms(expected, counts)
+    total = sum(counts.values())
+    psi = sum(terms.values()) if total else None
+    return json_response(
+        DriftReport(
+            model_version=model.version,
+            window=int(window),
+            assignments=total,
+            psi=psi,
+            status=drift.verdict(psi, total),
+            thresholds={"moderate": drift.MODERATE, "significant": drift.SIGNIFICANT},
+            segments=[
+                SegmentDrift(
+                    segment=segment,
+                    training_share=share,
+                    recent_share=counts.get(segment, 0) / total if total else 0.0,
+                    recent_assignments=counts.get(segment, 0),
+                    psi_term=terms[segment],
+                )
+                for segment, share in expected.items()
+            ],
         )
     )
 

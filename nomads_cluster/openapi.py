@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from . import __doc__ as service_description
 from . import schemas
-from .api import HISTORY_LIMIT, MAX_HISTORY_LIMIT, cluster_answer
+from .api import HISTORY_LIMIT, MAX_DRIFT_WINDOW, MAX_HISTORY_LIMIT, cluster_answer
 from .model import get_model
 from .problems import PROBLEM_MIMETYPE
 
@@ -117,6 +117,20 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get", "/clusters", "Every segment: label, top interests, share", "segments",
         {200: ("The loaded model's segments.", schemas.SegmentsOverview)},
+    ),
+    Operation(
+        "get", "/clusters/drift", "Recent segments against training (PSI)", "segments",
+        {
+            200: ("The drift of the served model's segments.", schemas.DriftReport),
+            400: (f"The window is not an integer from 1 to {MAX_DRIFT_WINDOW}.",
+                  schemas.Problem),
+            **_STORE_DOWN,
+        },
+        parameters=[{
+            "name": "window", "in": "query", "required": False,
+            "description": "How many of the latest assignments (default NOMADS_DRIFT_WINDOW).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DRIFT_WINDOW},
+        }],
     ),
     Operation(
         "get", "/clusters/{number}", "One segment", "segments",

@@ -134,6 +134,26 @@ class SegmentsOverview(BaseModel):
     heatmap: str = Field(description="URL of the picture of every segment's component.")
 
 
+class SegmentDrift(BaseModel):
+    segment: int
+    training_share: float = Field(description="Its share of the training users.")
+    recent_share: float = Field(description="Its share of the recent assignments.")
+    recent_assignments: int
+    psi_term: float = Field(description="Its term of the population stability index.")
+
+
+class DriftReport(BaseModel):
+    """The segments of recent assignments against those of the training users."""
+
+    model_version: str
+    window: int = Field(description="The latest assignments looked at, at most.")
+    assignments: int = Field(description="Assignments in the window (api and batch).")
+    psi: float | None = Field(description="Population stability index; null: no data.")
+    status: Literal["stable", "moderate", "significant", "insufficient data"]
+    thresholds: dict[str, float] = Field(examples=[{"moderate": 0.1, "significant": 0.25}])
+    segments: list[SegmentDrift]
+
+
 class TrainingData(BaseModel):
     file: str
     sha256: str

@@ -274,6 +274,23 @@ class UserStore:
 
         return self._run(work, write=True)
 
+    def recent_segments(
+        self, model_version: str, window: int, sources: Sequence[str]
+    ) -> dict[int, int]:
+        """Segment -> count among the latest ``window`` assignments by ``model_version``
+        from ``sources``."""
+        latest = (
+            sa.select(assignment_history.c.cluster)
+            .where(assignment_history.c.model_version == model_version)
+            .where(assignment_history.c.source.in_(sources))
+            .order_by(assignment_history.c.id.desc())
+            .limit(window)
+            .subquery()
+        )
+        query = sa.select(latest.c.cluster, sa.func.count()).group_by(latest.c.cluster)
+        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        return {segment: count for segment, count in rows}
+
     def erase(self, user_id: str) -> bool:
         """Delete the user and the history; False when the store holds nothing of them."""
 
