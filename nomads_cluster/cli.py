@@ -17,6 +17,7 @@ import click
 from flask import Flask
 
 from .model import CURRENT_FILE, DEFAULT_MODEL_DIR, ModelError, current_model_dir, load_model
+from .scoring import MAX_COMPONENTS, MIN_COMPONENTS
 
 DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_responses.csv"
 BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a count
@@ -74,8 +75,23 @@ def main() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="The model this one replaces: segments keep the numbers of those they match.",
 )
+@click.option(
+    "--components",
+    default="4",
+    show_default=True,
+    metavar="N|auto",
+    callback=lambda _ctx, _param, value: _components(value),
+    help="Segments to fit (2 to 10), or auto: compare NMF and k-means with 2 to 8 "
+    "segments, write selection.md and selection.png beside the model, fit the NMF "
+    "count the documented rule picks.",
+)
 def train(
-    data: Path, from_db: bool, out: Path, registry: Path | None, previous: Path | None
+    data: Path,
+    from_db: bool,
+    out: Path,
+    registry: Path | None,
+    previous: Path | None,
+    components: int | str,
 ) -> None:
     """Train the segmentation model on the survey and write it with its card."""
     # Imported here: scikit-learn and pandas are for training, not for serving.
@@ -102,9 +118,14 @@ def train(
         raise click.ClickException(str(exc)) from None
     if registry is not None:
         out = registry / f".training-{os.getpid()}"  # named by its version once written
-    card = train_model(survey, out, previous_model)
+    card = train_model(survey, out, previous_model, components)
     if registry is not None:
         out = _file_version(out, registry / card["version"])
+    if "selection" in card:
+        click.echo(
+            f"chose {card['selection']['chosen_components']} segments: "
+            f"{card['selection']['rule']} (see {out / card['selection']['report']})"
+        )
     click.echo(
         f"trained on {survey.n_rows} answers: model {card['version']}, "
         f"reconstruction error {card['reconstruction_error']:.4f}, wrote {out}"
@@ -122,6 +143,16 @@ def train(
         click.echo(f"  {number}: retired (no new segment matches it)")
     if registry is not None:
         click.echo(f"serve it with: nomads-cluster promote {card['version']} --registry {registry}")
+
+
+def _components(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit() and MIN_COMPONENTS <= int(value) <= MAX_COMPONENTS:
+        return int(value)
+    raise click.BadParameter(
+        f"{value!r}: a number of segments from {MIN_COMPONENTS} to {MAX_COMPONENTS}, or auto"
+    )
 
 
 def _file_version(trained: Path, version_dir: Path) -> Path:

@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import joblib
 import numpy as np
@@ -158,18 +158,37 @@ def draw_heatmap(components: np.ndarray, segments: list[SegmentSummary], path: s
 
 
 def train(
-    survey: Survey, out_dir: str | Path, previous: SegmentModel | None = None
+    survey: Survey,
+    out_dir: str | Path,
+    previous: SegmentModel | None = None,
+    components: int | Literal["auto"] = N_COMPONENTS,
 ) -> dict[str, Any]:
     """Fit the model on the survey, write model.pkl, model.json and heatmap.png.
 
     With ``previous``, segments keep the numbers of the previous segments they match.
+    With ``components="auto"``, the number of segments is chosen (``selection``), and
+    the comparison written beside the model (selection.md, selection.png).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = fit_nmf(survey.features)
+    selection = None
+    if components == "auto":
+        from . import selection as select
+
+        candidates = select.compare(survey.features)
+        chosen = {
+            algorithm: select.choose([c for c in candidates if c.algorithm == algorithm])
+            for algorithm in select.ALGORITHMS
+        }
+        select.write_report(candidates, chosen, out_dir, survey.n_rows)
+        selection = select.selection_summary(candidates, chosen["nmf"])
+        components = chosen["nmf"].components
+    model = fit_nmf(survey.features, components)
     model_path = out_dir / MODEL_FILE
     joblib.dump(model, model_path)
     card = build_card(model, survey, sha256_of(model_path), previous)
+    if selection is not None:
+        card["selection"] = selection
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     segments = [SegmentSummary.model_validate(s) for s in card["segments"]]
     draw_heatmap(model.components_, segments, out_dir / HEATMAP_FILE)
