@@ -148,7 +148,7 @@ def cluster_batch() -> Response:
                 request_.user_id,
                 chosen,
                 int(segment),
-                dict(zip(model.score_keys, user_scores, strict=True)),
+                model.scores_by_number(user_scores),
                 "batch",
             )
             for (_, request_), chosen, segment, user_scores in zip(

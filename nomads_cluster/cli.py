@@ -82,8 +82,15 @@ def main() -> None:
     metavar="N|auto",
     callback=lambda _ctx, _param, value: _components(value),
     help="Segments to fit (2 to 10), or auto: compare NMF and k-means with 2 to 8 "
-    "segments, write selection.md and selection.png beside the model, fit the NMF "
-    "count the documented rule picks.",
+    "segments, write selection.md and selection.png beside the model, and fit the "
+    "count the documented rule picks for --algorithm.",
+)
+@click.option(
+    "--algorithm",
+    type=click.Choice(["nmf", "kmeans"]),
+    default="nmf",
+    show_default=True,
+    help="NMF (the production model), or the k-means alternative.",
 )
 def train(
     data: Path,
@@ -92,6 +99,7 @@ def train(
     registry: Path | None,
     previous: Path | None,
     components: int | str,
+    algorithm: str,
 ) -> None:
     """Train the segmentation model on the survey and write it with its card."""
     # Imported here: scikit-learn and pandas are for training, not for serving.
@@ -118,7 +126,7 @@ def train(
         raise click.ClickException(str(exc)) from None
     if registry is not None:
         out = registry / f".training-{os.getpid()}"  # named by its version once written
-    card = train_model(survey, out, previous_model, components)
+    card = train_model(survey, out, previous_model, components, algorithm)
     if registry is not None:
         out = _file_version(out, registry / card["version"])
     if "selection" in card:
@@ -200,7 +208,8 @@ def heatmap(model_dir: Path) -> None:
         model = load_model(model_dir)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
-    draw_heatmap(model.scorer.components, model.card.segments, model_dir / HEATMAP_FILE)
+    what = "k-means centroids" if "KMeans" in model.card.algorithm else "NMF components"
+    draw_heatmap(model.scorer.components, model.card.segments, model_dir / HEATMAP_FILE, what)
     click.echo(f"wrote {model_dir / HEATMAP_FILE}")
 
 

@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 
 from .interests import INTEREST_KEYS
 from .schemas import ModelCard, SegmentSummary, body_errors, summarize
-from .scoring import SegmentScorer, assign_segments
+from .scoring import CentroidScorer, SegmentScorer, assign_segments
 
 MODEL_FILE = "model.pkl"
 CARD_FILE = "model.json"
@@ -40,14 +41,25 @@ class ModelError(RuntimeError):
 
 
 class _EstimatorState:
-    """Stand-in for the pickled estimator class: keeps its attributes, runs nothing."""
+    """Stand-in for a pickled estimator class: keeps its attributes, runs nothing."""
+
+    kind = ""  # the card's name of the algorithm
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.state = state
 
 
+class _NMFState(_EstimatorState):
+    kind = "sklearn.decomposition.NMF"
+
+
+class _KMeansState(_EstimatorState):
+    kind = "sklearn.cluster.KMeans"
+
+
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("sklearn.decomposition._nmf", "NMF"): _EstimatorState,
+    ("sklearn.decomposition._nmf", "NMF"): _NMFState,
+    ("sklearn.cluster._kmeans", "KMeans"): _KMeansState,
     ("joblib.numpy_pickle", "NumpyArrayWrapper"): NumpyArrayWrapper,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
@@ -72,15 +84,38 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_components(raw: bytes, origin: str) -> np.ndarray:
-    """The NMF components stored in the bytes of a joblib ``model.pkl``."""
+# What each kind of model file holds: the card's algorithm -> the fitted attribute.
+FITTED_ATTRIBUTE = {
+    "sklearn.decomposition.NMF": "components_",
+    "sklearn.cluster.KMeans": "cluster_centers_",
+}
+
+
+def read_profiles(raw: bytes, origin: str, algorithm: str) -> np.ndarray:
+    """The segments' interest profiles (NMF components, k-means centroids) stored in
+    the bytes of a joblib ``model.pkl``."""
+    attribute = FITTED_ATTRIBUTE.get(algorithm)
+    if attribute is None:
+        raise ModelError(f"{origin}: the card's algorithm {algorithm!r} is not served")
     try:
         estimator = _ModelUnpickler(origin, io.BytesIO(raw), ensure_native_byte_order=True).load()
     except Exception as exc:  # any failure to read is the same refusal
-        raise ModelError(f"{origin}: cannot be read as an NMF model ({exc})") from None
-    if not isinstance(estimator, _EstimatorState) or "components_" not in estimator.state:
-        raise ModelError(f"{origin}: does not hold a fitted NMF model")
-    return np.asarray(estimator.state["components_"], dtype=np.float64)
+        raise ModelError(f"{origin}: cannot be read as a model ({exc})") from None
+    if (
+        not isinstance(estimator, _EstimatorState)
+        or estimator.kind != algorithm
+        or attribute not in estimator.state
+    ):
+        raise ModelError(f"{origin}: does not hold a fitted {algorithm} model")
+    return np.asarray(estimator.state[attribute], dtype=np.float64)
+
+
+def _scorer(card: ModelCard, profiles: np.ndarray) -> SegmentScorer | CentroidScorer:
+    if card.algorithm == "sklearn.cluster.KMeans":
+        if card.score_variance is None:
+            raise ModelError("a k-means card needs its score_variance")
+        return CentroidScorer(profiles, card.score_variance)
+    return SegmentScorer(profiles)
 
 
 class SegmentModel:
@@ -90,10 +125,12 @@ class SegmentModel:
     numbers the app knows, so they need not be 1..n in component order.
     """
 
-    def __init__(self, card: ModelCard, scorer: SegmentScorer, directory: Path):
+    def __init__(self, card: ModelCard, scorer: SegmentScorer | CentroidScorer, directory: Path):
         self.card, self.scorer, self.directory = card, scorer, directory
         self.numbers = tuple(segment.segment for segment in card.segments)
         self.score_keys = tuple(str(number) for number in self.numbers)  # JSON object keys
+        # Component positions in segment-number order: answers list scores by number.
+        self.number_order = sorted(range(len(self.numbers)), key=self.numbers.__getitem__)
         self._index = {number: i for i, number in enumerate(self.numbers)}
         self._numbers_array = np.array(self.numbers)
 
@@ -116,7 +153,11 @@ class SegmentModel:
         """The segment and the scores, by segment, of one user's 26 0/1 features."""
         scores = self.scorer.score_user(features)
         best = scores.index(max(scores))  # the first best, as argmax
-        return self.numbers[best], dict(zip(self.score_keys, scores, strict=True))
+        return self.numbers[best], self.scores_by_number(scores)
+
+    def scores_by_number(self, scores: Sequence[float]) -> dict[str, float]:
+        """Scores in component order, as a JSON object keyed (and ordered) by number."""
+        return {self.score_keys[i]: scores[i] for i in self.number_order}
 
     def top_interests(self, features: np.ndarray, number: int) -> list[tuple[str, float]]:
         """The user's interests that added most to the score of segment ``number``."""
@@ -156,12 +197,10 @@ def load_model(model_dir: str | Path) -> SegmentModel:
         )
     if tuple(card.feature_columns) != INTEREST_KEYS:
         raise ModelError(f"{card_path}: feature_columns are not the 26 interests in order")
-    components = read_components(raw, str(model_path))
-    if components.shape != (card.n_components, len(INTEREST_KEYS)):
-        raise ModelError(
-            f"{model_path}: components of shape {components.shape} do not fit the card"
-        )
-    return SegmentModel(card=card, scorer=SegmentScorer(components), directory=model_dir)
+    profiles = read_profiles(raw, str(model_path), card.algorithm)
+    if profiles.shape != (card.n_components, len(INTEREST_KEYS)):
+        raise ModelError(f"{model_path}: profiles of shape {profiles.shape} do not fit the card")
+    return SegmentModel(card=card, scorer=_scorer(card, profiles), directory=model_dir)
 
 
 def current_model_dir(location: str | Path) -> Path:

@@ -233,17 +233,15 @@ def read_jsonl(file: IO[bytes], name: str) -> Iterator[Chunk]:
 class ResultWriter:
     """Writes id, cluster and scores: CSV (by pyarrow) or JSON Lines (by suffix)."""
 
-    def __init__(self, file: IO[bytes], jsonl: bool, score_keys: tuple[str, ...]):
-        self.file, self.jsonl, self.score_keys = file, jsonl, score_keys
-        self.score_columns = [f"score_{segment}" for segment in score_keys]
+    def __init__(self, file: IO[bytes], jsonl: bool, model: SegmentModel):
+        self.file, self.jsonl, self.model = file, jsonl, model
         self._csv: pa_csv.CSVWriter | None = None
 
     def write(self, ids: pa.Array | list[Any], segments: np.ndarray, scores: np.ndarray) -> None:
         if self.jsonl:
-            keys = self.score_keys
+            by_number = self.model.scores_by_number
             lines = (
-                json.dumps({"_id": i, "cluster": c, "scores": dict(zip(keys, s, strict=True))})
-                + "\n"
+                json.dumps({"_id": i, "cluster": c, "scores": by_number(s)}) + "\n"
                 for i, c, s in zip(ids, segments.tolist(), scores.tolist(), strict=True)
             )
             self.file.write("".join(lines).encode())
@@ -256,7 +254,10 @@ class ResultWriter:
             {
                 "_id": id_column,
                 "cluster": pa.array(segments, pa.int32()),
-                **{name: pa.array(scores[:, j]) for j, name in enumerate(self.score_columns)},
+                **{
+                    f"score_{self.model.score_keys[j]}": pa.array(scores[:, j])
+                    for j in self.model.number_order
+                },
             }
         )
         if self._csv is None:
@@ -311,7 +312,7 @@ def assign_file(
             chunks = read_survey_csv(source, input_path.name)
         else:
             chunks = read_jsonl(source, input_path.name)
-        writer = ResultWriter(sink, jsonl_output, model.score_keys)
+        writer = ResultWriter(sink, jsonl_output, model)
         try:
             for chunk in chunks:
                 if chunk.bad_rows and not skip_bad_rows:
@@ -351,7 +352,7 @@ def _records(
             user_id=user_id,
             interests=chosen_interests(features),
             cluster=int(segment),
-            scores=dict(zip(model.score_keys, user_scores, strict=True)),
+            scores=model.scores_by_number(user_scores),
             model_version=model.version,
             source="assign",
         )

@@ -49,7 +49,7 @@ def reassign(
                     user_id=read.user_id,
                     interests=read.interests,
                     cluster=segment,
-                    scores=dict(zip(model.score_keys, user_scores, strict=True)),
+                    scores=model.scores_by_number(user_scores),
                     model_version=model.version,
                     source="reassign",
                 ),

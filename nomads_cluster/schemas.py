@@ -92,9 +92,10 @@ class Explanation(BaseModel):
     )
     top_interests: list[InterestContribution] = Field(
         description="The user's interests that added most to the chosen segment's score, "
-        "largest first. The scores are linear in the interests, so the contributions of "
-        "all the user's interests add up to that score (within 1e-4 on near ties); a "
-        "negative one pulls away from it."
+        "largest first. NMF: the scores are linear in the interests, so the contributions "
+        "of all the user's interests add up to that score (within 1e-4 on near ties); a "
+        "negative one pulls away from it. k-means: what each adds to the segment's logit "
+        "(the scores are a softmax of the logits)."
     )
 
 
@@ -108,7 +109,8 @@ class ClusterResponse(BaseModel):
     label: str = Field(description="The segment's top interests.")
     scores: dict[str, float] = Field(description="NMF score of each segment, by number.")
     no_interests: bool = Field(
-        description="True when no interest was chosen: the answer is then segment 1."
+        description="True when no interest was chosen: an NMF model then answers its "
+        "first segment (every score is 0), a k-means one the segment nearest to no interest."
     )
     model_version: str
     explanation: Explanation
@@ -196,6 +198,12 @@ class ModelCard(BaseModel):
     training_data: TrainingData
     reconstruction_error: float
     n_iter: int
+    score_variance: float | None = Field(
+        default=None,
+        gt=0,
+        description="k-means only: the variance of the training users around their "
+        "centroids, which scales the scores (responsibilities).",
+    )
     segments: list[SegmentSummary] = Field(description="In the order of the components.")
     highest_segment_number: int | None = Field(
         default=None,

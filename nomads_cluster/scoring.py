@@ -193,3 +193,40 @@ def assign_segments(scores: np.ndarray) -> np.ndarray:
     gives the first of equal values; callers flag such answers.
     """
     return np.asarray(scores).argmax(axis=1) + 1
+
+
+class CentroidScorer:
+    """Scores users against k-means centroids: the nearest centroid is the segment.
+
+    Squared distances differ between segments only by g_c = 2 x·μ_c - ||μ_c||², which is
+    linear in x. The scores are the responsibilities of equal, isotropic Gaussians of
+    the training users' variance around the centroids: softmax(g / 2 var), which sum to 1
+    and whose argmax is k-means' ``predict``.
+    """
+
+    def __init__(self, centers: np.ndarray, variance: float):
+        self.components = np.asarray(centers, dtype=np.float64)
+        self.n_components = len(self.components)
+        if not MIN_COMPONENTS <= self.n_components <= MAX_COMPONENTS:
+            raise ValueError(f"{self.n_components} centroids: {MIN_COMPONENTS} to {MAX_COMPONENTS}")
+        if not variance > 0:
+            raise ValueError("the score variance must be positive")
+        self.variance = variance
+        self._squared_norms = (self.components**2).sum(axis=1)
+
+    def _closeness(self, features: np.ndarray) -> np.ndarray:
+        return 2 * features @ self.components.T - self._squared_norms
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        logits = self._closeness(features) / (2 * self.variance)
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return weights / weights.sum(axis=1, keepdims=True)
+
+    def score_user(self, features: np.ndarray) -> list[float]:
+        return self.scores(features[None, :])[0].tolist()
+
+    def contributions(self, features: np.ndarray, segment: int) -> list[float]:
+        """What each feature adds to the logit g_segment / 2 var of ``segment`` (0-based):
+        μ_segment,i x_i / var. The rest of the logit, -||μ||² / 2 var, is the same
+        whatever the user chose."""
+        return (self.components[segment] * features / self.variance).tolist()

@@ -26,6 +26,8 @@ from sklearn.decomposition import NMF
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
+from .training import FIT
+
 ALGORITHMS = ("nmf", "kmeans")
 COMPONENT_RANGE = range(2, 9)
 RESTARTS = 10
@@ -47,17 +49,16 @@ class Candidate:
 
 
 def fit_segments(algorithm: str, features: np.ndarray, k: int, seed: int | None = None) -> Any:
-    """A fitted model: the production settings when ``seed`` is None, else a random start."""
-    if algorithm == "nmf":
-        init = "nndsvd" if seed is None else "random"
-        model = NMF(n_components=k, init=init, solver="cd", random_state=seed or 42)
-    else:
-        model = KMeans(n_clusters=k, n_init=10 if seed is None else 1, random_state=seed or 42)
+    """A fitted model: as ``train`` fits it when ``seed`` is None, else a random start."""
     with warnings.catch_warnings():
         # Some k and starts need more than the default iterations; the fit is still usable
-        # for comparing, and the production model is fitted (and warned about) on its own.
+        # for comparing, and the model trained after the choice warns on its own.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(features)
+        if seed is None:
+            return FIT[algorithm](features, k)
+        if algorithm == "nmf":
+            return NMF(n_components=k, init="random", solver="cd", random_state=seed).fit(features)
+        return KMeans(n_clusters=k, n_init=1, random_state=seed).fit(features)
 
 
 def segment_scores(model: Any, features: np.ndarray) -> np.ndarray:

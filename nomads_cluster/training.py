@@ -8,12 +8,13 @@ import joblib
 import numpy as np
 import sklearn
 from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
 from .interests import INTEREST_KEYS, key_to_label
 from .model import CARD_FILE, HEATMAP_FILE, MODEL_FILE, SegmentModel, sha256_of
 from .schemas import SegmentSummary
-from .scoring import SegmentScorer, assign_segments
+from .scoring import CentroidScorer, SegmentScorer, assign_segments
 from .survey import Survey
 
 N_COMPONENTS = 4
@@ -28,6 +29,25 @@ def fit_nmf(features: np.ndarray, n_components: int = N_COMPONENTS) -> NMF:
     """The production model: scikit-learn 0.24's default init (nndsvd), coordinate descent."""
     model = NMF(n_components=n_components, init="nndsvd", solver="cd", random_state=42)
     return model.fit(features)
+
+
+def fit_kmeans(features: np.ndarray, n_components: int = N_COMPONENTS) -> KMeans:
+    """The k-means alternative: the best of 10 k-means++ starts, seeded."""
+    return KMeans(n_clusters=n_components, n_init=10, random_state=42).fit(features)
+
+
+FIT = {"nmf": fit_nmf, "kmeans": fit_kmeans}
+ALGORITHM_NAMES = {"nmf": "sklearn.decomposition.NMF", "kmeans": "sklearn.cluster.KMeans"}
+
+
+def fitted_profiles(model: NMF | KMeans) -> np.ndarray:
+    """The segments' interest profiles: NMF components, or k-means centroids."""
+    return model.cluster_centers_ if isinstance(model, KMeans) else model.components_
+
+
+def score_variance(model: KMeans, features: np.ndarray) -> float:
+    """The training users' variance around their centroids, per feature."""
+    return float(model.inertia_ / features.size)
 
 
 def number_segments(
@@ -95,20 +115,30 @@ def describe_segments(
 
 
 def build_card(
-    model: NMF, survey: Survey, model_sha256: str, previous: SegmentModel | None = None
+    model: NMF | KMeans, survey: Survey, model_sha256: str, previous: SegmentModel | None = None
 ) -> dict[str, Any]:
-    positions = assign_segments(SegmentScorer(model.components_).scores(survey.features))
+    profiles = fitted_profiles(model)
+    kmeans = isinstance(model, KMeans)
+    if kmeans:
+        variance = score_variance(model, survey.features)
+        scorer: SegmentScorer | CentroidScorer = CentroidScorer(profiles, variance)
+        parameters = ("n_init", "random_state")
+        error = float(np.sqrt(model.inertia_))
+    else:
+        scorer, parameters = SegmentScorer(profiles), ("init", "solver", "random_state")
+        error = float(model.reconstruction_err_)
+    positions = assign_segments(scorer.scores(survey.features))
     if previous is None:
-        numbers = list(range(1, int(model.n_components_) + 1))
+        numbers = list(range(1, len(profiles) + 1))
         numbering, highest = None, len(numbers)
     else:
-        numbers, numbering, highest = number_segments(model.components_, previous)
+        numbers, numbering, highest = number_segments(profiles, previous)
     card = {
         "version": model_sha256[:12],
-        "algorithm": "sklearn.decomposition.NMF",
-        "parameters": {k: model.get_params()[k] for k in ("init", "solver", "random_state")},
+        "algorithm": ALGORITHM_NAMES["kmeans" if kmeans else "nmf"],
+        "parameters": {k: model.get_params()[k] for k in parameters},
         "feature_columns": list(INTEREST_KEYS),
-        "n_components": int(model.n_components_),
+        "n_components": len(profiles),
         "sklearn_version": sklearn.__version__,
         "model_sha256": model_sha256,
         "training_data": {
@@ -116,17 +146,24 @@ def build_card(
             "sha256": survey.sha256,
             "rows": survey.n_rows,
         },
-        "reconstruction_error": round(float(model.reconstruction_err_), 9),
+        "reconstruction_error": round(error, 9),
         "n_iter": int(model.n_iter_),
-        "segments": describe_segments(model.components_, positions, numbers),
+        "segments": describe_segments(profiles, positions, numbers),
         "highest_segment_number": highest,
     }
+    if kmeans:
+        card["score_variance"] = variance
     if numbering is not None:
         card["numbering"] = numbering
     return card
 
 
-def draw_heatmap(components: np.ndarray, segments: list[SegmentSummary], path: str | Path) -> None:
+def draw_heatmap(
+    components: np.ndarray,
+    segments: list[SegmentSummary],
+    path: str | Path,
+    what: str = "NMF components",
+) -> None:
     """The picture the team shows: segments by interests, each cell the component's value.
 
     ``segments`` describe the components in order; rows are drawn by segment number.
@@ -150,7 +187,7 @@ def draw_heatmap(components: np.ndarray, segments: list[SegmentSummary], path: s
         range(len(order)), [f"{segments[i].segment}: {segments[i].label}" for i in order]
     )
     axes.set_xlabel("interest")
-    axes.set_title("What each segment is made of (NMF components)")
+    axes.set_title(f"What each segment is made of ({what})")
     figure.colorbar(image, ax=axes, label="weight", shrink=0.9)
     # No timestamp or software version in the file: the same model draws the same bytes.
     figure.savefig(path, dpi=100, metadata={"Software": None})
@@ -162,12 +199,14 @@ def train(
     out_dir: str | Path,
     previous: SegmentModel | None = None,
     components: int | Literal["auto"] = N_COMPONENTS,
+    algorithm: Literal["nmf", "kmeans"] = "nmf",
 ) -> dict[str, Any]:
     """Fit the model on the survey, write model.pkl, model.json and heatmap.png.
 
     With ``previous``, segments keep the numbers of the previous segments they match.
     With ``components="auto"``, the number of segments is chosen (``selection``), and
     the comparison written beside the model (selection.md, selection.png).
+    ``algorithm`` "kmeans" fits k-means instead of NMF.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,9 +220,9 @@ def train(
             for algorithm in select.ALGORITHMS
         }
         select.write_report(candidates, chosen, out_dir, survey.n_rows)
-        selection = select.selection_summary(candidates, chosen["nmf"])
-        components = chosen["nmf"].components
-    model = fit_nmf(survey.features, components)
+        selection = select.selection_summary(candidates, chosen[algorithm])
+        components = chosen[algorithm].components
+    model = FIT[algorithm](survey.features, components)
     model_path = out_dir / MODEL_FILE
     joblib.dump(model, model_path)
     card = build_card(model, survey, sha256_of(model_path), previous)
@@ -191,5 +230,6 @@ def train(
         card["selection"] = selection
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     segments = [SegmentSummary.model_validate(s) for s in card["segments"]]
-    draw_heatmap(model.components_, segments, out_dir / HEATMAP_FILE)
+    what = "k-means centroids" if algorithm == "kmeans" else "NMF components"
+    draw_heatmap(fitted_profiles(model), segments, out_dir / HEATMAP_FILE, what)
     return card

@@ -106,27 +106,22 @@ def test_numbers_follow_the_previous_model_not_the_component_order(survey, commi
     assert [m["similarity"] for m in matches] == pytest.approx([1.0] * 4, abs=1e-9)
 
 
-def test_a_new_segment_gets_a_number_never_used(survey, committed, tmp_path, monkeypatch):
-    from nomads_cluster import training
-
+def test_a_new_segment_gets_a_number_never_used(survey, committed, tmp_path):
     # Five segments after four: four keep theirs, the fifth is 5.
-    monkeypatch.setattr(training, "fit_nmf", lambda features: fit_nmf(features, 5))
-    five = train(survey, tmp_path / "five", previous=committed)
+    five = train(survey, tmp_path / "five", previous=committed, components=5)
     assert sorted(s["segment"] for s in five["segments"]) == [1, 2, 3, 4, 5]
     new_ones = [m for m in five["numbering"]["matches"] if m["previous_segment"] is None]
     assert [m["segment"] for m in new_ones] == [5]
     assert five["highest_segment_number"] == 5
 
     # Then three: two of 1..5 retire, and their numbers are not handed out again...
-    monkeypatch.setattr(training, "fit_nmf", lambda features: fit_nmf(features, 3))
-    three = train(survey, tmp_path / "three", previous=load_model(tmp_path / "five"))
+    three = train(survey, tmp_path / "three", previous=load_model(tmp_path / "five"), components=3)
     kept = {s["segment"] for s in three["segments"]}
     assert len(kept) == 3 and kept < {1, 2, 3, 4, 5}
     assert three["numbering"]["retired"] == sorted({1, 2, 3, 4, 5} - kept)
     assert three["highest_segment_number"] == 5
 
     # ...when a later model has room for more: its new segments start at 6.
-    monkeypatch.setattr(training, "fit_nmf", lambda features: fit_nmf(features, 4))
     four = train(survey, tmp_path / "four", previous=load_model(tmp_path / "three"))
     new_numbers = {s["segment"] for s in four["segments"]} - kept
     assert new_numbers == {6}
