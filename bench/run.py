@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from nomads_cluster.interests import INTEREST_KEYS  # noqa: E402
 
 PROCFILE_WEB = re.search(r"^web:\s*(.+)$", (REPO / "Procfile").read_text(), re.M).group(1)
-OURS = PROCFILE_WEB.replace("${WEB_CONCURRENCY:-2}", "2")
+OURS = PROCFILE_WEB  # 2 workers: gunicorn.conf.py's default
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRES_BENCH_DB = "nomads_bench"
 

@@ -6,7 +6,7 @@ import numpy as np
 from flask import Blueprint, Response, current_app, request, send_file, url_for
 from pydantic import BaseModel, ValidationError
 
-from . import drift
+from . import drift, metrics
 from . import model as segment_model
 from .interests import INTEREST_KEYS, encode_interests
 from .model import HEATMAP_FILE
@@ -112,6 +112,7 @@ def cluster() -> Response:
     """Assign one user to a segment and store it."""
     record, answer = _answer_body("api")
     get_store().save([record])  # committed before the answer: no acknowledged loss
+    metrics.count_assignments([record.cluster], "api")
     return json_response(answer)
 
 
@@ -156,6 +157,7 @@ def cluster_batch() -> Response:
             )
         ]
         get_store().save(records)
+        metrics.count_assignments([record.cluster for record in records], "batch")
     for (index, _), record, user_features in zip(valid, records, features, strict=True):
         results[index] = _cluster_response(record, user_features, BatchAssigned)
     return json_response(
@@ -181,6 +183,34 @@ def clusters() -> Response:
     )
 
 
+def drift_report(window: int) -> DriftReport:
+    """The latest ``window`` live assignments of the served model against training."""
+    model = segment_model.get_model()
+    counts = get_store().recent_segments(model.version, window, drift.LIVE_SOURCES)
+    expected = {segment.segment: segment.share for segment in model.card.segments}
+    terms = drift.psi_terms(expected, counts)
+    total = sum(counts.values())
+    psi = sum(terms.values()) if total else None
+    return DriftReport(
+        model_version=model.version,
+        window=window,
+        assignments=total,
+        psi=psi,
+        status=drift.verdict(psi, total),
+        thresholds={"moderate": drift.MODERATE, "significant": drift.SIGNIFICANT},
+        segments=[
+            SegmentDrift(
+                segment=segment,
+                training_share=share,
+                recent_share=counts.get(segment, 0) / total if total else 0.0,
+                recent_assignments=counts.get(segment, 0),
+                psi_term=terms[segment],
+            )
+            for segment, share in expected.items()
+        ],
+    )
+
+
 @bp.get("/clusters/drift")
 def clusters_drift() -> Response:
     """The segments of the latest assignments by the served model against training."""
@@ -191,32 +221,7 @@ def clusters_drift() -> Response:
             "Invalid query parameter",
             f"window must be an integer from 1 to {MAX_DRIFT_WINDOW}, not {window!r}",
         )
-    model = segment_model.get_model()
-    counts = get_store().recent_segments(model.version, int(window), drift.LIVE_SOURCES)
-    expected = {segment.segment: segment.share for segment in model.card.segments}
-    terms = drift.psi_terms(expected, counts)
-    total = sum(counts.values())
-    psi = sum(terms.values()) if total else None
-    return json_response(
-        DriftReport(
-            model_version=model.version,
-            window=int(window),
-            assignments=total,
-            psi=psi,
-            status=drift.verdict(psi, total),
-            thresholds={"moderate": drift.MODERATE, "significant": drift.SIGNIFICANT},
-            segments=[
-                SegmentDrift(
-                    segment=segment,
-                    training_share=share,
-                    recent_share=counts.get(segment, 0) / total if total else 0.0,
-                    recent_assignments=counts.get(segment, 0),
-                    psi_term=terms[segment],
-                )
-                for segment, share in expected.items()
-            ],
-        )
-    )
+    return json_response(drift_report(int(window)))
 
 
 @bp.get("/clusters/<int(signed=True):number>")
@@ -344,6 +349,7 @@ def health() -> Response:
     try:
         get_store().ping()
     except StoreUnavailable as exc:
+        metrics.STORE_ERRORS.inc()
         down = Health(status="degraded", model_version=model_version, store="down", detail=str(exc))
         response = json_response(down, 503, exclude_none=True)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

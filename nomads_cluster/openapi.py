@@ -193,6 +193,10 @@ OPERATIONS: tuple[Operation, ...] = (
         secured=True,
     ),
     Operation(
+        "get", "/metrics", "Prometheus metrics of every worker", "service",
+        {200: ("Prometheus text format.", None), **_STORE_DOWN}, media_type="text/plain",
+    ),
+    Operation(
         "get", "/health", "Whether the service can assign", "service",
         {200: ("It can.", schemas.Health), 503: ("The store is down.", schemas.Health)},
     ),
@@ -214,10 +218,10 @@ def _component_schemas() -> tuple[dict[type[BaseModel], dict], dict[str, Any]]:
 def _response(op: Operation, status: int, refs: dict, examples: dict) -> dict[str, Any]:
     description, cls = op.responses[status]
     if status == 200 and op.media_type != "application/json":
-        return {
-            "description": description,
-            "content": {op.media_type: {"schema": {"type": "string", "format": "binary"}}},
-        }
+        schema = {"type": "string"}
+        if not op.media_type.startswith("text/"):
+            schema["format"] = "binary"
+        return {"description": description, "content": {op.media_type: {"schema": schema}}}
     if cls is None:
         return {"description": description}
     media = PROBLEM_MIMETYPE if cls is schemas.Problem else "application/json"

@@ -10,6 +10,7 @@ from flask import Flask, Response, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
+from .metrics import STORE_ERRORS
 from .schemas import Problem, body_errors, summarize
 from .store import StoreUnavailable
 
@@ -63,6 +64,7 @@ def invalid_body_problem(exc: InvalidBody) -> Response:
 def store_unavailable_problem(exc: StoreUnavailable) -> Response:
     """The database is down or locked: nothing was stored, the client may retry."""
     log.warning("%s %s: %s", request.method, request.path, exc)
+    STORE_ERRORS.inc()
     return problem_response(
         503,
         "Store unavailable",

@@ -104,6 +104,7 @@ def test_real_answers_fit_the_document(client, document):
         ("get", "/clusters/{number}", "/clusters/7", {}),
         ("get", "/version", "/version", {}),
         ("get", "/health", "/health", {}),
+        ("get", "/metrics", "/metrics", {}),
         ("get", "/users/{user_id}", f"/users/{CLUSTER_EXAMPLE['_id']}", {}),
         ("get", "/users/{user_id}", "/users/nobody", {}),
         ("get", "/users/{user_id}/history", "/users/1/history", {}),
