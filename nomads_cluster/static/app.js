@@ -16,7 +16,7 @@ function showAnswer(answer) {
   const box = element("div", undefined, { class: "answer" });
   box.append(element("h3", `Your segment: ${answer.cluster} (${answer.label})`));
   if (answer.no_interests) {
-    box.append(element("p", "You ticked no interest, so every score is 0 and the answer is segment 1."));
+    box.append(element("p", "You ticked no interest, so none weighed toward a segment."));
   } else {
     const reasons = answer.explanation.top_interests.map((item) => labelOf(item.interest));
     box.append(element("p", `What weighed most: ${reasons.join(", ")}.`));
