@@ -3,13 +3,12 @@
 import hmac
 
 import numpy as np
-from flask import Blueprint, Response, current_app, request, send_file, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 from pydantic import BaseModel, ValidationError
 
 from . import drift, metrics
 from . import model as segment_model
 from .interests import INTEREST_KEYS, encode_interests
-from .model import HEATMAP_FILE
 from .problems import (
     RETRY_AFTER_SECONDS,
     body_errors,
@@ -240,14 +239,16 @@ def cluster_segment(number: int) -> Response:
 def clusters_heatmap() -> Response:
     """The heatmap drawn beside the model when it was trained."""
     model = segment_model.get_model()
-    path = model.directory / HEATMAP_FILE
-    if not path.is_file():
+    if model.heatmap_png is None:
         return problem_response(
             404,
             "No heatmap",
             f"model {model.version} has none: draw it with `nomads-cluster heatmap`",
         )
-    return send_file(path, mimetype="image/png", max_age=3600, etag=model.version)
+    response = Response(model.heatmap_png, mimetype="image/png")
+    response.set_etag(model.version)  # a model's heatmap never changes
+    response.cache_control.max_age = 3600
+    return response.make_conditional(request)
 
 
 @bp.get("/version")

@@ -6,6 +6,7 @@ estimator is read into a plain stand-in, which also keeps scikit-learn (and its
 start-up time and memory) out of the serving processes.
 """
 
+import functools
 import hashlib
 import io
 import logging
@@ -137,6 +138,14 @@ class SegmentModel:
     @property
     def version(self) -> str:
         return self.card.version
+
+    @functools.cached_property
+    def heatmap_png(self) -> bytes | None:
+        """The heatmap drawn beside the model, read once (a few dozen KB), or None."""
+        try:
+            return (self.directory / HEATMAP_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
 
     @property
     def n_segments(self) -> int:

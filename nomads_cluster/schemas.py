@@ -8,6 +8,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StringConstraints,
     ValidationError,
     create_model,
     model_validator,
@@ -50,7 +51,16 @@ def user_id_or_none(item: Any) -> str | int | None:
 InterestValue = Annotated[
     bool, PlainValidator(_interest_value, json_schema_input_type=bool | Literal[0, 1])
 ]
-UserId = Annotated[str | int, PlainValidator(_user_id, json_schema_input_type=str | int)]
+UserId = Annotated[
+    str | int,
+    PlainValidator(
+        _user_id,
+        json_schema_input_type=Annotated[
+            str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)
+        ]
+        | int,
+    ),
+]
 
 # One optional field per interest, false when missing; any other key is an error.
 Interests = create_model(
