@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # None: SQLite in the instance folder
     "DATABASE_TIMEOUT": 3,  # seconds to connect, wait for a lock or a pooled connection
     "API_KEY": None,  # bearer token of DELETE /users/<id>; None turns erasure off
+    "LOG_FORMAT": "json",  # or "text", readable, for development
+    "LOG_LEVEL": "INFO",
 }
 
 
@@ -39,8 +41,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Imported here, as in Flask's tutorial: the command line's offline work needs
     # neither the web layer nor the database unless it asks for them.
-    from . import api, cors, metrics, model, openapi, pages, problems, store
+    from . import api, cors, logs, metrics, model, openapi, pages, problems, store
 
+    logs.init_app(app)
     problems.init_app(app)
     model.init_app(app)
     store.init_app(app)

@@ -3,7 +3,7 @@
 import hmac
 
 import numpy as np
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, g, request, url_for
 from pydantic import BaseModel, ValidationError
 
 from . import drift, metrics
@@ -110,6 +110,7 @@ def _answer_body(source: str) -> tuple[Assignment, ClusterResponse]:
 def cluster() -> Response:
     """Assign one user to a segment and store it."""
     record, answer = _answer_body("api")
+    g.user_id = record.user_id  # for the request's log line
     get_store().save([record])  # committed before the answer: no acknowledged loss
     metrics.count_assignments([record.cluster], "api")
     return json_response(answer)
