@@ -41,13 +41,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Imported here, as in Flask's tutorial: the command line's offline work needs
     # neither the web layer nor the database unless it asks for them.
-    from . import api, cors, logs, metrics, model, openapi, pages, problems, store
+    from . import api, cors, logs, metrics, model, openapi, pages, problems, security, store
 
     logs.init_app(app)
     problems.init_app(app)
     model.init_app(app)
     store.init_app(app)
     cors.init_app(app)
+    security.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
