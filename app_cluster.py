@@ -2,12 +2,12 @@
 
 import sys
 
-from nomads_cluster import create_app
+from nomads_cluster import ConfigError, create_app
 from nomads_cluster.model import ModelError
 from nomads_cluster.store import StoreUnavailable
 
 try:
     app = create_app()
-except (ModelError, StoreUnavailable) as exc:
+except (ConfigError, ModelError, StoreUnavailable) as exc:
     # One clear line instead of a traceback: the deploy must not start like this.
     sys.exit(f"nomads-cluster: {exc}")

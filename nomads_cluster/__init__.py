@@ -6,8 +6,12 @@ from typing import Any
 from flask import Flask
 
 from .model import DEFAULT_MODEL_DIR
+from .settings import ConfigError, validate_settings
+
+__all__ = ["ConfigError", "create_app"]
 
 DEFAULTS: dict[str, Any] = {
+    "ENV": "production",  # "development" allows NOMADS_DEBUG
     "MODEL_DIR": str(DEFAULT_MODEL_DIR),  # a model, or a registry of versions (CURRENT)
     "MODEL_CHECK_SECONDS": 2,  # how often a worker looks for a newly promoted model
     "DRIFT_WINDOW": 1000,  # latest assignments compared with training at /clusters/drift
@@ -38,6 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["API_KEY"] is not None:
         # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
         app.config["API_KEY"] = str(app.config["API_KEY"]) or None
+    validate_settings(app.config, dict(os.environ) if test_config is None else None)
 
     # Imported here, as in Flask's tutorial: the command line's offline work needs
     # neither the web layer nor the database unless it asks for them.

@@ -42,7 +42,7 @@ bp = Blueprint("api", __name__)
 
 HISTORY_LIMIT = 100  # entries of /users/<id>/history unless ?limit= says otherwise
 MAX_HISTORY_LIMIT = 1000
-MAX_DRIFT_WINDOW = 1_000_000
+MAX_DRIFT_WINDOW = drift.MAX_WINDOW
 
 
 def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = False) -> Response:

@@ -26,12 +26,12 @@ BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a c
 @contextmanager
 def _service() -> Iterator[Flask]:
     """The app as the service builds it; its database connections closed at the end."""
-    from . import create_app
+    from . import ConfigError, create_app
     from .store import StoreUnavailable
 
     try:
         app = create_app()
-    except (ModelError, StoreUnavailable) as exc:
+    except (ConfigError, ModelError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         yield app

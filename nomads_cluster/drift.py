@@ -14,6 +14,7 @@ MODERATE, SIGNIFICANT = 0.1, 0.25
 SHARE_FLOOR = 1e-4
 # Under this many assignments the shares are mostly noise: no verdict.
 MIN_ASSIGNMENTS = 100
+MAX_WINDOW = 1_000_000  # assignments looked at, at most
 # Drift is about who signs up: assignments made for requests, not re-scoring runs.
 LIVE_SOURCES = ("api", "batch")
 

@@ -56,7 +56,7 @@ def database_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-API_KEY = "test-key"
+API_KEY = "test-key-0123456789"
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,7 @@ def test_examples_fit_their_schemas_and_are_the_live_answers(client, document):
 
 
 def test_real_answers_fit_the_document(client, document):
-    headers = {"Authorization": "Bearer test-key"}
+    headers = {"Authorization": "Bearer test-key-0123456789"}
     calls = [
         ("post", "/cluster", "/cluster", {"json": CLUSTER_EXAMPLE}),
         ("post", "/cluster", "/cluster", {"json": {"_id": 1, "interests": {}}}),

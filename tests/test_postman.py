@@ -14,7 +14,7 @@ from nomads_cluster.openapi import OPERATIONS
 
 COLLECTION = REPO / "postman" / "nomads-cluster.postman_collection.json"
 NEWMAN = REPO / "node_modules" / ".bin" / "newman"
-API_KEY = "postman-key"
+API_KEY = "postman-key-0123456789"
 
 
 @pytest.fixture(scope="module")

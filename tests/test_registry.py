@@ -98,7 +98,9 @@ def test_admin_reload_switches_at_once(make_app, config_for, database_url, regis
     promote(path, b)
     assert version_of(client) == a  # not checked again for an hour...
     assert client.post("/admin/model/reload").status_code == 401
-    reloaded = client.post("/admin/model/reload", headers={"Authorization": "Bearer test-key"})
+    reloaded = client.post(
+        "/admin/model/reload", headers={"Authorization": "Bearer test-key-0123456789"}
+    )
     assert reloaded.get_json() == {"model_version": b}
     assert version_of(client) == b  # ...but reloaded on demand
 

@@ -15,7 +15,9 @@ MAX_EXAMPLES = 60  # per operation: 14 operations, some 800 requests in all
 # An app of its own, made at import: schemathesis.pytest.from_fixture does not run
 # under pytest 9 (schemathesis 4.32.5 reads a pytest internal that is gone).
 _STORE = Path(tempfile.mkdtemp(prefix="nomads-schemathesis-")) / "nomads.sqlite3"
-app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{_STORE}", "API_KEY": "test-key"})
+app = create_app(
+    {"TESTING": True, "DATABASE_URL": f"sqlite:///{_STORE}", "API_KEY": "test-key-0123456789"}
+)
 schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
 
 

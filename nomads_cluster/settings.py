@@ -1,0 +1,79 @@
+"""The service's settings, validated at start-up: a wrong one stops it with a message
+naming the environment variable and what is wrong, before it serves anything."""
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .drift import MAX_WINDOW
+
+PREFIX = "NOMADS_"
+# NOMADS_* variables read by something else than the app's settings.
+OTHER_VARIABLES = {"NOMADS_SURVEY_PATH", "NOMADS_TEST_DATABASE_URL"}
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgresql+psycopg")
+
+
+class ConfigError(ValueError):
+    """The settings cannot run the service; the message says which and why."""
+
+
+class Settings(BaseModel):
+    """What the app's configuration must hold (Flask's own keys pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ENV: Literal["production", "development"] = "production"
+    DEBUG: bool = False
+    MODEL_DIR: Path
+    MODEL_CHECK_SECONDS: float = Field(ge=0)
+    DRIFT_WINDOW: int = Field(ge=1, le=MAX_WINDOW)
+    CORS_ORIGINS: str = Field(min_length=1)
+    MAX_CONTENT_LENGTH: int = Field(ge=1024)
+    BATCH_MAX_CONTENT_LENGTH: int = Field(ge=1024)
+    DATABASE_URL: str | None
+    DATABASE_TIMEOUT: float = Field(gt=0, le=300)
+    API_KEY: str | None = Field(min_length=16)  # guessable keys are refused
+    LOG_FORMAT: Literal["json", "text"]
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+    @field_validator("MODEL_DIR")
+    @classmethod
+    def _is_a_directory(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0] not in DATABASE_SCHEMES:
+            raise ValueError(f"must start with one of {', '.join(DATABASE_SCHEMES)}://")
+        return value
+
+    @model_validator(mode="after")
+    def _no_debug_in_production(self) -> "Settings":
+        if self.DEBUG and self.ENV != "development":
+            raise ValueError("debug mode is for development only: NOMADS_ENV=development")
+        return self
+
+
+def validate_settings(config: dict[str, Any], environ: dict[str, str] | None) -> None:
+    """Raise ConfigError listing every wrong setting; ``environ`` also has its unknown
+    NOMADS_* variables refused (a misspelt one would otherwise be silently ignored)."""
+    problems = []
+    if environ is not None:
+        known = {PREFIX + name for name in Settings.model_fields} | OTHER_VARIABLES
+        problems += [
+            f"{name}: unknown setting (known: {', '.join(sorted(known))})"
+            for name in sorted(environ)
+            if name.startswith(PREFIX) and name not in known
+        ]
+    try:
+        Settings.model_validate(config)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            where = f"{PREFIX}{error['loc'][0]}" if error["loc"] else "settings"
+            problems.append(f"{where}: {error['msg']}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))

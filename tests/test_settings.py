@@ -1,0 +1,82 @@
+"""Settings from the environment, validated at start-up with messages that name them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from live_server import REPO
+
+from nomads_cluster import ConfigError, create_app
+
+
+@pytest.fixture
+def environment(monkeypatch, tmp_path):
+    """A clean NOMADS_* environment on a SQLite file; returns a setter."""
+    for name in list(os.environ):
+        if name.startswith("NOMADS_") and name != "NOMADS_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NOMADS_DATABASE_URL", f"sqlite:///{tmp_path}/db.sqlite3")
+    return monkeypatch.setenv
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "what"),
+    [
+        ("NOMADS_MAX_CONTENT_LENGTH", "abc", "Input should be a valid integer"),
+        ("NOMADS_MAX_CONTENT_LENGTH", "10", "Input should be greater than or equal to 1024"),
+        ("NOMADS_DATABASE_TIMEOUT", "0", "Input should be greater than 0"),
+        ("NOMADS_API_KEY", "short-key", "String should have at least 16 characters"),
+        ("NOMADS_LOG_FORMAT", "xml", "Input should be 'json' or 'text'"),
+        ("NOMADS_MODEL_DIR", "/nowhere", "Value error, /nowhere is not a directory"),
+        ("NOMADS_DATABASE_URL", "mysql://db/x", "Value error, must start with one of sqlite"),
+        ("NOMADS_DRIFT_WINDOW", "0", "Input should be greater than or equal to 1"),
+        ("NOMADS_DATABSE_URL", "postgresql://db/x", "unknown setting"),
+    ],
+)
+def test_a_wrong_setting_is_named_with_what_is_wrong(environment, name, value, what):
+    environment(name, value)
+    with pytest.raises(ConfigError) as refused:
+        create_app()
+    assert f"{name}: {what}" in str(refused.value)
+
+
+def test_debug_is_refused_outside_development(environment):
+    environment("NOMADS_DEBUG", "true")
+    with pytest.raises(ConfigError, match="debug mode is for development only: NOMADS_ENV="):
+        create_app()
+
+
+def test_every_wrong_setting_is_listed_at_once(environment):
+    environment("NOMADS_LOG_LEVEL", "LOUD")
+    environment("NOMADS_MODEL_CHECK_SECONDS", "-1")
+    with pytest.raises(ConfigError) as refused:
+        create_app()
+    assert "NOMADS_LOG_LEVEL" in str(refused.value)
+    assert "NOMADS_MODEL_CHECK_SECONDS" in str(refused.value)
+
+
+def test_debug_is_allowed_in_development(environment, make_app):
+    environment("NOMADS_ENV", "development")
+    environment("NOMADS_DEBUG", "true")
+    assert make_app(None).debug is True
+
+
+def test_defaults_run_in_production_without_debug(environment, make_app):
+    app = make_app(None)
+    assert app.config["ENV"] == "production" and app.debug is False
+
+
+def test_the_server_refuses_to_start_in_one_line(tmp_path):
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NOMADS_")},
+        "NOMADS_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "NOMADS_API_KEY": "1234",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import app_cluster"],
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("nomads-cluster: invalid configuration: NOMADS_API_KEY")
