@@ -21,6 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # None: SQLite in the instance folder
     "DATABASE_TIMEOUT": 3,  # seconds to connect, wait for a lock or a pooled connection
     "API_KEY": None,  # bearer token of DELETE /users/<id>; None turns erasure off
+    "RATE_LIMIT": None,  # per client, e.g. "120/minute;2000/hour"; None: no limit
+    "RATE_LIMIT_STORAGE_URL": "memory://",  # per worker; redis://... shares the counts
+    "TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-For names the client
     "LOG_FORMAT": "json",  # or "text", readable, for development
     "LOG_LEVEL": "INFO",
 }
@@ -46,7 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Imported here, as in Flask's tutorial: the command line's offline work needs
     # neither the web layer nor the database unless it asks for them.
-    from . import api, cors, logs, metrics, model, openapi, pages, problems, security, store
+    from . import api, cors, limits, logs, metrics, model, openapi, pages, problems, security, store
 
     logs.init_app(app)
     problems.init_app(app)
@@ -54,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     store.init_app(app)
     cors.init_app(app)
     security.init_app(app)
+    limits.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)

@@ -34,6 +34,9 @@ class Settings(BaseModel):
     DATABASE_URL: str | None
     DATABASE_TIMEOUT: float = Field(gt=0, le=300)
     API_KEY: str | None = Field(min_length=16)  # guessable keys are refused
+    RATE_LIMIT: str | None
+    RATE_LIMIT_STORAGE_URL: str
+    TRUSTED_PROXIES: int = Field(ge=0, le=5)
     LOG_FORMAT: Literal["json", "text"]
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -49,6 +52,20 @@ class Settings(BaseModel):
     def _known_database(cls, value: str | None) -> str | None:
         if value is not None and value.partition("://")[0] not in DATABASE_SCHEMES:
             raise ValueError(f"must start with one of {', '.join(DATABASE_SCHEMES)}://")
+        return value
+
+    @field_validator("RATE_LIMIT")
+    @classmethod
+    def _parsable_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a rate limit such as '120/minute;2000/hour'"
+                ) from None
         return value
 
     @model_validator(mode="after")
