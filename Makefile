@@ -16,10 +16,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 # What the tests drive besides Python: Debian's chromium (the web page's end-to-end
-# test; Playwright's own browser download cannot work here), and from npm (package.json)
+# test; Playwright's own browser download cannot work here) and nginx (the deployment
+# and soak tests; Debian starts it, the tests run their own), and from npm (package.json)
 # newman, which runs the Postman collection, and axe-core, the accessibility check.
 test-tools: node_modules/.installed
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v chromium >/dev/null && command -v nginx >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium nginx)
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
