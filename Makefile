@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install test-tools run test lint verify bench train migrate clean
+.PHONY: install test-tools run test lint verify soak bench train migrate clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,12 @@ test: install test-tools lint
 # The scorer against scikit-learn on all 2^26 possible users (about 7 minutes).
 verify: install
 	$(BIN)/python bench/verify_scorer.py
+
+# A minute of traffic through nginx to two gunicorns on PostgreSQL, with a worker, an
+# instance and PostgreSQL failing; every acknowledged assignment must be stored. It
+# restarts the local PostgreSQL server: run it alone (CI runs it last).
+soak: install test-tools
+	$(BIN)/python bench/soak.py
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
