@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": None,  # per client, e.g. "120/minute;2000/hour"; None: no limit
     "RATE_LIMIT_STORAGE_URL": "memory://",  # per worker; redis://... shares the counts
     "TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-For names the client
-    "LOG_FORMAT": "json",  # or "text", readable, for development
+    "LOG_FORMAT": None,  # "json" or "text"; None: text in development, else JSON
     "LOG_LEVEL": "INFO",
 }
 
@@ -45,6 +45,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["API_KEY"] is not None:
         # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
         app.config["API_KEY"] = str(app.config["API_KEY"]) or None
+    if app.config["LOG_FORMAT"] is None:
+        app.config["LOG_FORMAT"] = "text" if app.config["ENV"] == "development" else "json"
     validate_settings(app.config, dict(os.environ) if test_config is None else None)
 
     # Imported here, as in Flask's tutorial: the command line's offline work needs

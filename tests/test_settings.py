@@ -65,6 +65,14 @@ def test_debug_is_allowed_in_development(environment, make_app):
 def test_defaults_run_in_production_without_debug(environment, make_app):
     app = make_app(None)
     assert app.config["ENV"] == "production" and app.debug is False
+    assert app.config["LOG_FORMAT"] == "json"
+
+
+def test_development_logs_readable_text_unless_told_otherwise(environment, make_app):
+    environment("NOMADS_ENV", "development")
+    assert make_app(None).config["LOG_FORMAT"] == "text"
+    environment("NOMADS_LOG_FORMAT", "json")
+    assert make_app(None).config["LOG_FORMAT"] == "json"
 
 
 def test_the_server_refuses_to_start_in_one_line(tmp_path):
