@@ -3,6 +3,8 @@
 import os
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,16 +60,24 @@ def watch(page, base_url: str) -> tuple[list[str], list[str]]:
     return outside, refused
 
 
-@pytest.fixture
-def phone_page(browser, base_url):
-    context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
+@contextmanager
+def phone(browser, base_url: str, bypass_csp: bool = False) -> Iterator:
+    """A page on a phone-sized touch screen. Every request must stay on the app (no
+    CDN, no font service), and the policy must refuse nothing the page does."""
+    context = browser.new_context(
+        viewport=PHONE, has_touch=True, is_mobile=True, bypass_csp=bypass_csp
+    )
     page = context.new_page()
-    # Every request must stay on the app (no CDN, no font service), and the policy
-    # must not have to refuse anything the page does.
     outside, refused = watch(page, base_url)
     yield page
     assert outside == [] and refused == []
     context.close()
+
+
+@pytest.fixture
+def phone_page(browser, base_url):
+    with phone(browser, base_url) as page:
+        yield page
 
 
 def test_ticking_interests_shows_the_segment_and_why(phone_page, base_url, app, store):
@@ -124,12 +134,8 @@ def accessibility_violations(page) -> list[str]:
 @pytest.fixture
 def axe_page(browser, base_url):
     """A phone page where axe-core, a test tool injected inline, may run despite the CSP."""
-    context = browser.new_context(viewport=PHONE, has_touch=True, bypass_csp=True)
-    page = context.new_page()
-    outside, _ = watch(page, base_url)
-    yield page
-    assert outside == []
-    context.close()
+    with phone(browser, base_url, bypass_csp=True) as page:
+        yield page
 
 
 def test_page_passes_axe_before_and_after_an_answer(axe_page, base_url):
