@@ -208,9 +208,9 @@ def heatmap(model_dir: Path) -> None:
         model = load_model(model_dir)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
-    what = "k-means centroids" if "KMeans" in model.card.algorithm else "NMF components"
-    draw_heatmap(model.scorer.components, model.card.segments, model_dir / HEATMAP_FILE, what)
-    click.echo(f"wrote {model_dir / HEATMAP_FILE}")
+    heatmap = model_dir / HEATMAP_FILE
+    draw_heatmap(model.scorer.components, model.card.segments, heatmap, model.card.algorithm)
+    click.echo(f"wrote {heatmap}")
 
 
 @main.command()

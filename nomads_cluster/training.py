@@ -38,6 +38,10 @@ def fit_kmeans(features: np.ndarray, n_components: int = N_COMPONENTS) -> KMeans
 
 FIT = {"nmf": fit_nmf, "kmeans": fit_kmeans}
 ALGORITHM_NAMES = {"nmf": "sklearn.decomposition.NMF", "kmeans": "sklearn.cluster.KMeans"}
+PROFILE_NAMES = {  # what the heatmap's rows are, by the card's algorithm
+    "sklearn.decomposition.NMF": "NMF components",
+    "sklearn.cluster.KMeans": "k-means centroids",
+}
 
 
 def fitted_profiles(model: NMF | KMeans) -> np.ndarray:
@@ -162,7 +166,7 @@ def draw_heatmap(
     components: np.ndarray,
     segments: list[SegmentSummary],
     path: str | Path,
-    what: str = "NMF components",
+    algorithm: str = ALGORITHM_NAMES["nmf"],
 ) -> None:
     """The picture the team shows: segments by interests, each cell the component's value.
 
@@ -187,7 +191,7 @@ def draw_heatmap(
         range(len(order)), [f"{segments[i].segment}: {segments[i].label}" for i in order]
     )
     axes.set_xlabel("interest")
-    axes.set_title(f"What each segment is made of ({what})")
+    axes.set_title(f"What each segment is made of ({PROFILE_NAMES[algorithm]})")
     figure.colorbar(image, ax=axes, label="weight", shrink=0.9)
     # No timestamp or software version in the file: the same model draws the same bytes.
     figure.savefig(path, dpi=100, metadata={"Software": None})
@@ -230,6 +234,7 @@ def train(
         card["selection"] = selection
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     segments = [SegmentSummary.model_validate(s) for s in card["segments"]]
-    what = "k-means centroids" if algorithm == "kmeans" else "NMF components"
-    draw_heatmap(fitted_profiles(model), segments, out_dir / HEATMAP_FILE, what)
+    draw_heatmap(
+        fitted_profiles(model), segments, out_dir / HEATMAP_FILE, ALGORITHM_NAMES[algorithm]
+    )
     return card
