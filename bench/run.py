@@ -14,7 +14,6 @@ import random
 import re
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from nomads_cluster.interests import INTEREST_KEYS  # noqa: E402
+from nomads_cluster.testing import free_port  # noqa: E402
 
 PROCFILE_WEB = re.search(r"^web:\s*(.+)$", (REPO / "Procfile").read_text(), re.M).group(1)
 OURS = PROCFILE_WEB  # 2 workers: gunicorn.conf.py's default
@@ -107,12 +107,6 @@ def random_bodies(n: int, seed: int = 1) -> list[str]:
         interests = {k: True for k in INTEREST_KEYS if rng.random() < p}
         bodies.append(json.dumps({"_id": f"{i:024x}", "interests": interests}))
     return bodies
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post_cluster(port: int, body: str) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from nomads_cluster.interests import INTEREST_KEYS  # noqa: E402
+from nomads_cluster.testing import free_port, wait_until_healthy  # noqa: E402
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SOAK_DB = "nomads_soak"
@@ -58,14 +59,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fresh_database() -> str:
@@ -111,7 +104,7 @@ class Instance:
              "--bind", f"127.0.0.1:{self.port}"],
             cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
-        wait_until_healthy(self.port)
+        wait_until_healthy(self.port, server=self.process)
 
     def workers(self) -> list[int]:
         assert self.process is not None
@@ -128,20 +121,6 @@ class Instance:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=30)
-
-
-def wait_until_healthy(port: int, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing healthy on port {port} after {seconds} s")
 
 
 class Traffic:

@@ -1,24 +1,17 @@
 """A real gunicorn serving the app, for the tests that go through sockets."""
 
-import http.client
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from nomads_cluster.testing import free_port, wait_until_healthy
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -32,17 +25,10 @@ def run_gunicorn(env: dict[str, str], log_path: Path, workers: int = 2) -> Itera
             command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
         )
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                    connection.request("GET", "/health")
-                    if connection.getresponse().status == 200:
-                        break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"gunicorn did not start: {log_path.read_text()}")
-                    time.sleep(0.1)
+            try:
+                wait_until_healthy(port, server=server)
+            except RuntimeError as error:
+                pytest.fail(f"gunicorn did not start ({error}): {log_path.read_text()}")
             yield port
         finally:
             server.terminate()
