@@ -24,7 +24,7 @@ def test_procfile_serves_with_gunicorn_conf_and_migrates_on_release():
         line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines() if line
     )
     assert procfile["web"] == "gunicorn app_cluster:app"  # settings: gunicorn.conf.py
-    assert procfile["release"] == "nomads-cluster db upgrade"
+    assert procfile["release"] == "python -m nomads_cluster db upgrade"
 
 
 def test_dockerfile_is_slim_non_root_with_a_health_check():

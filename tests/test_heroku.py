@@ -1,0 +1,93 @@
+"""Heroku's build, as the Python buildpack does it: a fresh virtualenv with only
+requirements.txt installed (not this package), then the Procfile's commands from the
+repository's root. The release phase must succeed, or Heroku refuses the deploy."""
+
+import http.client
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from live_server import REPO
+
+from nomads_cluster.testing import free_port, wait_until_healthy
+
+
+def procfile_commands() -> dict[str, str]:
+    lines = (REPO / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+@pytest.fixture(scope="module")
+def heroku_slug(tmp_path_factory):
+    """The repository's tracked files and a virtualenv with requirements.txt alone."""
+    root = tmp_path_factory.mktemp("heroku")
+    slug = root / "app"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        if (REPO / name).is_file():
+            (slug / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, slug / name)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-r", "requirements.txt"],
+        cwd=slug, check=True,
+    )  # fmt: skip
+    return slug, venv
+
+
+def heroku_env(venv, database_url: str, **extra: str) -> dict[str, str]:
+    """The dyno's environment: the venv's bin on PATH, DATABASE_URL from the add-on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMADS_", "VIRTUAL_ENV"))}
+    env.pop("PYTHONPATH", None)
+    return {**env, "PATH": f"{venv / 'bin'}:{env['PATH']}", "DATABASE_URL": database_url, **extra}
+
+
+def test_release_then_web_from_requirements_txt_alone(heroku_slug, tmp_path):
+    slug, venv = heroku_slug
+    database_url = f"sqlite:///{tmp_path / 'heroku.sqlite3'}"
+    commands = procfile_commands()
+
+    release = subprocess.run(
+        ["sh", "-c", commands["release"]], cwd=slug, env=heroku_env(venv, database_url),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert release.returncode == 0, release.stderr
+    assert release.stdout.startswith("database schema:")
+    with sqlite3.connect(tmp_path / "heroku.sqlite3") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert {"assignments", "assignment_history", "alembic_version"} <= tables
+
+    port = free_port()
+    env = heroku_env(venv, database_url, PORT=str(port))
+    with (tmp_path / "web.log").open("w") as log:
+        web = subprocess.Popen(
+            ["sh", "-c", f"exec {commands['web']}"], cwd=slug, env=env, stdout=log, stderr=log
+        )
+        try:
+            wait_until_healthy(port, server=web)
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            body = json.dumps({"_id": "heroku-1", "interests": {"surf": True, "coffee": True}})
+            connection.request("POST", "/cluster", body)
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+            connection.close()
+        finally:
+            web.terminate()
+            web.wait(timeout=30)
+    assert response.status == 200, (tmp_path / "web.log").read_text()
+    assert answer["_id"] == "heroku-1"
+    assert answer["cluster"] in range(1, 100)
+
+
+def test_app_json_postdeploy_is_the_release_command():
+    app = json.loads((REPO / "app.json").read_text())
+    assert app["scripts"]["postdeploy"] == procfile_commands()["release"]
