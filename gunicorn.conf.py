@@ -6,6 +6,14 @@ import shutil
 import tempfile
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# gthread, with each request read in full by the worker's event loop before a thread
+# runs it: slow clients hold no thread (nomads_cluster/worker.py). Threads let one
+# worker's requests share a database commit (nomads_cluster/commits.py).
+worker_class = "nomads_cluster.worker.RequestBufferingWorker"
+threads = int(os.environ.get("WEB_THREADS", "8"))
+# gunicorn's control socket sits at one path per user: two servers on a host would
+# take over and delete each other's. Nothing here uses it.
+control_socket_disable = True
 preload_app = True  # the app and its model load once, before forking: workers share them
 timeout = 30  # a worker silent this long is killed and replaced
 graceful_timeout = 20  # on restart or stop, time for requests in flight to finish

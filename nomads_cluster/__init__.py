@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_MAX_CONTENT_LENGTH": 1024 * 1024,  # 1,000 users with every interest: 600 KiB
     "DATABASE_URL": None,  # None: SQLite in the instance folder
     "DATABASE_TIMEOUT": 3,  # seconds to connect, wait for a lock or a pooled connection
+    "REQUEST_READ_TIMEOUT": 10,  # seconds for a request to arrive in full, or a 408
     "API_KEY": None,  # bearer token of DELETE /users/<id>; None turns erasure off
     "RATE_LIMIT": None,  # per client, e.g. "120/minute;2000/hour"; None: no limit
     "RATE_LIMIT_STORAGE_URL": "memory://",  # per worker; redis://... shares the counts
@@ -51,12 +52,26 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Imported here, as in Flask's tutorial: the command line's offline work needs
     # neither the web layer nor the database unless it asks for them.
-    from . import api, cors, limits, logs, metrics, model, openapi, pages, problems, security, store
+    from . import (
+        api,
+        commits,
+        cors,
+        limits,
+        logs,
+        metrics,
+        model,
+        openapi,
+        pages,
+        problems,
+        security,
+        store,
+    )  # fmt: skip
 
     logs.init_app(app)
     problems.init_app(app)
     model.init_app(app)
     store.init_app(app)
+    commits.init_app(app)
     cors.init_app(app)
     security.init_app(app)
     limits.init_app(app)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import drift, metrics
 from . import model as segment_model
+from .commits import get_committer
 from .interests import INTEREST_KEYS, encode_interests
 from .problems import (
     RETRY_AFTER_SECONDS,
@@ -111,7 +112,7 @@ def cluster() -> Response:
     """Assign one user to a segment and store it."""
     record, answer = _answer_body("api")
     g.user_id = record.user_id  # for the request's log line
-    get_store().save([record])  # committed before the answer: no acknowledged loss
+    get_committer().save([record])  # committed before the answer: no acknowledged loss
     metrics.count_assignments([record.cluster], "api")
     return json_response(answer)
 
@@ -156,7 +157,7 @@ def cluster_batch() -> Response:
                 valid, interests, segments, scores.tolist(), strict=True
             )
         ]
-        get_store().save(records)
+        get_committer().save(records)
         metrics.count_assignments([record.cluster for record in records], "batch")
     for (index, _), record, user_features in zip(valid, records, features, strict=True):
         results[index] = _cluster_response(record, user_features, BatchAssigned)

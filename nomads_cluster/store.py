@@ -5,9 +5,13 @@ through psycopg 3. The schema is Alembic's (``nomads_cluster/migrations``): appl
 ``nomads-cluster db upgrade``, and at start-up when the database is empty.
 """
 
+import fcntl
 import os
+import threading
+import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,11 +182,63 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
     return engine
 
 
+class WriterLock:
+    """One writer at a time on a SQLite file, across processes, woken at once.
+
+    SQLite lets one writer in and makes the others retry, sleeping up to 100 ms between
+    tries: two gunicorn workers' committers would spend their time asleep. An advisory
+    lock on a file beside the database queues them instead (flock, released by the
+    kernel if its holder dies). It only orders writers; SQLite's locking still keeps the
+    data safe from any writer that does not take it.
+    """
+
+    POLL_SECONDS = 0.0002
+
+    def __init__(self, path: Path, timeout: float):
+        self.path = path
+        self.timeout = timeout
+        self._threads = threading.Lock()  # flock is per open file: threads queue here
+        self._pid: int | None = None
+        self._fd = -1
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if not self._threads.acquire(timeout=self.timeout):
+            raise StoreUnavailable("the database stayed locked by another writer")
+        try:
+            if self._pid != os.getpid():  # a forked child must not share its parent's file
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._pid = os.getpid()
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StoreUnavailable(
+                            "the database stayed locked by another writer"
+                        ) from None
+                    time.sleep(self.POLL_SECONDS)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
 class UserStore:
     """Reads and writes of the store; database failures come out as StoreUnavailable."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, timeout: float = 3):
         self.engine = engine
+        database = engine.url.database
+        self._writer_lock = (
+            WriterLock(Path(f"{database}.lock"), timeout)
+            if engine.dialect.name == "sqlite" and database and database != ":memory:"
+            else None
+        )
         # Upserts and insert-or-skip are dialect-specific statements.
         if engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
@@ -197,8 +253,9 @@ class UserStore:
         )
 
     def _run(self, work: Any, *, write: bool) -> Any:
+        exclusive = self._writer_lock.held() if write and self._writer_lock else nullcontext()
         try:
-            with self.engine.begin() if write else self.engine.connect() as conn:
+            with exclusive, self.engine.begin() if write else self.engine.connect() as conn:
                 return work(conn)
         except _UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(
@@ -358,7 +415,8 @@ def init_app(app: Flask) -> None:
         ) from None
     finally:
         engine.dispose()  # no connection of the start-up survives into forked workers
-    app.extensions["user_store"] = UserStore(engine)
+    timeout = float(app.config["DATABASE_TIMEOUT"])
+    app.extensions["user_store"] = UserStore(engine, timeout)
 
 
 def get_store() -> UserStore:

@@ -31,6 +31,7 @@ def post_many(port: int, client: int) -> list[tuple[str, int, dict]]:
         connection.request("POST", "/cluster", body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         answers.append((user_id, response.status, json.loads(response.read())))
+    connection.close()  # gthread keeps connections alive
     return answers
 
 
