@@ -1,16 +1,22 @@
 """gunicorn's settings for nomads-cluster; gunicorn reads this file from its working
 directory, so the Procfile's `gunicorn app_cluster:app` uses it. It binds to $PORT."""
 
-import os
-import shutil
-import tempfile
+# gevent's worker, patched before anything else is imported: the app is preloaded
+# in this process before forking, so its locks, sockets and sleeps (SQLAlchemy's pool,
+# psycopg's waits, the group committer) must be gevent's from the start, not patched
+# under them in each worker. A connection costs a greenlet, not a thread or a process:
+# a slow client (a phone on a bad network trickling its body) holds nothing else.
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# gthread, with each request read in full by the worker's event loop before a thread
-# runs it: slow clients hold no thread (nomads_cluster/worker.py). Threads let one
-# worker's requests share a database commit (nomads_cluster/commits.py).
-worker_class = "nomads_cluster.worker.RequestBufferingWorker"
-threads = int(os.environ.get("WEB_THREADS", "8"))
+worker_class = "gevent"
+worker_connections = 1000  # per worker: open connections, slow ones included
 # gunicorn's control socket sits at one path per user: two servers on a host would
 # take over and delete each other's. Nothing here uses it.
 control_socket_disable = True

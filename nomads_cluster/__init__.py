@@ -20,7 +20,6 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_MAX_CONTENT_LENGTH": 1024 * 1024,  # 1,000 users with every interest: 600 KiB
     "DATABASE_URL": None,  # None: SQLite in the instance folder
     "DATABASE_TIMEOUT": 3,  # seconds to connect, wait for a lock or a pooled connection
-    "REQUEST_READ_TIMEOUT": 10,  # seconds for a request to arrive in full, or a 408
     "API_KEY": None,  # bearer token of DELETE /users/<id>; None turns erasure off
     "RATE_LIMIT": None,  # per client, e.g. "120/minute;2000/hour"; None: no limit
     "RATE_LIMIT_STORAGE_URL": "memory://",  # per worker; redis://... shares the counts

@@ -2,11 +2,15 @@
 
 A durable commit waits for the disk (SQLite's fsync, PostgreSQL's WAL flush), and that
 wait, not the work, bounds a request that commits on its own. Here each process has
-one committer thread: a request hands it its assignments and waits; the committer
-writes whatever has gathered meanwhile in one transaction (one ``executemany``, one
-flush) and wakes each waiting request once the transaction is committed. The promise
+one committer: a request hands it its assignments and waits; the committer writes
+whatever has gathered meanwhile in one transaction (one ``executemany`` per table, one
+flush) and wakes each waiting request once that transaction is committed. The promise
 is the one of a commit per request: a request is answered 200 only after its own
 assignments are durable, and 503 (nothing of it stored) when they could not be.
+
+It is written with ``threading``: under gunicorn's gevent worker (monkey-patched) the
+committer and the requests are greenlets of one thread; in tests and under a threaded
+server they are threads.
 """
 
 import os

@@ -28,6 +28,37 @@ class InvalidBody(Exception):
         self.error = error
 
 
+class UnreadableBody(Exception):
+    """The body's framing is broken (a bad chunk, or fewer bytes than announced)."""
+
+
+def request_body(limit: int) -> bytes:
+    """The whole request body: RequestEntityTooLarge (a 413) above ``limit`` bytes,
+    whether the body has a Content-Length or comes in chunks; UnreadableBody (a 400)
+    when it cannot be read in full. Never a truncated body."""
+    request.max_content_length = limit
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestEntityTooLarge()
+    if declared is not None:
+        size = declared
+    elif request.environ.get("wsgi.input_terminated"):
+        size = limit + 1  # chunked: the server's stream ends where the last chunk does
+    else:
+        size = 0  # no length and a server that cannot tell where the body ends
+    try:
+        body = request.environ["wsgi.input"].read(size)
+    except Exception as exc:  # the server's parse errors have no common base class
+        raise UnreadableBody(f"the body could not be read: {exc}") from None
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    if declared is not None and len(body) < declared:
+        raise UnreadableBody(
+            f"the body ended after {len(body)} of the {declared} bytes its Content-Length announced"
+        )
+    return body
+
+
 def parse_body(schema: type[Schema], raw: bytes) -> Schema:
     """The request body, parsed as JSON and validated by ``schema``, or InvalidBody."""
     try:
@@ -61,6 +92,10 @@ def invalid_body_problem(exc: InvalidBody) -> Response:
     return problem_response(422, "Invalid request body", summarize(listed), errors=listed)
 
 
+def unreadable_body_problem(exc: UnreadableBody) -> Response:
+    return problem_response(400, "Unreadable body", str(exc), headers={"Connection": "close"})
+
+
 def store_unavailable_problem(exc: StoreUnavailable) -> Response:
     """The database is down or locked: nothing was stored, the client may retry."""
     log.warning("%s %s: %s", request.method, request.path, exc)
@@ -84,6 +119,7 @@ def http_problem(exc: HTTPException) -> Response:
             detail += ' with a JSON body such as {"_id": "42", "interests": {"surf": true}}'
     elif isinstance(exc, RequestEntityTooLarge):
         detail = f"the body is larger than the {request.max_content_length} bytes accepted here"
+        headers["Connection"] = "close"  # the rest of the body is not read
     return problem_response(exc.code or 500, exc.name, detail, headers=headers)
 
 
@@ -94,6 +130,7 @@ def unexpected_problem(exc: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(InvalidBody, invalid_body_problem)
+    app.register_error_handler(UnreadableBody, unreadable_body_problem)
     app.register_error_handler(StoreUnavailable, store_unavailable_problem)
     app.register_error_handler(HTTPException, http_problem)
     app.register_error_handler(Exception, unexpected_problem)

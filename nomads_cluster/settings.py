@@ -33,7 +33,6 @@ class Settings(BaseModel):
     BATCH_MAX_CONTENT_LENGTH: int = Field(ge=1024)
     DATABASE_URL: str | None
     DATABASE_TIMEOUT: float = Field(gt=0, le=300)
-    REQUEST_READ_TIMEOUT: float = Field(gt=0, le=300)
     API_KEY: str | None = Field(min_length=16)  # guessable keys are refused
     RATE_LIMIT: str | None
     RATE_LIMIT_STORAGE_URL: str
