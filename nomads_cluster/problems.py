@@ -93,7 +93,7 @@ def invalid_body_problem(exc: InvalidBody) -> Response:
 
 
 def unreadable_body_problem(exc: UnreadableBody) -> Response:
-    return problem_response(400, "Unreadable body", str(exc), headers={"Connection": "close"})
+    return problem_response(400, "Unreadable body", str(exc))
 
 
 def store_unavailable_problem(exc: StoreUnavailable) -> Response:
@@ -119,7 +119,6 @@ def http_problem(exc: HTTPException) -> Response:
             detail += ' with a JSON body such as {"_id": "42", "interests": {"surf": true}}'
     elif isinstance(exc, RequestEntityTooLarge):
         detail = f"the body is larger than the {request.max_content_length} bytes accepted here"
-        headers["Connection"] = "close"  # the rest of the body is not read
     return problem_response(exc.code or 500, exc.name, detail, headers=headers)
 
 
