@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -46,18 +47,21 @@ def fresh_postgres_url() -> str | None:
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + POSTGRES_BENCH_DB
 
 
-def bench_servers(
-    work_dir: Path, against: str | None = None
-) -> dict[str, tuple[str, Path, dict[str, str]]]:
-    """name: (command, working directory, environment)."""
+class Server(NamedTuple):
+    command: str
+    cwd: Path
+    env: dict[str, str]
+    path: str = "/cluster"  # what wrk posts to
+
+
+def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Server]:
+    """The servers to compare, by name."""
+    sqlite = {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'bench.sqlite3'}"}
     servers = {
-        "bare Flask endpoint": ("gunicorn bare_app:app --workers 2", REPO / "bench", {}),
-        "original service": ("gunicorn original_app:app --workers 2", REPO / "bench", {}),
-        "nomads-cluster, SQLite": (
-            OURS,
-            REPO,
-            {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'bench.sqlite3'}"},
-        ),
+        "bare Flask endpoint": Server("gunicorn bare_app:app --workers 2", REPO / "bench", {}),
+        "original service": Server("gunicorn original_app:app --workers 2", REPO / "bench", {}),
+        "nomads-cluster /cluster/preview": Server(OURS, REPO, sqlite, "/cluster/preview"),
+        "nomads-cluster, SQLite": Server(OURS, REPO, sqlite),
     }
     if against:
         # The same service at another commit, from a worktree: a change's cost, one run.
@@ -67,7 +71,7 @@ def bench_servers(
             cwd=REPO,
             check=True,
         )
-        servers[f"nomads-cluster at {against}, SQLite"] = (
+        servers[f"nomads-cluster at {against}, SQLite"] = Server(
             OURS,
             checkout,
             {
@@ -77,7 +81,7 @@ def bench_servers(
         )
     postgres_url = fresh_postgres_url()
     if postgres_url:
-        servers["nomads-cluster, PostgreSQL"] = (OURS, REPO, {"DATABASE_URL": postgres_url})
+        servers["nomads-cluster, PostgreSQL"] = Server(OURS, REPO, {"DATABASE_URL": postgres_url})
     return servers
 
 
@@ -86,7 +90,7 @@ bodies = {%s}
 counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format("POST", "/cluster", {["Content-Type"] = "application/json"},
+  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"},
                     bodies[(counter %% #bodies) + 1])
 end
 done = function(summary, latency, requests)
@@ -178,41 +182,96 @@ def wrk(port: int, script: Path, seconds: int, connections: int) -> dict:
     return result
 
 
-def load_test(servers_to_run: dict, script: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """All servers up at once, loaded in turn for several rounds: noise from the machine
-    falls on all of them alike; each figure is the median over the rounds."""
+def load_test(
+    servers_to_run: dict[str, Server], scripts: dict[str, Path], args: argparse.Namespace
+) -> dict[int, dict[str, dict]]:
+    """All servers up at once, loaded in turn, round after round, at each number of
+    connections: noise from the machine falls on all of them alike. Each figure is the
+    median over the rounds; throughput's lowest and highest round are kept too."""
     ports = {name: free_port() for name in servers_to_run}
     servers = {
-        name: launch(cmd, cwd, ports[name], env) for name, (cmd, cwd, env) in servers_to_run.items()
+        name: launch(s.command, s.cwd, ports[name], s.env) for name, s in servers_to_run.items()
     }
     try:
-        for port in ports.values():
+        for name, port in ports.items():
             while post_cluster(port, '{"_id": "warm", "interests": {}}') != 200:
                 time.sleep(0.01)
-            wrk(port, script, 2, args.connections)  # warm-up
-        rounds: dict[str, list[dict]] = {name: [] for name in servers_to_run}
+            wrk(port, scripts[name], 2, max(args.connections))  # warm-up
+        rounds = {c: {name: [] for name in servers_to_run} for c in args.connections}
         for _ in range(args.rounds):
-            for name, port in ports.items():
-                rounds[name].append(wrk(port, script, args.seconds, args.connections))
-        results = {}
-        for name, runs in rounds.items():
-            results[name] = {
-                key: statistics.median(run[key] for run in runs)
-                for key in ("requests_per_s", "p50_ms", "p99_ms")
-            }
-            results[name]["errors"] = sum(r["errors"] + r["status_errors"] for r in runs)
-            results[name].update(server_memory_mb(servers[name].pid))
+            for connections in args.connections:
+                for name, port in ports.items():
+                    run = wrk(port, scripts[name], args.seconds, connections)
+                    rounds[connections][name].append(run)
+        results: dict[int, dict[str, dict]] = {}
+        for connections, by_server in rounds.items():
+            results[connections] = {}
+            for name, runs in by_server.items():
+                result = {
+                    key: statistics.median(run[key] for run in runs)
+                    for key in ("requests_per_s", "p50_ms", "p99_ms")
+                }
+                result["requests_per_s_range"] = [
+                    min(r["requests_per_s"] for r in runs),
+                    max(r["requests_per_s"] for r in runs),
+                ]
+                result["errors"] = sum(r["errors"] + r["status_errors"] for r in runs)
+                results[connections][name] = result
+        for name in servers_to_run:  # memory after all the load
+            memory = server_memory_mb(servers[name].pid)
+            for connections in args.connections:
+                results[connections][name].update(memory)
         return results
     finally:
         for server in servers.values():
             stop(server)
 
 
+def write_script(path: str, bodies: list[str]) -> Path:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % (",\n".join(json.dumps(b) for b in bodies), path))
+    return Path(f.name)
+
+
+def print_report(results: dict[int, dict[str, dict]], first_answer: dict[str, float]) -> None:
+    for connections, by_server in results.items():
+        bare = by_server["bare Flask endpoint"]
+        print(f"\n{connections} connections:\n")
+        print(
+            "| server | req/s (rounds' range) | x bare | p50 ms | p99 ms | p99 x bare "
+            "| first answer s | RSS MB | PSS MB | errors |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, r in by_server.items():
+            low, high = r["requests_per_s_range"]
+            print(
+                f"| {name} | {r['requests_per_s']:.0f} ({low:.0f}-{high:.0f}) | "
+                f"{r['requests_per_s'] / bare['requests_per_s']:.2f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['p99_ms'] / bare['p99_ms']:.1f} | "
+                f"{first_answer[name]:.2f} | {r['rss_mb']:.0f} | {r['pss_mb']:.0f} | "
+                f"{r['errors']} |"
+            )
+    original = next(iter(results.values()))["original service"]
+    original_start = first_answer["original service"]
+    for name, r in next(iter(results.values())).items():
+        if name.startswith("nomads-cluster"):
+            print(
+                f"\n{name}: first answer {first_answer[name] / original_start:.2f}"
+                f" of the original's, memory (PSS) {r['pss_mb'] / original['pss_mb']:.2f}, "
+                f"(RSS) {r['rss_mb'] / original['rss_mb']:.2f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per round")
     parser.add_argument("--rounds", type=int, default=5, help="load rounds per server")
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--connections",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[16, 64],
+        help="comma-separated numbers of wrk connections, each measured every round",
+    )
     parser.add_argument("--launches", type=int, default=5, help="start-up timings per server")
     parser.add_argument(
         "--against",
@@ -222,59 +281,37 @@ def main() -> None:
     args = parser.parse_args()
 
     bodies = random_bodies(1000)
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(WRK_SCRIPT % ",\n".join(json.dumps(b) for b in bodies))
-    script = Path(f.name)
-
     with tempfile.TemporaryDirectory() as work_dir:
         servers = bench_servers(Path(work_dir), args.against)
+        scripts = {name: write_script(server.path, bodies) for name, server in servers.items()}
         try:
-            results = load_test(servers, script, args)
+            results = load_test(servers, scripts, args)
+            launches: dict[str, list[float]] = {name: [] for name in servers}
             for _ in range(args.launches):
-                for name, (command, cwd, env) in servers.items():
-                    results[name].setdefault("launches", []).append(
-                        time_to_first_answer(command, cwd, env, bodies[0])
+                for name, server in servers.items():
+                    launches[name].append(
+                        time_to_first_answer(server.command, server.cwd, server.env, bodies[0])
                     )
         finally:
+            for script in scripts.values():
+                script.unlink()
             if args.against:
                 subprocess.run(
                     ["git", "worktree", "remove", "--force", str(Path(work_dir) / "against")],
                     cwd=REPO,
                     check=True,
                 )
-    script.unlink()
-    for result in results.values():
-        result["first_answer_s"] = statistics.median(result.pop("launches"))
-
-    bare, original = results["bare Flask endpoint"], results["original service"]
-
-    def ratio(label: str, mine: float, theirs: float) -> None:
-        print(f"- {label}: {mine / theirs:.2f}")
-
+    first_answer = {name: statistics.median(times) for name, times in launches.items()}
     print(
-        f"wrk -t1 -c{args.connections}, {args.rounds} rounds of {args.seconds} s per server "
-        f"(medians), 1000 random bodies, 2 gunicorn workers each\n"
+        f"wrk -t1, {args.rounds} rounds of {args.seconds} s per server and number of "
+        "connections (medians), 1000 random bodies, 2 gunicorn workers each"
     )
-    print("| server | req/s | p50 ms | p99 ms | first answer s | RSS MB | PSS MB | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        print(
-            f"| {name} | {r['requests_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['first_answer_s']:.2f} | {r['rss_mb']:.0f} | {r['pss_mb']:.0f} | "
-            f"{r['errors']} |"
-        )
-    for name in [n for n in results if n.startswith("nomads-cluster")]:
-        ours = results[name]
-        print(f"\n{name}:")
-        ratio("throughput vs bare endpoint", ours["requests_per_s"], bare["requests_per_s"])
-        ratio("p99 latency vs bare endpoint", ours["p99_ms"], bare["p99_ms"])
-        ratio("first answer vs original", ours["first_answer_s"], original["first_answer_s"])
-        ratio("memory (PSS) vs original", ours["pss_mb"], original["pss_mb"])
-        ratio("memory (RSS) vs original", ours["rss_mb"], original["rss_mb"])
-        ratio("throughput vs original", ours["requests_per_s"], original["requests_per_s"])
+    print_report(results, first_answer)
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "latest.json").write_text(
+        json.dumps({"load": results, "first_answer_s": first_answer}, indent=2)
+    )
 
 
 if __name__ == "__main__":
