@@ -61,6 +61,7 @@ bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/assign_file.py
+	$(BIN)/python bench/store_rows.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis node_modules
