@@ -60,7 +60,12 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
     servers = {
         "bare Flask endpoint": Server("gunicorn bare_app:app --workers 2", REPO / "bench", {}),
         "original service": Server("gunicorn original_app:app --workers 2", REPO / "bench", {}),
-        "nomads-cluster /cluster/preview": Server(OURS, REPO, sqlite, "/cluster/preview"),
+        "nomads-cluster /cluster/preview": Server(
+            OURS,
+            REPO,
+            {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'preview.sqlite3'}"},
+            "/cluster/preview",
+        ),
         "nomads-cluster, SQLite": Server(OURS, REPO, sqlite),
     }
     if against:
@@ -195,6 +200,8 @@ def load_test(
     try:
         for name, port in ports.items():
             while post_cluster(port, '{"_id": "warm", "interests": {}}') != 200:
+                if servers[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with {servers[name].returncode}")
                 time.sleep(0.01)
             wrk(port, scripts[name], 2, max(args.connections))  # warm-up
         rounds = {c: {name: [] for name in servers_to_run} for c in args.connections}
