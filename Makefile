@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install test-tools run test lint verify soak bench train migrate clean
+.PHONY: install test-tools run test lint docs docs-build verify soak bench train migrate clean
 
 install: $(VENV)/.installed
 
@@ -31,23 +31,38 @@ node_modules/.installed: package.json package-lock.json
 run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) sh -c "$$(sed -n 's/^web: //p' Procfile)"
 
+# A candidate model, filed by version in a registry beside the data (instance/, not
+# committed): the committed model/ changes only by hand. Serve it with
+# NOMADS_MODEL_DIR=instance/models after `nomads-cluster promote VERSION`.
 train: install
-	$(BIN)/nomads-cluster train
+	mkdir -p instance/models
+	$(BIN)/nomads-cluster train --registry instance/models
 
 # The store's schema, on $DATABASE_URL (default: SQLite in instance/).
 migrate: install
 	$(BIN)/nomads-cluster db upgrade
 
+# Style, and the architecture: layers imported downwards only, no import cycles
+# (import-linter's contracts in pyproject.toml; docs/architecture.md).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# The documentation site: a broken link, a missing page or an anchor that is not there
+# fails the build (strict). The API reference is generated from /openapi.json.
+docs-build: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr localhost:8001
 
 # With NOMADS_TEST_DATABASE_URL set (.ci/run sets it), every store test also runs on
 # that PostgreSQL server, and an unreachable server fails the run.
-test: install test-tools lint
+test: install test-tools lint docs-build
 	$(BIN)/pytest
 
-# The scorer against scikit-learn on all 2^26 possible users (about 7 minutes).
+# The scorer against scikit-learn on all 2^26 possible users (about 3 minutes).
 verify: install
 	$(BIN)/python bench/verify_scorer.py
 
@@ -64,4 +79,4 @@ bench: install
 	$(BIN)/python bench/store_rows.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .import_linter_cache node_modules site

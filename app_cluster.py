@@ -3,8 +3,8 @@
 import sys
 
 from nomads_cluster import ConfigError, create_app
-from nomads_cluster.model import ModelError
-from nomads_cluster.store import StoreUnavailable
+from nomads_cluster.segmentation.model import ModelError
+from nomads_cluster.store.users import StoreUnavailable
 
 try:
     app = create_app()

@@ -19,7 +19,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from nomads_cluster.interests import INTEREST_KEYS  # noqa: E402
+from nomads_cluster.segmentation.interests import INTEREST_KEYS  # noqa: E402
 
 BIN = Path(sys.executable).parent
 READ_CSV = """

@@ -14,9 +14,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.exceptions import ConvergenceWarning
 
-from nomads_cluster.model import DEFAULT_MODEL_DIR, load_model
-from nomads_cluster.survey import read_survey
-from nomads_cluster.training import MATCH_THRESHOLD, _unit_rows, fit_nmf
+from nomads_cluster.segmentation.fitting import fit_nmf
+from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
+from nomads_cluster.segmentation.survey import read_survey
+from nomads_cluster.segmentation.training import MATCH_THRESHOLD, _unit_rows
 
 SURVEY = Path(__file__).resolve().parent.parent.parent / "shared/data/survey_responses.csv"
 

@@ -11,7 +11,7 @@ import pandas as pd
 from flask import Flask, jsonify, request
 from flask_cors import CORS
 
-from nomads_cluster.interests import INTEREST_KEYS
+from nomads_cluster.segmentation.interests import INTEREST_KEYS
 
 app = Flask(__name__)
 CORS(app)

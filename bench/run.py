@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from nomads_cluster.interests import INTEREST_KEYS  # noqa: E402
+from nomads_cluster.segmentation.interests import INTEREST_KEYS  # noqa: E402
 from nomads_cluster.testing import free_port  # noqa: E402
 
 PROCFILE_WEB = re.search(r"^web:\s*(.+)$", (REPO / "Procfile").read_text(), re.M).group(1)

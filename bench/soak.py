@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from nomads_cluster.interests import INTEREST_KEYS  # noqa: E402
+from nomads_cluster.segmentation.interests import INTEREST_KEYS  # noqa: E402
 from nomads_cluster.testing import free_port, wait_until_healthy  # noqa: E402
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -19,8 +19,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from nomads_cluster.model import DEFAULT_MODEL_DIR, load_model  # noqa: E402
-from nomads_cluster.scoring import TIE_MARGIN, coordinate_descent_scores  # noqa: E402
+from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model  # noqa: E402
+from nomads_cluster.segmentation.scoring import TIE_MARGIN, coordinate_descent_scores  # noqa: E402
 
 N_FEATURES = 26
 CHUNK_BITS = 20

@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from .model import DEFAULT_MODEL_DIR
+from .segmentation.model import DEFAULT_MODEL_DIR
 from .settings import ConfigError, validate_settings
 
 __all__ = ["ConfigError", "create_app"]
@@ -34,7 +34,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     DATABASE_URL is also read unprefixed, as Heroku's PostgreSQL add-on sets it.
     """
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        static_folder="web/static",
+        template_folder="web/templates",
+    )
     app.config.from_mapping(DEFAULTS)
     if test_config is None:
         app.config.from_prefixed_env("NOMADS")
@@ -51,25 +56,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Imported here, as in Flask's tutorial: the command line's offline work needs
     # neither the web layer nor the database unless it asks for them.
-    from . import (
-        api,
-        commits,
-        cors,
-        limits,
-        logs,
-        metrics,
-        model,
-        openapi,
-        pages,
-        problems,
-        security,
-        store,
-    )  # fmt: skip
+    from .segmentation import model
+    from .store import commits, users
+    from .web import api, cors, limits, logs, metrics, openapi, pages, problems, security
 
     logs.init_app(app)
     problems.init_app(app)
     model.init_app(app)
-    store.init_app(app)
+    users.init_app(app)
     commits.init_app(app)
     cors.init_app(app)
     security.init_app(app)

@@ -11,12 +11,12 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     create_model,
-    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from .interests import INTEREST_KEYS
-from .scoring import MAX_COMPONENTS, MIN_COMPONENTS
+from .segmentation.card import SegmentSummary
+from .segmentation.interests import INTEREST_KEYS
+from .validation import ErrorDetail, describe_error, error_details
 
 MAX_ID_LENGTH = 256
 
@@ -126,20 +126,6 @@ class ClusterResponse(BaseModel):
     explanation: Explanation
 
 
-class InterestWeight(BaseModel):
-    interest: str = Field(examples=["surf"])
-    weight: float = Field(description="The interest's value in the segment's NMF component.")
-
-
-class SegmentSummary(BaseModel):
-    """What a segment means, read off the model's component."""
-
-    segment: int = Field(ge=1)
-    label: str = Field(description="Its top interests, generated from the model.")
-    top_interests: list[InterestWeight] = Field(description="Heaviest first.")
-    share: float = Field(ge=0, le=1, description="Its share of the training users.")
-
-
 class SegmentsOverview(BaseModel):
     model_version: str
     segments: list[SegmentSummary]
@@ -164,70 +150,6 @@ class DriftReport(BaseModel):
     status: Literal["stable", "moderate", "significant", "insufficient data"]
     thresholds: dict[str, float] = Field(examples=[{"moderate": 0.1, "significant": 0.25}])
     segments: list[SegmentDrift]
-
-
-class TrainingData(BaseModel):
-    file: str
-    sha256: str
-    rows: int
-
-
-class SegmentMatch(BaseModel):
-    """How a segment of a retrained model got its number."""
-
-    segment: int = Field(ge=1)
-    previous_segment: int | None = Field(
-        description="The previous model's segment it continues, or null: a new number."
-    )
-    similarity: float | None = Field(
-        description="Cosine similarity of the two interest profiles (components)."
-    )
-
-
-class Numbering(BaseModel):
-    """Segment numbers kept from a previous model (``train --previous``)."""
-
-    previous_version: str
-    threshold: float = Field(description="The similarity under which a segment is new.")
-    matches: list[SegmentMatch]
-    retired: list[int] = Field(description="The previous model's segments matched by none.")
-
-
-class ModelCard(BaseModel):
-    """What the model is, what it was trained on, and what its segments mean."""
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
-    version: str = Field(description="The first 12 hex digits of model_sha256.")
-    algorithm: str
-    parameters: dict[str, Any]
-    feature_columns: list[str] = Field(description="The 26 interests, in the model's order.")
-    n_components: int = Field(ge=MIN_COMPONENTS, le=MAX_COMPONENTS)
-    sklearn_version: str
-    model_sha256: str = Field(pattern="^[0-9a-f]{64}$")
-    training_data: TrainingData
-    reconstruction_error: float
-    n_iter: int
-    score_variance: float | None = Field(
-        default=None,
-        gt=0,
-        description="k-means only: the variance of the training users around their "
-        "centroids, which scales the scores (responsibilities).",
-    )
-    segments: list[SegmentSummary] = Field(description="In the order of the components.")
-    highest_segment_number: int | None = Field(
-        default=None,
-        description="The highest number any model of this line has used; a new segment "
-        "gets the next one, so that no number ever changes meaning.",
-    )
-    numbering: Numbering | None = None
-
-    @model_validator(mode="after")
-    def _one_segment_per_component(self) -> "ModelCard":
-        numbers = [segment.segment for segment in self.segments]
-        if len(numbers) != self.n_components or len(set(numbers)) != len(numbers):
-            raise ValueError("segments must number each component once, without repeats")
-        return self
 
 
 class ProblemItem(BaseModel):
@@ -317,32 +239,12 @@ class BatchResponse(BaseModel):
     model_version: str
 
 
-# Where a body breaks its schema, for problem details and for files' bad rows.
-
-
-def _pointer(loc: tuple[int | str, ...]) -> str:
-    """A JSON pointer, as a URI fragment: "#" is the whole body."""
-    return "#" + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
-
-
 def _describe(error: dict[str, Any]) -> str:
-    kind, loc = error["type"], error["loc"]
-    if kind == "extra_forbidden" and loc[:1] == ("interests",):
-        return f"unknown interest {loc[-1]!r}; valid interests: {', '.join(INTEREST_KEYS)}"
-    if kind == "missing":
-        return "is required"
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return "must be a JSON object"
-    return error["msg"]
+    if error["type"] == "extra_forbidden" and error["loc"][:1] == ("interests",):
+        return f"unknown interest {error['loc'][-1]!r}; valid interests: {', '.join(INTEREST_KEYS)}"
+    return describe_error(error)
 
 
-def body_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[dict[str, str]]:
-    """Each schema error of a body: where (a JSON pointer below ``prefix``) and what."""
-    return [
-        {"pointer": _pointer(prefix + tuple(e["loc"])), "detail": _describe(e)}
-        for e in error.errors(include_url=False, include_input=False)
-    ]
-
-
-def summarize(errors: list[dict[str, str]]) -> str:
-    return "; ".join(f"{e['pointer']} {e['detail']}" for e in errors)
+def body_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[ErrorDetail]:
+    """Each schema error of a request body or a file's row: where and what."""
+    return error_details(error, prefix, _describe)

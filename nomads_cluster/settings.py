@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .drift import MAX_WINDOW
+from .segmentation.drift import MAX_WINDOW
 
 PREFIX = "NOMADS_"
 # NOMADS_* variables read by something else than the app's settings.

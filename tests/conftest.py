@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from hypothesis import settings
 
 from nomads_cluster import create_app
-from nomads_cluster.cli import DEFAULT_SURVEY
-from nomads_cluster.model import DEFAULT_MODEL_DIR
-from nomads_cluster.store import normalize_url
+from nomads_cluster.cli.model import DEFAULT_SURVEY
+from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR
+from nomads_cluster.store.engine import normalize_url
 
 # CI replays the same examples every run (a submission must not pass or fail by
 # chance); elsewhere hypothesis explores new ones each time.

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from live_server import REPO
+from helpers.live_server import REPO
 
 
 def test_heroku_app_json_provisions_postgresql_and_a_key():

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from live_server import run_gunicorn
+from helpers.live_server import run_gunicorn
 
-from nomads_cluster.store import assignment_history, assignments, create_store_engine
+from nomads_cluster.store.engine import create_store_engine
+from nomads_cluster.store.tables import assignment_history, assignments
 
 CLIENTS, REQUESTS_PER_CLIENT = 8, 100
 

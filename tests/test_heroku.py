@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from live_server import REPO
+from helpers.live_server import REPO
 
 from nomads_cluster.testing import free_port, wait_until_healthy
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from live_server import REPO
+from helpers.live_server import REPO
 
 from nomads_cluster import ConfigError, create_app
 

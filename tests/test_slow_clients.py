@@ -7,7 +7,7 @@ import json
 import socket
 
 import pytest
-from live_server import run_gunicorn
+from helpers.live_server import run_gunicorn
 
 TRICKLERS = 50
 

@@ -1,0 +1,182 @@
+"""The data's commands: ingest survey answers, assign files, reassign stored users,
+and the database schema."""
+
+import os
+import sys
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ..segmentation.model import DEFAULT_MODEL_DIR, ModelError, load_model
+from .service import counted, service
+
+BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a count
+
+
+@click.command()
+@click.argument("survey", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def ingest(survey: Path) -> None:
+    """Load the answers of a survey export into the database (known answers skipped)."""
+    from ..segmentation.survey import SurveyFormatError, read_survey_answers
+    from ..store.users import StoreUnavailable, chosen_interests
+
+    try:
+        answers = read_survey_answers(survey)
+    except SurveyFormatError as exc:
+        raise click.ClickException(str(exc)) from None
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "answer_sha256": answer.sha256,
+            "answered_at": answer.answered_at,
+            "interests": list(chosen_interests(answer.features)),
+            "source_file": survey.name,
+            "ingested_at": now,
+        }
+        for answer in answers
+    ]
+    try:
+        with service() as app:
+            added = app.extensions["user_store"].add_responses(rows)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{survey.name}: {counted(added, 'new answer')} stored, {len(rows) - added} already known"
+    )
+
+
+@click.command()
+@click.argument("input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    required=True,
+    help="Results file: .csv, or .jsonl for JSON Lines.",
+)
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(["survey", "csv", "jsonl"]),
+    help="The input's format [default: from the suffix and the header].",
+)
+@click.option("--id-column", help="The id column of a CSV [default: _id, id or user_id].")
+@click.option(
+    "--skip-bad-rows",
+    is_flag=True,
+    help="Report bad rows and go on; by default the first one stops (and nothing is written).",
+)
+@click.option("--store", is_flag=True, help="Also store the results in the database.")
+def assign(
+    input_path: Path,
+    output: Path,
+    input_format: str | None,
+    id_column: str | None,
+    skip_bad_rows: bool,
+    store: bool,
+) -> None:
+    """Assign every user of INPUT_PATH to a segment: the survey export, a CSV with an id
+    column and the 26 interest columns (0/1 or true/false), or JSON Lines of /cluster
+    bodies. Streams in chunks, in bounded memory."""
+    from .offline import BadRowsError, InputFormatError, assign_file
+
+    if output.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
+        raise click.BadParameter("use a .csv or .jsonl file", param_hint="--output")
+    failures: tuple[type[Exception], ...] = (InputFormatError, BadRowsError)
+    user_store, after_failure = None, f"nothing was written to {output}"
+    resources = ExitStack()
+    if store:
+        from ..store.users import StoreUnavailable
+
+        app = resources.enter_context(service())
+        model, user_store = app.extensions["segment_model"], app.extensions["user_store"]
+        failures += (StoreUnavailable,)
+        after_failure += " (the chunks before the failure stay stored)"
+    else:  # the model alone: neither the web layer nor the database to load
+        try:
+            model = load_model(os.environ.get("NOMADS_MODEL_DIR", DEFAULT_MODEL_DIR))
+        except ModelError as exc:
+            raise click.ClickException(str(exc)) from None
+    size = input_path.stat().st_size
+    bar = click.progressbar(length=size, label=f"assigning {input_path.name}", file=sys.stderr)
+    with resources, bar:
+        try:
+            summary = assign_file(
+                input_path,
+                output,
+                model,
+                input_format=input_format,
+                id_column=id_column,
+                skip_bad_rows=skip_bad_rows,
+                store=user_store,
+                on_progress=lambda done: bar.update(done - bar.pos),
+            )
+        except failures as exc:
+            raise click.ClickException(f"{exc}; {after_failure}") from None
+    for bad_row in summary.bad_rows[:BAD_ROWS_SHOWN]:
+        click.echo(f"{input_path.name}, line {bad_row.line}: {bad_row.reason}", err=True)
+    if len(summary.bad_rows) > BAD_ROWS_SHOWN:
+        more = counted(len(summary.bad_rows) - BAD_ROWS_SHOWN, "more bad row")
+        click.echo(f"... and {more}", err=True)
+    skipped = f", skipped {counted(len(summary.bad_rows), 'bad row')}" if summary.bad_rows else ""
+    stored = " and stored them" if store else ""
+    click.echo(
+        f"assigned {counted(summary.assigned, 'user')}{stored}{skipped}: wrote {output}", err=True
+    )
+
+
+@click.command()
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Users scored and committed together.",
+)
+def reassign(batch_size: int) -> None:
+    """Re-score every stored user with the current model (NOMADS_MODEL_DIR).
+
+    Each batch is committed on its own, and each change is added to the user's
+    history. Stopped midway, it can be run again: it goes on with the users not yet
+    on the current model.
+    """
+    from ..store.reassign import ReassignReport
+    from ..store.reassign import reassign as reassign_users
+    from ..store.users import StoreUnavailable
+
+    def progress(report: ReassignReport) -> None:
+        click.echo(f"  {report.reassigned} reassigned so far", err=True)
+
+    with service() as app:
+        model = app.extensions["segment_model"]
+        try:
+            report = reassign_users(app.extensions["user_store"], model, batch_size, progress)
+        except StoreUnavailable as exc:
+            raise click.ClickException(
+                f"{exc}; the batches before were committed: run reassign again to go on"
+            ) from None
+    click.echo(
+        f"reassigned {counted(report.reassigned, 'user')} to model {model.version}: "
+        f"{report.changed} changed segment"
+        + (f", {report.skipped} skipped (assigned again meanwhile)" if report.skipped else "")
+    )
+    for (old, new), users in sorted(report.moves.items()):
+        if old != new:
+            click.echo(f"  segment {old} -> {new}: {users}")
+
+
+@click.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply every migration the database lacks."""
+    from ..store.migrations import upgrade as upgrade_schema
+
+    with service() as app:
+        before, after = upgrade_schema(app.extensions["user_store"].engine)
+    click.echo(f"database schema: {before or 'empty'} -> {after}")

@@ -1,0 +1,190 @@
+"""The model's commands: train, promote, heatmap."""
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import click
+
+from ..segmentation.model import (
+    CURRENT_FILE,
+    DEFAULT_MODEL_DIR,
+    ModelError,
+    current_model_dir,
+    load_model,
+)
+from ..segmentation.scoring import MAX_COMPONENTS, MIN_COMPONENTS
+from .service import service
+
+DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_responses.csv"
+
+
+@click.command()
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get("NOMADS_SURVEY_PATH", DEFAULT_SURVEY),
+    show_default="$NOMADS_SURVEY_PATH or ../shared/data/survey_responses.csv",
+    help="The survey CSV to train on.",
+)
+@click.option(
+    "--from-db",
+    is_flag=True,
+    help="Train on every survey answer ingested into the database instead of --data.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_MODEL_DIR,
+    show_default="model/",
+    help="Where to write model.pkl and model.json.",
+)
+@click.option(
+    "--registry",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the model as a new version in this registry (REGISTRY/VERSION/), "
+    "instead of --out; its current model is then the default --previous.",
+)
+@click.option(
+    "--previous",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The model this one replaces: segments keep the numbers of those they match.",
+)
+@click.option(
+    "--components",
+    default="4",
+    show_default=True,
+    metavar="N|auto",
+    callback=lambda _ctx, _param, value: _components(value),
+    help="Segments to fit (2 to 10), or auto: compare NMF and k-means with 2 to 8 "
+    "segments, write selection.md and selection.png beside the model, and fit the "
+    "count the documented rule picks for --algorithm.",
+)
+@click.option(
+    "--algorithm",
+    type=click.Choice(["nmf", "kmeans"]),
+    default="nmf",
+    show_default=True,
+    help="NMF (the production model), or the k-means alternative.",
+)
+def train(
+    data: Path,
+    from_db: bool,
+    out: Path,
+    registry: Path | None,
+    previous: Path | None,
+    components: int | str,
+    algorithm: str,
+) -> None:
+    """Train the segmentation model on the survey and write it with its card."""
+    # Imported here: scikit-learn and pandas are for training, not for serving.
+    from ..segmentation.survey import Survey, SurveyFormatError, read_survey
+    from ..segmentation.training import train as train_model
+
+    if from_db:
+        with service() as app:
+            features, hashes = app.extensions["user_store"].response_features()
+        if not len(features):
+            raise click.ClickException("the database holds no survey answers: run ingest first")
+        digest = hashlib.sha256("".join(hashes).encode()).hexdigest()
+        survey = Survey(features=features, sha256=digest, source="database: survey_responses")
+    else:
+        try:
+            survey = read_survey(data)
+        except SurveyFormatError as exc:
+            raise click.ClickException(str(exc)) from None
+    if registry is not None and previous is None and (registry / CURRENT_FILE).exists():
+        previous = current_model_dir(registry)
+    try:
+        previous_model = load_model(previous) if previous else None
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    if registry is not None:
+        out = registry / f".training-{os.getpid()}"  # named by its version once written
+    card = train_model(survey, out, previous_model, components, algorithm)
+    if registry is not None:
+        out = _file_version(out, registry / card["version"])
+    if "selection" in card:
+        click.echo(
+            f"chose {card['selection']['chosen_components']} segments: "
+            f"{card['selection']['rule']} (see {out / card['selection']['report']})"
+        )
+    click.echo(
+        f"trained on {survey.n_rows} answers: model {card['version']}, "
+        f"reconstruction error {card['reconstruction_error']:.4f}, wrote {out}"
+    )
+    matches = {m["segment"]: m for m in card.get("numbering", {}).get("matches", [])}
+    for segment in sorted(card["segments"], key=lambda s: s["segment"]):
+        line = f"  {segment['segment']}: {segment['label']} ({segment['share']:.0%})"
+        match = matches.get(segment["segment"])
+        if match and match["previous_segment"] is None:
+            line += " new segment"
+        elif match:
+            line += f" continues segment {match['previous_segment']} ({match['similarity']:.2f})"
+        click.echo(line)
+    for number in card.get("numbering", {}).get("retired", []):
+        click.echo(f"  {number}: retired (no new segment matches it)")
+    if registry is not None:
+        click.echo(f"serve it with: nomads-cluster promote {card['version']} --registry {registry}")
+
+
+def _components(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit() and MIN_COMPONENTS <= int(value) <= MAX_COMPONENTS:
+        return int(value)
+    raise click.BadParameter(
+        f"{value!r}: a number of segments from {MIN_COMPONENTS} to {MAX_COMPONENTS}, or auto"
+    )
+
+
+def _file_version(trained: Path, version_dir: Path) -> Path:
+    """Move a freshly trained model to its version's place in the registry."""
+    if version_dir.exists():  # the same model, trained before: keep the one filed
+        shutil.rmtree(trained)
+    else:
+        trained.rename(version_dir)
+    return version_dir
+
+
+@click.command()
+@click.argument("version")
+@click.option(
+    "--registry",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    envvar="NOMADS_MODEL_DIR",
+    show_envvar=True,
+    required=True,
+    help="The registry of model versions, as the service's NOMADS_MODEL_DIR.",
+)
+def promote(version: str, registry: Path) -> None:
+    """Make VERSION the registry's current model; running servers follow it."""
+    from ..segmentation.model import promote as promote_model
+
+    try:
+        replaced = promote_model(registry, version)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"current model: {version} (was {replaced or 'none'})")
+
+
+@click.command()
+@click.option(
+    "--model-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=DEFAULT_MODEL_DIR,
+    show_default="model/",
+)
+def heatmap(model_dir: Path) -> None:
+    """Draw heatmap.png beside a trained model (train draws it for new models)."""
+    from ..segmentation.model import HEATMAP_FILE
+    from ..segmentation.training import draw_heatmap
+
+    try:
+        model = load_model(model_dir)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    heatmap = model_dir / HEATMAP_FILE
+    draw_heatmap(model.scorer.components, model.card.segments, heatmap, model.card.algorithm)
+    click.echo(f"wrote {heatmap}")

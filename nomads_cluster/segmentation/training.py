@@ -1,0 +1,227 @@
+"""Training the NMF model on the survey and writing ``model.pkl`` with its card."""
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import joblib
+import numpy as np
+import sklearn
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.decomposition import NMF
+
+from . import selection as select
+from .card import SegmentSummary
+from .fitting import FIT, N_COMPONENTS
+from .interests import INTEREST_KEYS, key_to_label
+from .model import CARD_FILE, HEATMAP_FILE, MODEL_FILE, SegmentModel, sha256_of
+from .scoring import CentroidScorer, SegmentScorer, assign_segments
+from .survey import Survey
+
+TOP_INTERESTS = 5  # interests listed per segment in the card
+LABEL_INTERESTS = 3  # of which the label names the first few
+# Cosine similarity of two segments' interest profiles above which a retrained segment
+# continues an old one (and keeps its number). Calibrated on the survey: see the README.
+MATCH_THRESHOLD = 0.5
+
+
+ALGORITHM_NAMES = {"nmf": "sklearn.decomposition.NMF", "kmeans": "sklearn.cluster.KMeans"}
+PROFILE_NAMES = {  # what the heatmap's rows are, by the card's algorithm
+    "sklearn.decomposition.NMF": "NMF components",
+    "sklearn.cluster.KMeans": "k-means centroids",
+}
+
+
+def fitted_profiles(model: NMF | KMeans) -> np.ndarray:
+    """The segments' interest profiles: NMF components, or k-means centroids."""
+    return model.cluster_centers_ if isinstance(model, KMeans) else model.components_
+
+
+def score_variance(model: KMeans, features: np.ndarray) -> float:
+    """The training users' variance around their centroids, per feature."""
+    return float(model.inertia_ / features.size)
+
+
+def number_segments(
+    components: np.ndarray, previous: SegmentModel
+) -> tuple[list[int], dict[str, Any], int]:
+    """Segment numbers for new components that keep the previous model's meanings.
+
+    Each new segment takes the number of the previous segment whose interest profile
+    (its component, as a direction) it matches, by the Hungarian algorithm on their
+    cosine similarities; a pair under MATCH_THRESHOLD is no match, and such a segment
+    gets a number no model of the line has used. Returns the numbers (in component
+    order), the card's account of the matching, and the highest number now used.
+    """
+    similarity = _unit_rows(components) @ _unit_rows(previous.scorer.components).T
+    rows, columns = linear_sum_assignment(similarity, maximize=True)
+    paired = dict(zip(rows.tolist(), columns.tolist(), strict=True))
+    highest = max(previous.card.highest_segment_number or 0, *previous.numbers)
+    numbers, matches = [], []
+    for index in range(len(components)):
+        column = paired.get(index)  # None: more new segments than old ones
+        score = None if column is None else round(float(similarity[index, column]), 6)
+        if score is not None and score >= MATCH_THRESHOLD:
+            numbers.append(previous.numbers[column])
+            matches.append({"segment": numbers[-1], "previous_segment": numbers[-1]})
+        else:
+            highest += 1
+            numbers.append(highest)
+            matches.append({"segment": highest, "previous_segment": None})
+        matches[-1]["similarity"] = score
+    numbering = {
+        "previous_version": previous.version,
+        "threshold": MATCH_THRESHOLD,
+        "matches": matches,
+        "retired": sorted(set(previous.numbers) - set(numbers)),
+    }
+    return numbers, numbering, highest
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def describe_segments(
+    components: np.ndarray, positions: np.ndarray, numbers: list[int]
+) -> list[dict[str, Any]]:
+    """Per component: its segment number, a label from its top interests, their
+    weights, and its share of the users (``positions``: each user's component, 1-based).
+    """
+    shares = np.bincount(positions, minlength=len(components) + 1)[1:] / len(positions)
+    segments = []
+    for index, weights in enumerate(components):
+        top = np.argsort(-weights, kind="stable")[:TOP_INTERESTS]
+        segments.append(
+            {
+                "segment": numbers[index],
+                "label": ", ".join(INTEREST_KEYS[i] for i in top[:LABEL_INTERESTS]),
+                "top_interests": [
+                    {"interest": INTEREST_KEYS[i], "weight": round(float(weights[i]), 6)}
+                    for i in top
+                ],
+                "share": round(float(shares[index]), 6),
+            }
+        )
+    return segments
+
+
+def build_card(
+    model: NMF | KMeans, survey: Survey, model_sha256: str, previous: SegmentModel | None = None
+) -> dict[str, Any]:
+    profiles = fitted_profiles(model)
+    kmeans = isinstance(model, KMeans)
+    if kmeans:
+        variance = score_variance(model, survey.features)
+        scorer: SegmentScorer | CentroidScorer = CentroidScorer(profiles, variance)
+        parameters = ("n_init", "random_state")
+        error = float(np.sqrt(model.inertia_))
+    else:
+        scorer, parameters = SegmentScorer(profiles), ("init", "solver", "random_state")
+        error = float(model.reconstruction_err_)
+    positions = assign_segments(scorer.scores(survey.features))
+    if previous is None:
+        numbers = list(range(1, len(profiles) + 1))
+        numbering, highest = None, len(numbers)
+    else:
+        numbers, numbering, highest = number_segments(profiles, previous)
+    card = {
+        "version": model_sha256[:12],
+        "algorithm": ALGORITHM_NAMES["kmeans" if kmeans else "nmf"],
+        "parameters": {k: model.get_params()[k] for k in parameters},
+        "feature_columns": list(INTEREST_KEYS),
+        "n_components": len(profiles),
+        "sklearn_version": sklearn.__version__,
+        "model_sha256": model_sha256,
+        "training_data": {
+            "file": survey.source,
+            "sha256": survey.sha256,
+            "rows": survey.n_rows,
+        },
+        "reconstruction_error": round(error, 9),
+        "n_iter": int(model.n_iter_),
+        "segments": describe_segments(profiles, positions, numbers),
+        "highest_segment_number": highest,
+    }
+    if kmeans:
+        card["score_variance"] = variance
+    if numbering is not None:
+        card["numbering"] = numbering
+    return card
+
+
+def draw_heatmap(
+    components: np.ndarray,
+    segments: list[SegmentSummary],
+    path: str | Path,
+    algorithm: str = ALGORITHM_NAMES["nmf"],
+) -> None:
+    """The picture the team shows: segments by interests, each cell the component's value.
+
+    ``segments`` describe the components in order; rows are drawn by segment number.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, and no GUI toolkit to import
+    from matplotlib import pyplot as plt
+
+    order = sorted(range(len(segments)), key=lambda i: segments[i].segment)
+    figure, axes = plt.subplots(figsize=(11, 1.6 + 0.6 * len(order)), layout="constrained")
+    image = axes.imshow(components[order], cmap="YlGnBu", aspect="auto", vmin=0)
+    axes.set_xticks(
+        range(len(INTEREST_KEYS)),
+        [key_to_label(k) for k in INTEREST_KEYS],
+        rotation=50,
+        ha="right",
+        rotation_mode="anchor",
+    )
+    axes.set_yticks(
+        range(len(order)), [f"{segments[i].segment}: {segments[i].label}" for i in order]
+    )
+    axes.set_xlabel("interest")
+    axes.set_title(f"What each segment is made of ({PROFILE_NAMES[algorithm]})")
+    figure.colorbar(image, ax=axes, label="weight", shrink=0.9)
+    # No timestamp or software version in the file: the same model draws the same bytes.
+    figure.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(figure)
+
+
+def train(
+    survey: Survey,
+    out_dir: str | Path,
+    previous: SegmentModel | None = None,
+    components: int | Literal["auto"] = N_COMPONENTS,
+    algorithm: Literal["nmf", "kmeans"] = "nmf",
+) -> dict[str, Any]:
+    """Fit the model on the survey, write model.pkl, model.json and heatmap.png.
+
+    With ``previous``, segments keep the numbers of the previous segments they match.
+    With ``components="auto"``, the number of segments is chosen (``selection``), and
+    the comparison written beside the model (selection.md, selection.png).
+    ``algorithm`` "kmeans" fits k-means instead of NMF.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    selection = None
+    if components == "auto":
+        candidates = select.compare(survey.features)
+        chosen = {
+            algorithm: select.choose([c for c in candidates if c.algorithm == algorithm])
+            for algorithm in select.ALGORITHMS
+        }
+        select.write_report(candidates, chosen, out_dir, survey.n_rows)
+        selection = select.selection_summary(candidates, chosen[algorithm])
+        components = chosen[algorithm].components
+    model = FIT[algorithm](survey.features, components)
+    model_path = out_dir / MODEL_FILE
+    joblib.dump(model, model_path)
+    card = build_card(model, survey, sha256_of(model_path), previous)
+    if selection is not None:
+        card["selection"] = selection
+    (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    segments = [SegmentSummary.model_validate(s) for s in card["segments"]]
+    draw_heatmap(
+        fitted_profiles(model), segments, out_dir / HEATMAP_FILE, ALGORITHM_NAMES[algorithm]
+    )
+    return card

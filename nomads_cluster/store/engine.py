@@ -1,0 +1,137 @@
+"""Engines for SQLite (the embedded default) and PostgreSQL (through psycopg 3) that
+answer or fail within the configured timeout, and the SQLite writers' queue."""
+
+import fcntl
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Engine, make_url
+
+# The errors that mean "the database cannot be reached or is too busy", not a bug.
+UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached (or stays locked) right now: try again later."""
+
+
+def normalize_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL of a database URL, Heroku's ``postgres://`` included.
+
+    PostgreSQL always goes through psycopg 3 (SQLAlchemy would pick psycopg2).
+    """
+    if isinstance(url, str) and url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    url = make_url(url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def create_store_engine(url: str | URL, timeout: float) -> Engine:
+    """An engine that answers or fails within about ``timeout`` seconds.
+
+    SQLite: WAL (readers never wait for the writer), a busy timeout (writers queue
+    instead of failing with "database is locked"), synchronous=FULL (a committed
+    assignment survives a power cut, not only a crash). PostgreSQL: connect, TCP and
+    statement timeouts, and a ping before each checkout so that a restarted server is
+    noticed before a request uses a dead connection.
+    """
+    url = normalize_url(url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": timeout})
+        pragmas = ("journal_mode=WAL", "synchronous=FULL")
+    else:
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_timeout=timeout,
+            connect_args={
+                "connect_timeout": max(1, round(timeout)),
+                # A server gone silent (network cut, not a refusal) fails the next
+                # statement after this long instead of after minutes of TCP retries.
+                "tcp_user_timeout": int(timeout * 1000),
+            },
+        )
+        pragmas = ()
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if pragmas:
+            for pragma in pragmas:
+                cursor.execute(f"PRAGMA {pragma}")
+        else:
+            cursor.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+            dbapi_connection.commit()
+        cursor.close()
+
+    # A forked worker must not share its parent's connections (gunicorn --preload).
+    forked = weakref.ref(engine)
+    os.register_at_fork(after_in_child=lambda: forked() and forked().dispose(close=False))
+    return engine
+
+
+class WriterLock:
+    """One writer at a time on a SQLite file, across processes, woken at once.
+
+    SQLite lets one writer in and makes the others retry, sleeping up to 100 ms between
+    tries: two gunicorn workers' committers would spend their time asleep. An advisory
+    lock on a file beside the database queues them instead (flock, released by the
+    kernel if its holder dies). It only orders writers; SQLite's locking still keeps the
+    data safe from any writer that does not take it.
+    """
+
+    POLL_SECONDS = 0.0002
+
+    def __init__(self, path: Path, timeout: float):
+        self.path = path
+        self.timeout = timeout
+        self._threads = threading.Lock()  # flock is per open file: threads queue here
+        self._pid: int | None = None
+        self._fd = -1
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if not self._threads.acquire(timeout=self.timeout):
+            raise StoreUnavailable("the database stayed locked by another writer")
+        try:
+            if self._pid != os.getpid():  # a forked child must not share its parent's file
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._pid = os.getpid()
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StoreUnavailable(
+                            "the database stayed locked by another writer"
+                        ) from None
+                    time.sleep(self.POLL_SECONDS)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
+def writer_lock(engine: Engine, timeout: float) -> WriterLock | None:
+    """The writers' queue of a SQLite file database; None where the database keeps its
+    own (PostgreSQL) or is one process's alone (in memory)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return WriterLock(Path(f"{database}.lock"), timeout)

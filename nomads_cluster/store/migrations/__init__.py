@@ -1,0 +1,83 @@
+"""Alembic migrations of the store, run from code: no alembic.ini to keep in step."""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+from ..engine import writer_lock
+
+log = logging.getLogger(__name__)
+
+# Migrations of several processes starting on one empty PostgreSQL database queue here.
+_LOCK_KEY = 0x6E6F6D616473  # "nomads"
+MIGRATION_LOCK_SECONDS = 60  # how long a process waits for another's migrations
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _current_revision(connection: sa.Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+@contextmanager
+def _migrating_alone(engine: Engine) -> Iterator[None]:
+    """Several processes starting on one empty SQLite file take turns (PostgreSQL's
+    turns are an advisory lock inside the migration's transaction)."""
+    lock = writer_lock(engine, MIGRATION_LOCK_SECONDS)
+    if lock is None:
+        yield
+    else:
+        with lock.held():
+            yield
+
+
+def _upgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        before = _current_revision(connection)
+        command.upgrade(alembic_config(connection), revision)
+        return before, _current_revision(connection)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply the migrations up to ``revision``; the revisions before and after."""
+    with _migrating_alone(engine):
+        return _upgrade(engine, revision)
+
+
+def prepare_schema(engine: Engine) -> None:
+    """At start-up: migrate an empty database; warn when a used one is behind the code."""
+    with _migrating_alone(engine):
+        with engine.connect() as connection:
+            current = _current_revision(connection)
+            empty = current is None and not sa.inspect(connection).get_table_names()
+        if empty:
+            before, after = _upgrade(engine, "head")
+            if before is None:
+                log.info("created the store's schema (revision %s)", after)
+            return
+    if current != (head := head_revision()):
+        log.warning(
+            "the database schema is at revision %s, this code expects %s: "
+            "run `nomads-cluster db upgrade`",
+            current,
+            head,
+        )

@@ -1,0 +1,270 @@
+"""The user store: every assignment made, the current one per user, and survey answers.
+
+SQLAlchemy Core on SQLite (the embedded default, in the instance folder) or PostgreSQL
+through psycopg 3 (``engine.py``). The schema is Alembic's (``migrations/``): applied by
+``nomads-cluster db upgrade``, and at start-up when the database is empty.
+"""
+
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from flask import Flask, current_app
+from sqlalchemy.engine import Engine
+
+from ..metrics.registry import Counter
+from ..segmentation.interests import INTEREST_KEYS, encode_interests
+from .engine import UNAVAILABLE_ERRORS, StoreUnavailable, create_store_engine, writer_lock
+from .tables import assignment_history, assignments, survey_responses
+
+SQLITE_FILE = "nomads.sqlite3"
+
+ASSIGNMENTS = Counter(
+    "nomads_assignments", "Users assigned and stored, by segment.", ["segment", "source"]
+)
+STORE_ERRORS = Counter("nomads_store_errors", "Requests that found the store unavailable.")
+
+
+def count_assignments(segments: Iterable[int], source: str) -> None:
+    for segment in segments:
+        ASSIGNMENTS.labels(segment=str(segment), source=source).inc()
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One user's segment as the service told it."""
+
+    user_id: str | int
+    interests: tuple[str, ...]  # the chosen interest keys, in INTEREST_KEYS order
+    cluster: int
+    scores: dict[str, float]  # by segment number, as JSON object keys
+    model_version: str
+    assigned_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    source: str = "api"
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "user_id": str(self.user_id),
+            "id_is_int": isinstance(self.user_id, int),
+            "interests": list(self.interests),
+            "cluster": self.cluster,
+            "scores": self.scores,
+            "model_version": self.model_version,
+            "assigned_at": self.assigned_at,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_row(cls, row: sa.Row) -> "Assignment":
+        assigned_at = row.assigned_at
+        if assigned_at.tzinfo is None:  # SQLite keeps no zone: it was stored in UTC
+            assigned_at = assigned_at.replace(tzinfo=UTC)
+        return cls(
+            user_id=int(row.user_id) if row.id_is_int else row.user_id,
+            interests=tuple(row.interests),
+            cluster=row.cluster,
+            scores=row.scores,
+            model_version=row.model_version,
+            assigned_at=assigned_at,
+            source=row.source,
+        )
+
+
+def chosen_interests(features: np.ndarray) -> tuple[str, ...]:
+    """The interest keys of a 0/1 feature vector."""
+    return tuple(key for key, value in zip(INTEREST_KEYS, features, strict=True) if value)
+
+
+class UserStore:
+    """Reads and writes of the store; database failures come out as StoreUnavailable."""
+
+    def __init__(self, engine: Engine, timeout: float = 3):
+        self.engine = engine
+        self._writer_lock = writer_lock(engine, timeout)
+        # Upserts and insert-or-skip are dialect-specific statements.
+        if engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self._insert = insert
+        # Built once: constructing it cost a tenth of a worker's time per request.
+        upsert = insert(assignments)
+        self._upsert = upsert.on_conflict_do_update(
+            index_elements=[assignments.c.user_id],
+            set_={c.name: upsert.excluded[c.name] for c in assignments.c if c.name != "user_id"},
+        )
+
+    def _run(self, work: Any, *, write: bool) -> Any:
+        exclusive = self._writer_lock.held() if write and self._writer_lock else nullcontext()
+        try:
+            with exclusive, self.engine.begin() if write else self.engine.connect() as conn:
+                return work(conn)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(
+                f"the database is unavailable ({type(exc.orig or exc).__name__})"
+            ) from exc
+
+    def save(self, records: Sequence[Assignment]) -> None:
+        """Make each record its user's current assignment and add it to the history,
+        all in one transaction. Of several records of one user, the last is current."""
+        if not records:
+            return
+        rows = [record.as_row() for record in records]
+        current = list({row["user_id"]: row for row in rows}.values())
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(assignment_history.insert(), rows)
+            conn.execute(self._upsert, current)
+
+        self._run(work, write=True)
+
+    def current(self, user_id: str) -> Assignment | None:
+        query = sa.select(assignments).where(assignments.c.user_id == user_id)
+        row = self._run(lambda conn: conn.execute(query).first(), write=False)
+        return None if row is None else Assignment.from_row(row)
+
+    def history(self, user_id: str, limit: int) -> list[Assignment]:
+        """The user's assignments, newest first."""
+        query = (
+            sa.select(assignment_history)
+            .where(assignment_history.c.user_id == user_id)
+            .order_by(assignment_history.c.id.desc())
+            .limit(limit)
+        )
+        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        return [Assignment.from_row(row) for row in rows]
+
+    def stale(self, model_version: str, after: str | None, limit: int) -> list[Assignment]:
+        """Up to ``limit`` current assignments made by another model version, in user id
+        order, after the user id ``after``."""
+        query = (
+            sa.select(assignments)
+            .where(assignments.c.model_version != model_version)
+            .order_by(assignments.c.user_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(assignments.c.user_id > after)
+        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        return [Assignment.from_row(row) for row in rows]
+
+    def replace_unchanged(
+        self, changes: Sequence[tuple[Assignment, Assignment]]
+    ) -> list[tuple[Assignment, Assignment]]:
+        """For each (read, new) pair, make ``new`` the user's current assignment and add
+        it to the history, unless the current one is no longer ``read`` (assigned again
+        or erased since it was read). One transaction; the pairs applied."""
+
+        def work(conn: sa.Connection) -> list[tuple[Assignment, Assignment]]:
+            applied = []
+            for read, new in changes:
+                row = new.as_row()
+                update = (
+                    assignments.update()
+                    .where(assignments.c.user_id == row.pop("user_id"))
+                    .where(assignments.c.assigned_at == read.assigned_at)
+                    .where(assignments.c.model_version == read.model_version)
+                    .values(**row)
+                )
+                if conn.execute(update).rowcount:
+                    applied.append((read, new))
+            if applied:
+                conn.execute(assignment_history.insert(), [new.as_row() for _, new in applied])
+            return applied
+
+        return self._run(work, write=True)
+
+    def recent_segments(
+        self, model_version: str, window: int, sources: Sequence[str]
+    ) -> dict[int, int]:
+        """Segment -> count among the latest ``window`` assignments by ``model_version``
+        from ``sources``."""
+        latest = (
+            sa.select(assignment_history.c.cluster)
+            .where(assignment_history.c.model_version == model_version)
+            .where(assignment_history.c.source.in_(sources))
+            .order_by(assignment_history.c.id.desc())
+            .limit(window)
+            .subquery()
+        )
+        query = sa.select(latest.c.cluster, sa.func.count()).group_by(latest.c.cluster)
+        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        return {segment: count for segment, count in rows}
+
+    def erase(self, user_id: str) -> bool:
+        """Delete the user and the history; False when the store holds nothing of them."""
+
+        def work(conn: sa.Connection) -> int:
+            erased = conn.execute(assignments.delete().where(assignments.c.user_id == user_id))
+            gone = conn.execute(
+                assignment_history.delete().where(assignment_history.c.user_id == user_id)
+            )
+            return erased.rowcount + gone.rowcount
+
+        return self._run(work, write=True) > 0
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        self._run(lambda conn: conn.execute(sa.text("SELECT 1")), write=False)
+
+    def add_responses(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert survey answers, skipping those already stored; the number inserted."""
+        if not rows:
+            return 0
+        insert = self._insert(survey_responses).on_conflict_do_nothing(
+            index_elements=[survey_responses.c.answer_sha256]
+        )
+
+        def work(conn: sa.Connection) -> int:
+            before = conn.execute(sa.select(sa.func.count()).select_from(survey_responses))
+            count = before.scalar_one()
+            conn.execute(insert, list(rows))
+            after = conn.execute(sa.select(sa.func.count()).select_from(survey_responses))
+            return after.scalar_one() - count
+
+        return self._run(work, write=True)
+
+    def response_features(self) -> tuple[np.ndarray, list[str]]:
+        """Every stored survey answer as a 0/1 matrix (in ingestion order), with the
+        answers' hashes in the same order."""
+        query = sa.select(survey_responses.c.interests, survey_responses.c.answer_sha256)
+        rows = self._run(
+            lambda conn: conn.execute(query.order_by(survey_responses.c.id)).all(), write=False
+        )
+        features = np.array(
+            [encode_interests(dict.fromkeys(row.interests, True)) for row in rows]
+        ).reshape(len(rows), len(INTEREST_KEYS))
+        return features, [row.answer_sha256 for row in rows]
+
+
+def default_database_url(instance_path: str) -> str:
+    return f"sqlite:///{Path(instance_path) / SQLITE_FILE}"
+
+
+def init_app(app: Flask) -> None:
+    """Connect to DATABASE_URL (default: SQLite in the instance folder) and make sure
+    the schema is there: an empty database gets every migration."""
+    from .migrations import prepare_schema
+
+    url = app.config.get("DATABASE_URL") or default_database_url(app.instance_path)
+    engine = create_store_engine(url, float(app.config["DATABASE_TIMEOUT"]))
+    try:
+        prepare_schema(engine)
+    except UNAVAILABLE_ERRORS as exc:
+        raise StoreUnavailable(
+            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(exc.orig or exc).strip().splitlines()[0]}"
+        ) from None
+    finally:
+        engine.dispose()  # no connection of the start-up survives into forked workers
+    timeout = float(app.config["DATABASE_TIMEOUT"])
+    app.extensions["user_store"] = UserStore(engine, timeout)
+
+
+def get_store() -> UserStore:
+    return current_app.extensions["user_store"]

@@ -1,0 +1,40 @@
+"""Where a document breaks its pydantic schema, as JSON pointers: for problem details,
+files' bad rows and model cards alike."""
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+ErrorDetail = dict[str, str]
+
+
+def json_pointer(loc: tuple[int | str, ...]) -> str:
+    """A JSON pointer, as a URI fragment: "#" is the whole document."""
+    return "#" + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+def describe_error(error: dict[str, Any]) -> str:
+    """What is wrong, in words a client reads without knowing pydantic."""
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be a JSON object"
+    return error["msg"]
+
+
+def error_details(
+    error: ValidationError,
+    prefix: tuple[int | str, ...] = (),
+    describe: Callable[[dict[str, Any]], str] = describe_error,
+) -> list[ErrorDetail]:
+    """Each schema error: where (a JSON pointer below ``prefix``) and what."""
+    return [
+        {"pointer": json_pointer(prefix + tuple(e["loc"])), "detail": describe(e)}
+        for e in error.errors(include_url=False, include_input=False)
+    ]
+
+
+def summarize(errors: list[ErrorDetail]) -> str:
+    return "; ".join(f"{e['pointer']} {e['detail']}" for e in errors)

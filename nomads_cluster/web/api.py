@@ -1,0 +1,368 @@
+"""The HTTP API: /cluster (the app's contract), the segments, the stored users, /health."""
+
+import hmac
+
+import numpy as np
+from flask import Blueprint, Response, current_app, g, request, url_for
+from pydantic import BaseModel, ValidationError
+
+from ..schemas import (
+    BatchAssigned,
+    BatchFailed,
+    BatchRequest,
+    BatchResponse,
+    ClusterRequest,
+    ClusterResponse,
+    DriftReport,
+    Explanation,
+    Health,
+    InterestContribution,
+    ModelReloaded,
+    SegmentDrift,
+    SegmentsOverview,
+    StoredAssignment,
+    UserHistory,
+    body_errors,
+    normalised_scores,
+    user_id_or_none,
+)
+from ..segmentation import drift
+from ..segmentation import model as segment_model
+from ..segmentation.card import ModelCard
+from ..segmentation.interests import INTEREST_KEYS, encode_interests
+from ..store.commits import get_committer
+from ..store.users import (
+    STORE_ERRORS,
+    Assignment,
+    StoreUnavailable,
+    count_assignments,
+    get_store,
+)
+from ..validation import summarize
+from .problems import (
+    RETRY_AFTER_SECONDS,
+    parse_body,
+    problem_response,
+    request_body,
+)
+
+bp = Blueprint("api", __name__)
+
+HISTORY_LIMIT = 100  # entries of /users/<id>/history unless ?limit= says otherwise
+MAX_HISTORY_LIMIT = 1000
+MAX_DRIFT_WINDOW = drift.MAX_WINDOW
+
+
+def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = False) -> Response:
+    return Response(
+        answer.model_dump_json(exclude_none=exclude_none), status, mimetype="application/json"
+    )
+
+
+def _assignment(
+    user_id: str | int,
+    interests: dict[str, bool],
+    segment: int,
+    scores: dict[str, float],
+    source: str,
+) -> Assignment:
+    return Assignment(
+        user_id=user_id,
+        interests=tuple(key for key, chosen in interests.items() if chosen),
+        cluster=int(segment),
+        scores=scores,
+        model_version=segment_model.get_model().version,
+        source=source,
+    )
+
+
+def _cluster_response(
+    record: Assignment, features: np.ndarray, schema: type[ClusterResponse] = ClusterResponse
+) -> ClusterResponse:
+    model = segment_model.get_model()
+    top = model.top_interests(features, record.cluster)
+    return schema(
+        user_id=record.user_id,
+        cluster=record.cluster,
+        label=model.segment_label(record.cluster),
+        scores=record.scores,
+        no_interests=not record.interests,
+        model_version=record.model_version,
+        explanation=Explanation(
+            normalised_scores=normalised_scores(record.scores),
+            top_interests=[
+                InterestContribution(interest=key, contribution=value) for key, value in top
+            ],
+        ),
+    )
+
+
+def cluster_answer(
+    user_id: str | int, interests: dict[str, bool], source: str
+) -> tuple[Assignment, ClusterResponse]:
+    """One user's assignment, to store, and the answer that explains it."""
+    features = encode_interests(interests)
+    segment, scores = segment_model.get_model().assign_user(features)
+    record = _assignment(user_id, interests, segment, scores, source)
+    return record, _cluster_response(record, features)
+
+
+def _answer_body(source: str) -> tuple[Assignment, ClusterResponse]:
+    """The request body's user, assigned; any Content-Type: the body is JSON."""
+    body = parse_body(ClusterRequest, request_body(current_app.config["MAX_CONTENT_LENGTH"]))
+    # vars(): the validated fields themselves, without model_dump's copy (13 µs).
+    return cluster_answer(body.user_id, vars(body.interests), source)
+
+
+@bp.post("/cluster")
+def cluster() -> Response:
+    """Assign one user to a segment and store it."""
+    record, answer = _answer_body("api")
+    g.user_id = record.user_id  # for the request's log line
+    get_committer().save([record])  # committed before the answer: no acknowledged loss
+    count_assignments([record.cluster], "api")
+    return json_response(answer)
+
+
+@bp.post("/cluster/preview")
+def cluster_preview() -> Response:
+    """The answer /cluster would give, stored nowhere: for trying interests out."""
+    return json_response(_answer_body("preview")[1])
+
+
+@bp.post("/cluster/batch")
+def cluster_batch() -> Response:
+    """Assign and store many users in one transaction; a bad item fails alone."""
+    batch = parse_body(BatchRequest, request_body(current_app.config["BATCH_MAX_CONTENT_LENGTH"]))
+    results: list[BatchAssigned | BatchFailed | None] = [None] * len(batch.users)
+    valid: list[tuple[int, ClusterRequest]] = []
+    for index, item in enumerate(batch.users):
+        try:
+            valid.append((index, ClusterRequest.model_validate(item)))
+        except ValidationError as exc:
+            errors = body_errors(exc, ("users", index))
+            results[index] = BatchFailed(
+                user_id=user_id_or_none(item), detail=summarize(errors), errors=errors
+            )
+    records: list[Assignment] = []
+    features = np.empty((0, len(INTEREST_KEYS)))
+    if valid:
+        interests = [vars(request_.interests) for _, request_ in valid]
+        features = np.array([encode_interests(chosen) for chosen in interests])
+        model = segment_model.get_model()
+        segments, scores = model.assign_users(features)
+        records = [
+            _assignment(
+                request_.user_id,
+                chosen,
+                int(segment),
+                model.scores_by_number(user_scores),
+                "batch",
+            )
+            for (_, request_), chosen, segment, user_scores in zip(
+                valid, interests, segments, scores.tolist(), strict=True
+            )
+        ]
+        get_committer().save(records)
+        count_assignments([record.cluster for record in records], "batch")
+    for (index, _), record, user_features in zip(valid, records, features, strict=True):
+        results[index] = _cluster_response(record, user_features, BatchAssigned)
+    return json_response(
+        BatchResponse(
+            results=results,
+            assigned=len(records),
+            failed=len(batch.users) - len(records),
+            model_version=segment_model.get_model().version,
+        )
+    )
+
+
+@bp.get("/clusters")
+def clusters() -> Response:
+    """Every segment of the loaded model: label, top interests, share of training users."""
+    model = segment_model.get_model()
+    return json_response(
+        SegmentsOverview(
+            model_version=model.version,
+            segments=model.card.segments,
+            heatmap=url_for("api.clusters_heatmap"),
+        )
+    )
+
+
+def drift_report(window: int) -> DriftReport:
+    """The latest ``window`` live assignments of the served model against training."""
+    model = segment_model.get_model()
+    counts = get_store().recent_segments(model.version, window, drift.LIVE_SOURCES)
+    expected = {segment.segment: segment.share for segment in model.card.segments}
+    terms = drift.psi_terms(expected, counts)
+    total = sum(counts.values())
+    psi = sum(terms.values()) if total else None
+    return DriftReport(
+        model_version=model.version,
+        window=window,
+        assignments=total,
+        psi=psi,
+        status=drift.verdict(psi, total),
+        thresholds={"moderate": drift.MODERATE, "significant": drift.SIGNIFICANT},
+        segments=[
+            SegmentDrift(
+                segment=segment,
+                training_share=share,
+                recent_share=counts.get(segment, 0) / total if total else 0.0,
+                recent_assignments=counts.get(segment, 0),
+                psi_term=terms[segment],
+            )
+            for segment, share in expected.items()
+        ],
+    )
+
+
+@bp.get("/clusters/drift")
+def clusters_drift() -> Response:
+    """The segments of the latest assignments by the served model against training."""
+    window = request.args.get("window", str(current_app.config["DRIFT_WINDOW"]))
+    if not window.isdigit() or not 1 <= int(window) <= MAX_DRIFT_WINDOW:
+        return problem_response(
+            400,
+            "Invalid query parameter",
+            f"window must be an integer from 1 to {MAX_DRIFT_WINDOW}, not {window!r}",
+        )
+    return json_response(drift_report(int(window)))
+
+
+@bp.get("/clusters/<int(signed=True):number>")
+def cluster_segment(number: int) -> Response:
+    model = segment_model.get_model()
+    segment = model.segment(number)
+    if segment is None:
+        numbers = ", ".join(map(str, model.numbers))
+        return problem_response(
+            404, "Unknown segment", f"the segments are {numbers}; there is no {number}"
+        )
+    return json_response(segment)
+
+
+@bp.get("/clusters/heatmap.png")
+def clusters_heatmap() -> Response:
+    """The heatmap drawn beside the model when it was trained."""
+    model = segment_model.get_model()
+    if model.heatmap_png is None:
+        return problem_response(
+            404,
+            "No heatmap",
+            f"model {model.version} has none: draw it with `nomads-cluster heatmap`",
+        )
+    response = Response(model.heatmap_png, mimetype="image/png")
+    response.set_etag(model.version)  # a model's heatmap never changes
+    response.cache_control.max_age = 3600
+    return response.make_conditional(request)
+
+
+@bp.get("/version")
+def version() -> Response:
+    """The model card of the model that answers."""
+    card: ModelCard = segment_model.get_model().card
+    return Response(card.model_dump_json(exclude_unset=True), mimetype="application/json")
+
+
+def _stored(record: Assignment) -> StoredAssignment:
+    return StoredAssignment(
+        user_id=record.user_id,
+        cluster=record.cluster,
+        scores=record.scores,
+        interests=list(record.interests),
+        model_version=record.model_version,
+        assigned_at=record.assigned_at,
+        source=record.source,
+    )
+
+
+def _unknown_user(user_id: str) -> Response:
+    return problem_response(404, "Unknown user", f"no assignment is stored for user {user_id!r}")
+
+
+@bp.get("/users/<user_id>")
+def user(user_id: str) -> Response:
+    record = get_store().current(user_id)
+    if record is None:
+        return _unknown_user(user_id)
+    return json_response(_stored(record))
+
+
+@bp.get("/users/<user_id>/history")
+def user_history(user_id: str) -> Response:
+    limit = request.args.get("limit", str(HISTORY_LIMIT))
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_HISTORY_LIMIT:
+        return problem_response(
+            400,
+            "Invalid query parameter",
+            f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}, not {limit!r}",
+        )
+    records = get_store().history(user_id, int(limit))
+    if not records:
+        return _unknown_user(user_id)
+    return json_response(
+        UserHistory(user_id=records[0].user_id, history=[_stored(r) for r in records])
+    )
+
+
+def _authorization_problem() -> Response | None:
+    """None when the request carries the API key as a bearer token."""
+    api_key = current_app.config["API_KEY"]
+    if api_key is None:
+        return problem_response(
+            403,
+            "Forbidden",
+            f"{request.method} {request.path} is turned off: this server has no NOMADS_API_KEY",
+        )
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: no timing hint of how much of a guessed key was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
+        return problem_response(
+            401,
+            "Unauthorized",
+            "send the API key as a bearer token: Authorization: Bearer <NOMADS_API_KEY>",
+            headers={"WWW-Authenticate": 'Bearer realm="nomads-cluster"'},
+        )
+    return None
+
+
+@bp.delete("/users/<user_id>")
+def erase_user(user_id: str) -> Response:
+    """Erase the user's current assignment and whole history."""
+    refused = _authorization_problem()
+    if refused is not None:
+        return refused
+    if not get_store().erase(user_id):
+        return _unknown_user(user_id)
+    return Response(status=204)
+
+
+@bp.post("/admin/model/reload")
+def reload_model() -> Response:
+    """Serve the registry's current model now, in the worker that answers (every worker
+    follows by itself within MODEL_CHECK_SECONDS)."""
+    refused = _authorization_problem()
+    if refused is not None:
+        return refused
+    model = current_app.extensions["model_source"].refresh(force=True)
+    current_app.extensions["segment_model"] = model
+    return json_response(ModelReloaded(model_version=model.version))
+
+
+@bp.get("/health")
+def health() -> Response:
+    """200 when the service can assign; 503 when its store is down."""
+    model_version = segment_model.get_model().version
+    try:
+        get_store().ping()
+    except StoreUnavailable as exc:
+        STORE_ERRORS.inc()
+        down = Health(status="degraded", model_version=model_version, store="down", detail=str(exc))
+        response = json_response(down, 503, exclude_none=True)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    return json_response(
+        Health(status="ok", model_version=model_version, store="ok"), exclude_none=True
+    )

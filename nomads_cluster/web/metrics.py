@@ -1,0 +1,89 @@
+"""The request metrics and GET /metrics, attached to the app by the factory.
+
+The drift of the segments is computed at each scrape from the store, as at
+/clusters/drift; the other series are recorded where they happen (see
+``nomads_cluster.metrics``).
+"""
+
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+
+from ..metrics.registry import (
+    CONTENT_TYPE_LATEST,
+    Collector,
+    Counter,
+    GaugeMetricFamily,
+    Histogram,
+    scrape,
+)
+from ..schemas import DriftReport
+from .api import drift_report
+
+bp = Blueprint("metrics", __name__)
+
+REQUESTS = Counter("nomads_requests", "HTTP requests answered.", ["method", "route", "status"])
+LATENCY = Histogram(
+    "nomads_request_duration_seconds",
+    "Time from receiving a request to its answer.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class _DriftCollector(Collector):
+    """The drift report of this scrape, as gauges."""
+
+    def __init__(self, report: DriftReport):
+        self.report = report
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        report = self.report
+        psi = GaugeMetricFamily(
+            "nomads_drift_psi",
+            "Population stability index of the latest assignments' segments against "
+            "training (NaN: no assignment yet).",
+            labels=["model_version"],
+        )
+        psi.add_metric([report.model_version], float("nan") if report.psi is None else report.psi)
+        yield psi
+        shares = GaugeMetricFamily(
+            "nomads_drift_segment_share",
+            "Each segment's share of the latest assignments (recent) and of training.",
+            labels=["model_version", "segment", "population"],
+        )
+        for segment in report.segments:
+            number = str(segment.segment)
+            shares.add_metric([report.model_version, number, "recent"], segment.recent_share)
+            shares.add_metric([report.model_version, number, "training"], segment.training_share)
+        yield shares
+        count = GaugeMetricFamily(
+            "nomads_drift_window_assignments", "Assignments in the drift window.",
+            labels=["model_version"],
+        )  # fmt: skip
+        count.add_metric([report.model_version], report.assignments)
+        yield count
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    drift = _DriftCollector(drift_report(current_app.config["DRIFT_WINDOW"]))
+    return Response(scrape([drift]), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        started = g.get("request_started")
+        if started is not None:
+            LATENCY.labels(route).observe(time.perf_counter() - started)
+        return response

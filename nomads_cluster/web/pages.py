@@ -1,0 +1,26 @@
+"""The web page for people: tick interests, see the segment and why; the segments."""
+
+from flask import Blueprint, Response, current_app, render_template, send_from_directory
+
+from ..segmentation import model as segment_model
+from ..segmentation.interests import INTEREST_GROUPS, key_to_label
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def index() -> str:
+    return render_template(
+        "index.html",
+        model=segment_model.get_model(),
+        interest_groups=INTEREST_GROUPS,
+        label_of=key_to_label,
+    )
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """For clients that ask for it without reading the pages' icon link."""
+    return send_from_directory(
+        current_app.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86400
+    )

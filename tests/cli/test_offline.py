@@ -1,0 +1,72 @@
+"""Reading files in chunks: line numbers across chunks, progress, and the survey reader."""
+
+import io
+
+import numpy as np
+import pytest
+
+from nomads_cluster.cli import offline
+from nomads_cluster.segmentation.interests import INTEREST_KEYS
+from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
+
+HEADER = ",".join(["_id", *INTEREST_KEYS])
+
+
+def csv_bytes(rows: list[str]) -> io.BytesIO:
+    return io.BytesIO(("\n".join([HEADER, *rows]) + "\n").encode())
+
+
+def good_row(i: int) -> str:
+    return f"u{i}," + ",".join("1" if j == i % 26 else "0" for j in range(26))
+
+
+def test_line_numbers_hold_across_chunks_and_skipped_lines(monkeypatch):
+    monkeypatch.setattr(offline, "CHUNK_ROWS", 3)
+    rows = [good_row(i) for i in range(10)]
+    rows[1] += ",extra"  # line 3: skipped by the parser
+    rows[5] = "u5," + ",".join(["x"] * 26)  # line 7: bad values, in a later chunk
+    rows[8] += ",extra"  # line 10
+    chunks = list(offline.read_interest_csv(csv_bytes(rows), "f.csv", None))
+    bad = sorted((b.line, b.reason.split(",")[0]) for c in chunks for b in c.bad_rows)
+    assert [line for line, _ in bad] == [3, 7, 10]
+    ids = [i for c in chunks for i in c.ids.to_pylist()]
+    assert ids == [f"u{i}" for i in range(10) if i not in (1, 5, 8)]
+    features = np.vstack([c.features for c in chunks])
+    assert features.argmax(axis=1).tolist() == [i % 26 for i in range(10) if i not in (1, 5, 8)]
+
+
+def test_progress_reaches_the_whole_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(offline, "CHUNK_ROWS", 4)
+    path = tmp_path / "in.csv"
+    path.write_bytes(csv_bytes([good_row(i) for i in range(20)]).getvalue())
+    seen: list[int] = []
+    offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR),
+                        on_progress=seen.append)  # fmt: skip
+    assert seen == sorted(seen)
+    assert len(seen) >= 5
+    assert seen[-1] == path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", 1.0), ("0", 0.0), ("true", 1.0), ("FALSE", 0.0), ("2", None), ("yes", None)],
+)
+def test_truth_values_of_a_text_column(value, expected):
+    import pandas as pd
+
+    result = offline.truth_values(pd.Series(["1", value], dtype=object))
+    assert result[0] == 1.0
+    assert np.isnan(result[1]) if expected is None else result[1] == expected
+
+
+def test_survey_reader_names_unknown_options_by_line():
+    survey = io.BytesIO(
+        b"Timestamp,Sports,Culture,Food,Leisure\n"
+        b'10/20/2021 17:21:42,"Surf, Running",Concerts,Sushi,Coffee\n'
+        b"10/20/2021 17:22:00,Yoga,Concerts,Sushi,Coffee\n"
+    )
+    [chunk] = offline.read_survey_csv(survey, "s.csv")
+    assert chunk.ids.to_pylist() == [1]
+    assert [(b.line, b.reason) for b in chunk.bad_rows] == [(3, "unknown option 'Yoga'")]
+    chosen = [INTEREST_KEYS[j] for j in np.flatnonzero(chunk.features[0])]
+    assert chosen == ["running", "surf", "concerts", "sushi", "coffee"]

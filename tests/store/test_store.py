@@ -1,0 +1,192 @@
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from nomads_cluster.store.engine import normalize_url
+from nomads_cluster.store.migrations import head_revision
+from nomads_cluster.store.tables import assignment_history, assignments, metadata
+from nomads_cluster.store.users import Assignment, default_database_url
+
+
+def record(user_id, cluster=1, interests=("surf",), source="api") -> Assignment:
+    return Assignment(
+        user_id=user_id,
+        interests=interests,
+        cluster=cluster,
+        scores={"1": 0.5, "2": 0.25, "3": 0.0, "5": 0.125},
+        model_version="v1",
+        source=source,
+    )
+
+
+def rows_of(store, table, user_id: str) -> int:
+    with store.engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(table.c.user_id == user_id)
+        return conn.execute(query).scalar_one()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db.example:5432/d", "postgresql+psycopg://u:p@db.example:5432/d"),
+        ("postgresql://u@localhost/d", "postgresql+psycopg://u@localhost/d"),
+        ("postgresql+psycopg://u@localhost/d", "postgresql+psycopg://u@localhost/d"),
+        ("sqlite:////tmp/x.sqlite3", "sqlite:////tmp/x.sqlite3"),
+    ],
+)
+def test_normalize_url_takes_herokus_urls_as_given(given, expected):
+    assert normalize_url(given).render_as_string(hide_password=False) == expected
+
+
+def test_default_database_is_sqlite_in_the_instance_folder(tmp_path):
+    assert default_database_url(str(tmp_path)) == f"sqlite:///{tmp_path / 'nomads.sqlite3'}"
+
+
+def test_start_up_migrates_an_empty_database_to_head_and_matches_the_tables(store):
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn)
+        assert context.get_current_revision() == head_revision()
+        assert compare_metadata(context, metadata) == []
+
+
+def test_instances_starting_together_on_one_empty_sqlite_file_migrate_it_once(tmp_path, caplog):
+    """Servers started at once on a new SQLite file once raced: one created the tables
+    while another saw them without a revision (a warning), or failed creating them."""
+    from nomads_cluster.store.engine import create_store_engine
+    from nomads_cluster.store.migrations import prepare_schema
+
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    engines = [create_store_engine(url, timeout=5) for _ in range(6)]
+    start = threading.Barrier(len(engines))
+
+    def start_up(engine):
+        start.wait()
+        prepare_schema(engine)
+
+    with (
+        caplog.at_level(logging.INFO, logger="nomads_cluster"),
+        ThreadPoolExecutor(len(engines)) as pool,
+    ):
+        list(pool.map(start_up, engines))  # re-raises any start-up's failure
+    assert [r.message for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sum("created the store's schema" in r.message for r in caplog.records) == 1
+    with engines[0].connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == head_revision()
+    for engine in engines:
+        engine.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
+    from nomads_cluster.store.engine import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{tmp_path / 's.sqlite3'}", timeout=2.5)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 2500
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()
+
+
+def test_saved_assignment_is_current_and_in_history(store):
+    saved = record("u1", cluster=3)
+    store.save([saved])
+    assert store.current("u1") == saved
+    assert store.history("u1", limit=10) == [saved]
+
+
+def test_a_new_assignment_replaces_the_current_one_and_history_is_newest_first(store):
+    first, second = record("u1", cluster=1), record("u1", cluster=2, interests=("coffee",))
+    store.save([first])
+    store.save([second])
+    assert store.current("u1") == second
+    assert store.history("u1", limit=10) == [second, first]
+    assert store.history("u1", limit=1) == [second]
+
+
+def test_several_records_of_one_user_in_one_save_keep_the_last(store):
+    first, second = record(7, cluster=1), record(7, cluster=4)
+    store.save([first, second])
+    assert store.current("7") == second
+    assert store.history("7", limit=10) == [second, first]
+
+
+@pytest.mark.parametrize("user_id", [42, 2**70, -3, "42a", "ü ñ"])
+def test_user_id_keeps_its_json_type(store, user_id):
+    store.save([record(user_id)])
+    assert store.current(str(user_id)).user_id == user_id
+
+
+def test_assigned_at_comes_back_with_its_time_zone(store):
+    saved = record("t")
+    store.save([saved])
+    assigned_at = store.current("t").assigned_at
+    assert assigned_at == saved.assigned_at
+    assert assigned_at.utcoffset() is not None
+    assert assigned_at <= datetime.now(UTC)
+
+
+def test_unknown_user_has_no_assignment(store):
+    assert store.current("nobody") is None
+    assert store.history("nobody", limit=10) == []
+
+
+def test_erasure_leaves_nothing_of_the_user_and_spares_the_others(store):
+    store.save([record("gone"), record("gone", cluster=2), record("stays")])
+    assert store.erase("gone") is True
+    assert rows_of(store, assignments, "gone") == 0
+    assert rows_of(store, assignment_history, "gone") == 0
+    assert store.current("stays") is not None
+    assert store.erase("gone") is False
+
+
+def test_survey_answers_are_ingested_once(store):
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "answer_sha256": f"{i:064x}",
+            "answered_at": "10/20/2021 17:21:42",
+            "interests": ["surf", "coffee"][: i + 1],
+            "source_file": "survey.csv",
+            "ingested_at": now,
+        }
+        for i in range(2)
+    ]
+    assert store.add_responses(rows) == 2
+    assert store.add_responses(rows) == 0
+    features, hashes = store.response_features()
+    assert features.shape == (2, 26)
+    assert features.sum(axis=1).tolist() == [1.0, 2.0]
+    assert hashes == [row["answer_sha256"] for row in rows]
+
+
+def test_migration_0002_keys_stored_scores_by_segment_and_back(database_url):
+    from alembic import command
+
+    from nomads_cluster.store.engine import create_store_engine
+    from nomads_cluster.store.migrations import alembic_config, upgrade
+
+    engine = create_store_engine(database_url, timeout=5)
+    try:
+        upgrade(engine, "0001")  # scores were lists, position i being segment i + 1
+        row = record("old").as_row() | {"scores": [0.5, 0.0, 0.25, 0.125]}
+        with engine.begin() as conn:
+            conn.execute(assignments.insert(), row)
+            conn.execute(assignment_history.insert(), [row, row | {"cluster": 3}])
+        upgrade(engine)
+        by_segment = {"1": 0.5, "2": 0.0, "3": 0.25, "4": 0.125}
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(assignments.c.scores)).scalars().all() == [by_segment]
+            history = conn.execute(sa.select(assignment_history.c.scores)).scalars().all()
+            assert history == [by_segment, by_segment]
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0001")
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(assignments.c.scores)).scalar_one() == row["scores"]
+    finally:
+        engine.dispose()

@@ -1,0 +1,62 @@
+"""The database going away and coming back: 503 with Retry-After, then recovery."""
+
+import pytest
+import sqlalchemy as sa
+from helpers.tcp_proxy import TcpProxy
+
+from nomads_cluster.store.engine import normalize_url
+
+BODY = {"_id": "outage", "interests": {"surf": True}}
+
+
+def assert_unavailable(response) -> None:
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert int(response.headers["Retry-After"]) > 0
+    assert "nothing was stored" in response.get_json()["detail"]
+
+
+def test_locked_sqlite_gives_503_then_recovers(config_for, make_app, tmp_path):
+    url = f"sqlite:///{tmp_path / 'locked.sqlite3'}"
+    app = make_app(config_for(url, DATABASE_TIMEOUT=0.5))
+    client = app.test_client()
+    blocker = sa.create_engine(url).connect()
+    blocker.exec_driver_sql("BEGIN EXCLUSIVE")  # another process holding the write lock
+    response = client.post("/cluster", json=BODY)
+    assert_unavailable(response)
+    blocker.exec_driver_sql("ROLLBACK")
+    blocker.close()
+    assert client.post("/cluster", json=BODY).status_code == 200
+    assert client.get("/users/outage").status_code == 200
+
+
+@pytest.fixture
+def proxied_postgres(postgres_url):
+    """The test's PostgreSQL database reached through a proxy that can be cut."""
+    url = normalize_url(postgres_url)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    proxy.down()
+
+
+def test_postgres_going_away_gives_503_and_health_down_then_recovers(
+    config_for, make_app, proxied_postgres
+):
+    proxy, url = proxied_postgres
+    app = make_app(config_for(url))
+    client = app.test_client()
+    assert client.post("/cluster", json=BODY).status_code == 200
+
+    proxy.down()
+    response = client.post("/cluster", json={**BODY, "interests": {"coffee": True}})
+    assert_unavailable(response)
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert health.get_json()["store"] == "down"
+
+    proxy.up()
+    response = client.post("/cluster", json={**BODY, "interests": {"coffee": True}})
+    assert response.status_code == 200
+    assert client.get("/health").get_json()["store"] == "ok"
+    history = client.get("/users/outage/history").get_json()["history"]
+    assert [entry["interests"] for entry in history] == [["coffee"], ["surf"]]
