@@ -23,7 +23,7 @@ DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_r
 @click.command()
 @click.option(
     "--data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),  # checked unless --from-db
     default=lambda: os.environ.get("NOMADS_SURVEY_PATH", DEFAULT_SURVEY),
     show_default="$NOMADS_SURVEY_PATH or ../shared/data/survey_responses.csv",
     help="The survey CSV to train on.",
@@ -90,6 +90,8 @@ def train(
         digest = hashlib.sha256("".join(hashes).encode()).hexdigest()
         survey = Survey(features=features, sha256=digest, source="database: survey_responses")
     else:
+        if not data.is_file():
+            raise click.BadParameter(f"{data} is not a file", param_hint="'--data'")
         try:
             survey = read_survey(data)
         except SurveyFormatError as exc:

@@ -229,10 +229,19 @@ def test_ingest_skips_known_answers_and_train_from_db_matches_the_file(
     assert from_db.card.training_data.rows == n_rows
 
 
-def test_train_from_an_empty_database_says_to_ingest(runner, tmp_path, cli_env):
+def test_train_from_an_empty_database_says_to_ingest(runner, tmp_path, cli_env, monkeypatch):
+    # The survey file is not needed from the database: even where it is missing.
+    monkeypatch.setenv("NOMADS_SURVEY_PATH", str(tmp_path / "nowhere.csv"))
     result = runner.invoke(main, ["train", "--from-db", "--out", str(tmp_path / "m")])
     assert result.exit_code == 1
     assert "run ingest first" in result.output
+
+
+def test_train_on_a_missing_survey_says_which(runner, tmp_path):
+    missing = tmp_path / "nowhere.csv"
+    result = runner.invoke(main, ["train", "--data", str(missing), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert f"{missing} is not a file" in result.output
 
 
 def test_db_upgrade_reports_the_revision(runner, cli_env):
