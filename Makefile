@@ -62,7 +62,7 @@ docs: install
 test: install test-tools lint docs-build
 	$(BIN)/pytest
 
-# The scorer against scikit-learn on all 2^26 possible users (about 3 minutes).
+# The scorer against scikit-learn on all 2^26 possible users (3 to 5 minutes).
 verify: install
 	$(BIN)/python bench/verify_scorer.py
 
