@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-For names the client
     "LOG_FORMAT": None,  # "json" or "text"; None: text in development, else JSON
     "LOG_LEVEL": "INFO",
+    "EPHEMERAL_STORE": False,  # on Heroku without DATABASE_URL: accept a store lost at restarts
 }
 
 

@@ -39,6 +39,7 @@ class Settings(BaseModel):
     TRUSTED_PROXIES: int = Field(ge=0, le=5)
     LOG_FORMAT: Literal["json", "text"]
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    EPHEMERAL_STORE: bool = False
 
     @field_validator("MODEL_DIR")
     @classmethod
@@ -87,10 +88,20 @@ def validate_settings(config: dict[str, Any], environ: dict[str, str] | None) ->
             if name.startswith(PREFIX) and name not in known
         ]
     try:
-        Settings.model_validate(config)
+        settings = Settings.model_validate(config)
     except ValidationError as exc:
         for error in exc.errors(include_url=False, include_input=False):
             where = f"{PREFIX}{error['loc'][0]}" if error["loc"] else "settings"
             problems.append(f"{where}: {error['msg']}")
+    else:
+        on_heroku = environ is not None and "DYNO" in environ
+        if on_heroku and settings.DATABASE_URL is None and not settings.EPHEMERAL_STORE:
+            # Heroku throws a dyno's disk away at each restart (at least daily): SQLite
+            # there would lose every acknowledged assignment without a word.
+            problems.append(
+                "DATABASE_URL: not set on Heroku, where SQLite on the dyno's disk is lost at "
+                "every restart: add PostgreSQL (heroku addons:create heroku-postgresql), or "
+                "set NOMADS_EPHEMERAL_STORE=true to accept losing the store"
+            )
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -91,3 +91,29 @@ def test_release_then_web_from_requirements_txt_alone(heroku_slug, tmp_path):
 def test_app_json_postdeploy_is_the_release_command():
     app = json.loads((REPO / "app.json").read_text())
     assert app["scripts"]["postdeploy"] == procfile_commands()["release"]
+
+
+def test_an_installed_package_finds_the_model_where_it_runs(heroku_slug, tmp_path):
+    """Installed, not run from the repository (a wheel, an image), the package is in
+    site-packages: the default model directory is the working directory's model/."""
+    slug, venv = heroku_slug
+    target = tmp_path / "site-packages"
+    subprocess.run(
+        [venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--target", str(target), str(slug)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    database_url = f"sqlite:///{tmp_path / 'installed.sqlite3'}"
+    env = {**heroku_env(venv, database_url), "PYTHONPATH": str(target)}
+    upgrade = subprocess.run(
+        [venv / "bin" / "python", target / "bin" / "nomads-cluster", "db", "upgrade"],
+        cwd=slug, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert upgrade.returncode == 0, upgrade.stderr
+    where = subprocess.run(
+        [venv / "bin" / "python", "-c",
+         "import nomads_cluster.segmentation.model as m; print(m.__file__, m.DEFAULT_MODEL_DIR)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert where[0].startswith(str(target))  # the installed copy, not the repository's
+    assert where[1] == str(tmp_path / "model")

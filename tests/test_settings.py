@@ -7,7 +7,8 @@ import sys
 import pytest
 from helpers.live_server import REPO
 
-from nomads_cluster import ConfigError, create_app
+from nomads_cluster import DEFAULTS, ConfigError, create_app
+from nomads_cluster.settings import validate_settings
 
 
 @pytest.fixture
@@ -54,6 +55,28 @@ def test_every_wrong_setting_is_listed_at_once(environment):
         create_app()
     assert "NOMADS_LOG_LEVEL" in str(refused.value)
     assert "NOMADS_MODEL_CHECK_SECONDS" in str(refused.value)
+
+
+def test_heroku_without_a_database_refuses_to_start(environment, monkeypatch):
+    """A dyno's disk is thrown away at each restart: SQLite there would lose everything."""
+    monkeypatch.delenv("NOMADS_DATABASE_URL")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DYNO", "web.1")
+    with pytest.raises(ConfigError, match=r"add PostgreSQL .* or set NOMADS_EPHEMERAL_STORE=true"):
+        create_app()
+
+
+@pytest.mark.parametrize(
+    ("config", "environ"),
+    [
+        ({"EPHEMERAL_STORE": "true"}, {"NOMADS_EPHEMERAL_STORE": "true"}),  # as read from env
+        ({"DATABASE_URL": "postgres://db/nomads"}, {}),  # the add-on's variable
+    ],
+    ids=["opted-in-to-a-throwaway-store", "with-postgresql"],
+)
+def test_heroku_starts_with_a_database_or_an_explicit_throwaway_store(config, environ):
+    settings = {**DEFAULTS, "LOG_FORMAT": "json", **config}
+    validate_settings(settings, {"DYNO": "web.1", **environ})
 
 
 def test_debug_is_allowed_in_development(environment, make_app):

@@ -35,7 +35,10 @@ HEATMAP_FILE = "heatmap.png"
 CURRENT_FILE = "CURRENT"  # in a registry of versions: the name of the one to serve
 VERSION_PATTERN = re.compile(r"[0-9a-f]{12}")
 TOP_REASONS = 3  # interests that explain an answer
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "model"  # the repository's model/
+# The working directory's model/: the repository's root, where the Procfile, the image's
+# WORKDIR and the commands run; not the package's own place, which is site-packages
+# once it is installed. NOMADS_MODEL_DIR names another.
+DEFAULT_MODEL_DIR = Path("model").resolve()
 log = logging.getLogger(__name__)
 
 
