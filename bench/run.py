@@ -145,15 +145,20 @@ def launch(command: str, cwd: Path, port: int, extra_env: dict[str, str]) -> sub
     )
 
 
+def wait_for_first_answer(server: subprocess.Popen, port: int, body: str) -> None:
+    """Until /cluster answers 200; a server that exits meanwhile stops the run."""
+    while post_cluster(port, body) != 200:
+        if server.poll() is not None:
+            raise RuntimeError(f"{shlex.join(server.args)} exited with {server.returncode}")
+        time.sleep(0.005)
+
+
 def time_to_first_answer(command: str, cwd: Path, env: dict[str, str], body: str) -> float:
     port = free_port()
     started = time.perf_counter()
     server = launch(command, cwd, port, env)
     try:
-        while post_cluster(port, body) != 200:
-            if server.poll() is not None:
-                raise RuntimeError(f"{command} exited with {server.returncode}")
-            time.sleep(0.005)
+        wait_for_first_answer(server, port, body)
         return time.perf_counter() - started
     finally:
         stop(server)
@@ -199,10 +204,7 @@ def load_test(
     }
     try:
         for name, port in ports.items():
-            while post_cluster(port, '{"_id": "warm", "interests": {}}') != 200:
-                if servers[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited with {servers[name].returncode}")
-                time.sleep(0.01)
+            wait_for_first_answer(servers[name], port, '{"_id": "warm", "interests": {}}')
             wrk(port, scripts[name], 2, max(args.connections))  # warm-up
         rounds = {c: {name: [] for name in servers_to_run} for c in args.connections}
         for _ in range(args.rounds):

@@ -10,11 +10,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from helpers.live_server import REPO
 
 from nomads_cluster import DEFAULTS
 from nomads_cluster.settings import ConfigError, Settings, validate_settings
 
-REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 API_KEY = "change-me-to-a-long-secret"  # the key the API guide starts its server with

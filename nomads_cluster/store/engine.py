@@ -36,6 +36,13 @@ def normalize_url(url: str | URL) -> URL:
     return url
 
 
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite database; None for another database or one in memory."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
 def create_store_engine(url: str | URL, timeout: float) -> Engine:
     """An engine that answers or fails within about ``timeout`` seconds.
 
@@ -47,8 +54,8 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
     """
     url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if (database := sqlite_file(url)) is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": timeout})
         pragmas = ("journal_mode=WAL", "synchronous=FULL")
     else:
@@ -131,7 +138,5 @@ class WriterLock:
 def writer_lock(engine: Engine, timeout: float) -> WriterLock | None:
     """The writers' queue of a SQLite file database; None where the database keeps its
     own (PostgreSQL) or is one process's alone (in memory)."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        return None
-    return WriterLock(Path(f"{database}.lock"), timeout)
+    database = sqlite_file(engine.url)
+    return None if database is None else WriterLock(Path(f"{database}.lock"), timeout)

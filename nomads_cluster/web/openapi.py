@@ -3,6 +3,7 @@ with (one source of truth), and Swagger UI at /docs, from the swagger-ui-py pack
 """
 
 import re
+import sys
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -19,8 +20,6 @@ from .api import HISTORY_LIMIT, MAX_DRIFT_WINDOW, MAX_HISTORY_LIMIT, cluster_ans
 from .problems import PROBLEM_MIMETYPE
 
 bp = Blueprint("openapi", __name__)
-
-SERVICE_DESCRIPTION = "nomads-cluster: the user-segmentation service of the DigitalAndNomads app."
 
 
 def swagger_ui_files() -> Path:
@@ -238,7 +237,7 @@ def _response(op: Operation, status: int, refs: dict, examples: dict) -> dict[st
     return response
 
 
-def build_openapi(examples: dict[tuple[str, str, int], Any]) -> dict[str, Any]:
+def build_openapi(examples: dict[tuple[str, str, int], Any], description: str) -> dict[str, Any]:
     """The OpenAPI document; ``examples`` are answers by (method, path, status)."""
     refs, components = _component_schemas()
     paths: dict[str, dict[str, Any]] = {}
@@ -266,7 +265,7 @@ def build_openapi(examples: dict[tuple[str, str, int], Any]) -> dict[str, Any]:
         "info": {
             "title": "nomads-cluster",
             "version": "1",
-            "description": SERVICE_DESCRIPTION,
+            "description": description,
         },
         "paths": paths,
         "components": {
@@ -300,7 +299,9 @@ def openapi_document() -> Response:
     version = get_model().version
     cached = current_app.extensions.get("openapi_document")
     if cached is None or cached[0] != version:  # its examples are the model's answers
-        cached = version, json.dumps(build_openapi(_live_examples()))
+        # The service's description: the docstring of the package that made the app.
+        description = (sys.modules[current_app.import_name].__doc__ or "").strip()
+        cached = version, json.dumps(build_openapi(_live_examples(), description))
         current_app.extensions["openapi_document"] = cached
     return Response(cached[1], mimetype="application/json")
 

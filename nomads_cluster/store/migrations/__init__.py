@@ -1,8 +1,7 @@
 """Alembic migrations of the store, run from code: no alembic.ini to keep in step."""
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -36,16 +35,11 @@ def _current_revision(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-@contextmanager
-def _migrating_alone(engine: Engine) -> Iterator[None]:
+def _migrating_alone(engine: Engine) -> AbstractContextManager[None]:
     """Several processes starting on one empty SQLite file take turns (PostgreSQL's
     turns are an advisory lock inside the migration's transaction)."""
     lock = writer_lock(engine, MIGRATION_LOCK_SECONDS)
-    if lock is None:
-        yield
-    else:
-        with lock.held():
-            yield
+    return nullcontext() if lock is None else lock.held()
 
 
 def _upgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
