@@ -21,6 +21,7 @@ from ..metrics.registry import Counter
 from ..segmentation.interests import INTEREST_KEYS, encode_interests
 from .engine import UNAVAILABLE_ERRORS, StoreUnavailable, create_store_engine, writer_lock
 from .tables import assignment_history, assignments, survey_responses
+from .writes import assignment_writer
 
 SQLITE_FILE = "nomads.sqlite3"
 
@@ -92,17 +93,20 @@ class UserStore:
         else:
             from sqlalchemy.dialects.sqlite import insert
         self._insert = insert
-        # Built once: constructing it cost a tenth of a worker's time per request.
-        upsert = insert(assignments)
-        self._upsert = upsert.on_conflict_do_update(
-            index_elements=[assignments.c.user_id],
-            set_={c.name: upsert.excluded[c.name] for c in assignments.c if c.name != "user_id"},
-        )
+        self._writer = assignment_writer(engine.dialect)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def _run(self, work: Any, *, write: bool) -> Any:
+    def _connection(self, write: bool, autocommit: bool) -> Any:
+        if autocommit:
+            return self._autocommit.connect()
+        return self.engine.begin() if write else self.engine.connect()
+
+    def _run(self, work: Any, *, write: bool, autocommit: bool = False) -> Any:
+        """``work(connection)``, in a transaction if it writes; without one if it is a
+        single statement (``autocommit``: atomic alone, and no BEGIN and COMMIT)."""
         exclusive = self._writer_lock.held() if write and self._writer_lock else nullcontext()
         try:
-            with exclusive, self.engine.begin() if write else self.engine.connect() as conn:
+            with exclusive, self._connection(write, autocommit) as conn:
                 return work(conn)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(
@@ -115,13 +119,8 @@ class UserStore:
         if not records:
             return
         rows = [record.as_row() for record in records]
-        current = list({row["user_id"]: row for row in rows}.values())
-
-        def work(conn: sa.Connection) -> None:
-            conn.execute(assignment_history.insert(), rows)
-            conn.execute(self._upsert, current)
-
-        self._run(work, write=True)
+        write = self._writer.write
+        self._run(lambda conn: write(conn, rows), write=True, autocommit=self._writer.one_statement)
 
     def current(self, user_id: str) -> Assignment | None:
         query = sa.select(assignments).where(assignments.c.user_id == user_id)
