@@ -16,7 +16,18 @@ def test_heroku_app_json_provisions_postgresql_and_a_key():
     app = json.loads((REPO / "app.json").read_text())
     assert any(addon["plan"].startswith("heroku-postgresql") for addon in app["addons"])
     assert app["env"]["NOMADS_API_KEY"]["generator"] == "secret"
+    assert app["env"]["NOMADS_READ_API_KEY"]["generator"] == "secret"
     assert app["env"]["NOMADS_TRUSTED_PROXIES"]["value"] == "1"  # Heroku's router
+
+
+def test_one_python_version_for_heroku_and_the_image():
+    """Heroku's buildpack reads .python-version (runtime.txt is deprecated); a major
+    version takes its latest patch release. The image's base names the same one."""
+    version = (REPO / ".python-version").read_text().strip()
+    assert re.fullmatch(r"3\.\d+", version)
+    assert not (REPO / "runtime.txt").exists()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(rf"^FROM python:{re.escape(version)}-slim$", dockerfile, re.M)
 
 
 def test_procfile_serves_with_gunicorn_conf_and_migrates_on_release():
