@@ -20,7 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_MAX_CONTENT_LENGTH": 1024 * 1024,  # 1,000 users with every interest: 600 KiB
     "DATABASE_URL": None,  # None: SQLite in the instance folder
     "DATABASE_TIMEOUT": 3,  # seconds to connect, wait for a lock or a pooled connection
-    "API_KEY": None,  # bearer token of DELETE /users/<id>; None turns erasure off
+    "API_KEY": None,  # admin bearer key: erasure, model reloads (and reads); None: off
+    "READ_API_KEY": None,  # bearer key to read stored users; None: only the admin key
     "RATE_LIMIT": None,  # per client, e.g. "120/minute;2000/hour"; None: no limit
     "RATE_LIMIT_STORAGE_URL": "memory://",  # per worker; redis://... shares the counts
     "TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-For names the client
@@ -48,9 +49,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
     else:
         app.config.from_mapping(test_config)
-    if app.config["API_KEY"] is not None:
-        # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
-        app.config["API_KEY"] = str(app.config["API_KEY"]) or None
+    for key in ("API_KEY", "READ_API_KEY"):
+        if app.config[key] is not None:
+            # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
+            app.config[key] = str(app.config[key]) or None
     if app.config["LOG_FORMAT"] is None:
         app.config["LOG_FORMAT"] = "text" if app.config["ENV"] == "development" else "json"
     validate_settings(app.config, dict(os.environ) if test_config is None else None)

@@ -34,6 +34,7 @@ class Settings(BaseModel):
     DATABASE_URL: str | None
     DATABASE_TIMEOUT: float = Field(gt=0, le=300)
     API_KEY: str | None = Field(min_length=16)  # guessable keys are refused
+    READ_API_KEY: str | None = Field(min_length=16)
     RATE_LIMIT: str | None
     RATE_LIMIT_STORAGE_URL: str
     TRUSTED_PROXIES: int = Field(ge=0, le=5)
@@ -73,6 +74,14 @@ class Settings(BaseModel):
     def _no_debug_in_production(self) -> "Settings":
         if self.DEBUG and self.ENV != "development":
             raise ValueError("debug mode is for development only: NOMADS_ENV=development")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> "Settings":
+        # The read key is handed to more hands than the admin key: one value for both
+        # would give every reader the right to erase.
+        if self.READ_API_KEY is not None and self.READ_API_KEY == self.API_KEY:
+            raise ValueError("NOMADS_READ_API_KEY must differ from NOMADS_API_KEY")
         return self
 
 

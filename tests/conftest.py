@@ -57,6 +57,9 @@ def database_url(request, tmp_path) -> str:
 
 
 API_KEY = "test-key-0123456789"
+READ_API_KEY = "test-read-key-0123456789"
+# The headers of a caller allowed to read stored users (the app's back end).
+READER = {"Authorization": f"Bearer {READ_API_KEY}"}
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +73,7 @@ def config_for():
             "DATABASE_URL": database_url,
             "DATABASE_TIMEOUT": 1,
             "API_KEY": API_KEY,
+            "READ_API_KEY": READ_API_KEY,
             **settings,
         }
 

@@ -17,7 +17,9 @@ from nomads_cluster.settings import ConfigError, Settings, validate_settings
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
-API_KEY = "change-me-to-a-long-secret"  # the key the API guide starts its server with
+# The keys the API guide starts its server with, by the variables its curls name.
+KEYS = {"NOMADS_API_KEY": "change-me-to-a-long-secret",
+        "NOMADS_READ_API_KEY": "change-me-to-a-read-secret"}  # fmt: skip
 SETTING = re.compile(r"NOMADS_[A-Z_]+=.+")
 
 
@@ -74,7 +76,9 @@ def request_of(command: str) -> dict[str, Any]:
                 request["method"] = value
             elif token == "-H":
                 name, _, header = value.partition(":")
-                request["headers"][name] = header.strip().replace("$NOMADS_API_KEY", API_KEY)
+                request["headers"][name] = re.sub(
+                    r"\$(NOMADS_\w+)", lambda m: KEYS[m.group(1)], header.strip()
+                )
             elif token == "-d":
                 request["data"] = value
         elif token.startswith("localhost:8000"):
@@ -120,7 +124,8 @@ def shape_differences(documented: Any, actual: Any, where: str = "#") -> list[st
 def test_every_curl_of_the_page_answers_as_shown(page, tmp_path):
     from nomads_cluster import create_app
 
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'docs.sqlite3'}", "API_KEY": API_KEY})
+    keys = {name.removeprefix("NOMADS_"): key for name, key in KEYS.items()}
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'docs.sqlite3'}", **keys})
     client = app.test_client()
     for command, documented in curl_examples(page):
         request = request_of(command)

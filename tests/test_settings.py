@@ -28,6 +28,7 @@ def environment(monkeypatch, tmp_path):
         ("NOMADS_MAX_CONTENT_LENGTH", "10", "Input should be greater than or equal to 1024"),
         ("NOMADS_DATABASE_TIMEOUT", "0", "Input should be greater than 0"),
         ("NOMADS_API_KEY", "short-key", "String should have at least 16 characters"),
+        ("NOMADS_READ_API_KEY", "short-key", "String should have at least 16 characters"),
         ("NOMADS_LOG_FORMAT", "xml", "Input should be 'json' or 'text'"),
         ("NOMADS_MODEL_DIR", "/nowhere", "Value error, /nowhere is not a directory"),
         ("NOMADS_DATABASE_URL", "mysql://db/x", "Value error, must start with one of sqlite"),
@@ -45,6 +46,13 @@ def test_a_wrong_setting_is_named_with_what_is_wrong(environment, name, value, w
 def test_debug_is_refused_outside_development(environment):
     environment("NOMADS_DEBUG", "true")
     with pytest.raises(ConfigError, match="debug mode is for development only: NOMADS_ENV="):
+        create_app()
+
+
+def test_one_value_for_the_read_and_the_admin_key_is_refused(environment):
+    environment("NOMADS_API_KEY", "one-key-for-everything")
+    environment("NOMADS_READ_API_KEY", "one-key-for-everything")
+    with pytest.raises(ConfigError, match="NOMADS_READ_API_KEY must differ from NOMADS_API_KEY"):
         create_app()
 
 

@@ -7,6 +7,7 @@ import json
 import socket
 
 import pytest
+from conftest import READ_API_KEY, READER
 from helpers.live_server import run_gunicorn
 
 TRICKLERS = 50
@@ -16,7 +17,10 @@ TRICKLERS = 50
 def server(tmp_path_factory):
     """One gunicorn (2 workers, SQLite) for the module's tests."""
     work = tmp_path_factory.mktemp("slow-clients")
-    env = {"NOMADS_DATABASE_URL": f"sqlite:///{work / 'store.sqlite3'}"}
+    env = {
+        "NOMADS_DATABASE_URL": f"sqlite:///{work / 'store.sqlite3'}",
+        "NOMADS_READ_API_KEY": READ_API_KEY,
+    }
     with run_gunicorn(env, work / "gunicorn.log") as port:
         yield port
 
@@ -69,7 +73,7 @@ def user_body(user_id: str, padding: int = 0) -> bytes:
 def get(port: int, path: str) -> tuple[int, dict]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=READER)
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:

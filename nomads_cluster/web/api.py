@@ -1,7 +1,5 @@
 """The HTTP API: /cluster (the app's contract), the segments, the stored users, /health."""
 
-import hmac
-
 import numpy as np
 from flask import Blueprint, Response, current_app, g, request, url_for
 from pydantic import BaseModel, ValidationError
@@ -39,6 +37,7 @@ from ..store.users import (
     get_store,
 )
 from ..validation import summarize
+from .keys import requires_key
 from .problems import (
     RETRY_AFTER_SECONDS,
     parse_body,
@@ -283,6 +282,7 @@ def _unknown_user(user_id: str) -> Response:
 
 
 @bp.get("/users/<user_id>")
+@requires_key("read")
 def user(user_id: str) -> Response:
     record = get_store().current(user_id)
     if record is None:
@@ -291,6 +291,7 @@ def user(user_id: str) -> Response:
 
 
 @bp.get("/users/<user_id>/history")
+@requires_key("read")
 def user_history(user_id: str) -> Response:
     limit = request.args.get("limit", str(HISTORY_LIMIT))
     if not limit.isdigit() or not 1 <= int(limit) <= MAX_HISTORY_LIMIT:
@@ -307,45 +308,20 @@ def user_history(user_id: str) -> Response:
     )
 
 
-def _authorization_problem() -> Response | None:
-    """None when the request carries the API key as a bearer token."""
-    api_key = current_app.config["API_KEY"]
-    if api_key is None:
-        return problem_response(
-            403,
-            "Forbidden",
-            f"{request.method} {request.path} is turned off: this server has no NOMADS_API_KEY",
-        )
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest: no timing hint of how much of a guessed key was right.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
-        return problem_response(
-            401,
-            "Unauthorized",
-            "send the API key as a bearer token: Authorization: Bearer <NOMADS_API_KEY>",
-            headers={"WWW-Authenticate": 'Bearer realm="nomads-cluster"'},
-        )
-    return None
-
-
 @bp.delete("/users/<user_id>")
+@requires_key("admin")
 def erase_user(user_id: str) -> Response:
     """Erase the user's current assignment and whole history."""
-    refused = _authorization_problem()
-    if refused is not None:
-        return refused
     if not get_store().erase(user_id):
         return _unknown_user(user_id)
     return Response(status=204)
 
 
 @bp.post("/admin/model/reload")
+@requires_key("admin")
 def reload_model() -> Response:
     """Serve the registry's current model now, in the worker that answers (every worker
     follows by itself within MODEL_CHECK_SECONDS)."""
-    refused = _authorization_problem()
-    if refused is not None:
-        return refused
     model = current_app.extensions["model_source"].refresh(force=True)
     current_app.extensions["segment_model"] = model
     return json_response(ModelReloaded(model_version=model.version))

@@ -17,6 +17,7 @@ from .. import schemas
 from ..segmentation.card import ModelCard, SegmentSummary
 from ..segmentation.model import get_model
 from .api import HISTORY_LIMIT, MAX_DRIFT_WINDOW, MAX_HISTORY_LIMIT, cluster_answer
+from .keys import KEYS_GRANTING, Right
 from .problems import PROBLEM_MIMETYPE
 
 bp = Blueprint("openapi", __name__)
@@ -76,11 +77,23 @@ class Operation:
     body_example: dict[str, Any] | None = None
     parameters: list[dict[str, Any]] = field(default_factory=list)
     media_type: str = "application/json"  # of the 200 answer
-    secured: bool = False
+    key: Right | None = None  # the bearer key's right it needs, if any
 
     @property
     def operation_id(self) -> str:
         return re.sub(r"[^a-z0-9]+", "_", f"{self.method} {self.path}".lower()).strip("_")
+
+
+# A security scheme per key setting (both are bearer tokens).
+_KEY_SCHEMES = {"API_KEY": "adminKey", "READ_API_KEY": "readKey"}
+
+
+def _key_problems(right: Right) -> dict[int, Answer]:
+    keys = " or ".join(f"NOMADS_{name}" for name in KEYS_GRANTING[right])
+    return {
+        401: ("The bearer key is missing or wrong.", schemas.Problem),
+        403: (f"Turned off: the server has no {keys}.", schemas.Problem),
+    }
 
 
 _PROBLEMS_OF_BODIES: dict[int, Answer] = {
@@ -157,41 +170,38 @@ OPERATIONS: tuple[Operation, ...] = (
         "get", "/users/{user_id}", "A user's current assignment", "users",
         {
             200: ("What the user was last told.", schemas.StoredAssignment),
-            **_UNKNOWN_USER, **_STORE_DOWN,
+            **_key_problems("read"), **_UNKNOWN_USER, **_STORE_DOWN,
         },
-        parameters=[_USER_ID],
+        parameters=[_USER_ID], key="read",
     ),
     Operation(
         "get", "/users/{user_id}/history", "A user's assignments, newest first", "users",
         {
             200: ("The user's history.", schemas.UserHistory),
             400: (f"The limit is not an integer from 1 to {MAX_HISTORY_LIMIT}.", schemas.Problem),
-            **_UNKNOWN_USER, **_STORE_DOWN,
+            **_key_problems("read"), **_UNKNOWN_USER, **_STORE_DOWN,
         },
         parameters=[_USER_ID, {
             "name": "limit", "in": "query", "required": False,
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT,
                        "default": HISTORY_LIMIT},
-        }],
+        }], key="read",
     ),
     Operation(
         "delete", "/users/{user_id}", "Erase a user's assignment and history", "users",
         {
             204: ("Erased.", None),
-            401: ("The API key is missing or wrong.", schemas.Problem),
-            403: ("Erasure is turned off: no API key is configured.", schemas.Problem),
-            **_UNKNOWN_USER, **_STORE_DOWN,
+            **_key_problems("admin"), **_UNKNOWN_USER, **_STORE_DOWN,
         },
-        parameters=[_USER_ID], secured=True,
+        parameters=[_USER_ID], key="admin",
     ),
     Operation(
         "post", "/admin/model/reload", "Serve the registry's current model now", "service",
         {
             200: ("The version this worker now serves.", schemas.ModelReloaded),
-            401: ("The API key is missing or wrong.", schemas.Problem),
-            403: ("No API key is configured.", schemas.Problem),
+            **_key_problems("admin"),
         },
-        secured=True,
+        key="admin",
     ),
     Operation(
         "get", "/metrics", "Prometheus metrics of every worker", "service",
@@ -257,8 +267,8 @@ def build_openapi(examples: dict[tuple[str, str, int], Any], description: str) -
             if op.body_example is not None:
                 content["example"] = op.body_example
             operation["requestBody"] = {"required": True, "content": {"application/json": content}}
-        if op.secured:
-            operation["security"] = [{"apiKey": []}]
+        if op.key is not None:  # any one of the keys that grant the right
+            operation["security"] = [{_KEY_SCHEMES[name]: []} for name in KEYS_GRANTING[op.key]]
         paths.setdefault(op.path, {})[op.method] = operation
     return {
         "openapi": "3.1.0",
@@ -271,11 +281,12 @@ def build_openapi(examples: dict[tuple[str, str, int], Any], description: str) -
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "apiKey": {
+                scheme: {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The NOMADS_API_KEY of the server.",
+                    "description": f"The NOMADS_{name} of the server.",
                 }
+                for name, scheme in _KEY_SCHEMES.items()
             },
         },
     }

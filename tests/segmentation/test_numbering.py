@@ -5,6 +5,7 @@ from itertools import permutations
 
 import numpy as np
 import pytest
+from conftest import READER
 
 from nomads_cluster.segmentation.fitting import fit_nmf
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
@@ -150,7 +151,7 @@ def test_service_answers_with_the_models_own_numbers(make_app, config_for, surve
     }  # fmt: skip
     assert answer["scores"][str(answer["cluster"])] == max(answer["scores"].values())
     assert answer["explanation"]["top_interests"]
-    assert client.get("/users/u").get_json()["scores"] == answer["scores"]
+    assert client.get("/users/u", headers=READER).get_json()["scores"] == answer["scores"]
     listed = client.get("/clusters").get_json()["segments"]
     assert sorted(s["segment"] for s in listed) == [2, 5, 7, 9]
     assert client.get(f"/clusters/{answer['cluster']}").get_json()["label"] == answer["label"]

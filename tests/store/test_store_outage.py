@@ -2,6 +2,7 @@
 
 import pytest
 import sqlalchemy as sa
+from conftest import READER
 from helpers.tcp_proxy import TcpProxy
 
 from nomads_cluster.store.engine import normalize_url
@@ -27,7 +28,7 @@ def test_locked_sqlite_gives_503_then_recovers(config_for, make_app, tmp_path):
     blocker.exec_driver_sql("ROLLBACK")
     blocker.close()
     assert client.post("/cluster", json=BODY).status_code == 200
-    assert client.get("/users/outage").status_code == 200
+    assert client.get("/users/outage", headers=READER).status_code == 200
 
 
 @pytest.fixture
@@ -58,5 +59,5 @@ def test_postgres_going_away_gives_503_and_health_down_then_recovers(
     response = client.post("/cluster", json={**BODY, "interests": {"coffee": True}})
     assert response.status_code == 200
     assert client.get("/health").get_json()["store"] == "ok"
-    history = client.get("/users/outage/history").get_json()["history"]
+    history = client.get("/users/outage/history", headers=READER).get_json()["history"]
     assert [entry["interests"] for entry in history] == [["coffee"], ["surf"]]

@@ -4,6 +4,7 @@ import http.client
 import json
 
 import pytest
+from conftest import READER
 from helpers.live_server import run_gunicorn
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,7 +42,7 @@ def test_requests_assignments_and_latency_are_counted(client, app):
     for i in range(3):
         client.post("/cluster", json={"_id": i, "interests": {"drinks": True, "parties": True}})
     client.post("/cluster", json={"_id": 9, "interests": {"yoga": True}})
-    client.get("/users/nobody")
+    client.get("/users/nobody", headers=READER)
     after = scrape(client)
 
     def delta(name: str, labels: tuple) -> float:

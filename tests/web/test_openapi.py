@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from conftest import API_KEY, READER
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
@@ -90,7 +91,8 @@ def test_examples_fit_their_schemas_and_are_the_live_answers(client, document):
 
 
 def test_real_answers_fit_the_document(client, document):
-    headers = {"Authorization": "Bearer test-key-0123456789"}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    reader = {"headers": READER}
     calls = [
         ("post", "/cluster", "/cluster", {"json": CLUSTER_EXAMPLE}),
         ("post", "/cluster", "/cluster", {"json": {"_id": 1, "interests": {}}}),
@@ -106,10 +108,11 @@ def test_real_answers_fit_the_document(client, document):
         ("get", "/version", "/version", {}),
         ("get", "/health", "/health", {}),
         ("get", "/metrics", "/metrics", {}),
-        ("get", "/users/{user_id}", f"/users/{CLUSTER_EXAMPLE['_id']}", {}),
+        ("get", "/users/{user_id}", f"/users/{CLUSTER_EXAMPLE['_id']}", reader),
+        ("get", "/users/{user_id}", "/users/nobody", reader),
         ("get", "/users/{user_id}", "/users/nobody", {}),
-        ("get", "/users/{user_id}/history", "/users/1/history", {}),
-        ("get", "/users/{user_id}/history", "/users/1/history?limit=0", {}),
+        ("get", "/users/{user_id}/history", "/users/1/history", reader),
+        ("get", "/users/{user_id}/history", "/users/1/history?limit=0", reader),
         ("post", "/admin/model/reload", "/admin/model/reload", {}),
         ("post", "/admin/model/reload", "/admin/model/reload", {"headers": headers}),
         ("delete", "/users/{user_id}", "/users/1", {}),
@@ -129,12 +132,22 @@ def test_real_answers_fit_the_document(client, document):
             ("/users/{user_id}", 401), ("/users/{user_id}", 404)} <= seen  # fmt: skip
 
 
-def test_operations_behind_the_api_key_say_so(client, document):
-    secured = {(op.method, op.path) for op in OPERATIONS if op.secured}
-    assert secured == {("delete", "/users/{user_id}"), ("post", "/admin/model/reload")}
-    for method, path in secured:
-        assert document["paths"][path][method]["security"] == [{"apiKey": []}]
-    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+def test_operations_behind_a_key_say_which(client, document):
+    keys = {(op.method, op.path): op.key for op in OPERATIONS if op.key}
+    assert keys == {
+        ("get", "/users/{user_id}"): "read",
+        ("get", "/users/{user_id}/history"): "read",
+        ("delete", "/users/{user_id}"): "admin",
+        ("post", "/admin/model/reload"): "admin",
+    }
+    accepted = {"read": [{"readKey": []}, {"adminKey": []}], "admin": [{"adminKey": []}]}
+    for (method, path), right in keys.items():
+        assert document["paths"][path][method]["security"] == accepted[right]
+    schemes = document["components"]["securitySchemes"]
+    assert {name: scheme["scheme"] for name, scheme in schemes.items()} == {
+        "adminKey": "bearer",
+        "readKey": "bearer",
+    }
 
 
 def test_swagger_ui_is_served_by_the_app_itself(client):

@@ -14,7 +14,7 @@ from nomads_cluster.web.openapi import OPERATIONS
 
 COLLECTION = REPO / "postman" / "nomads-cluster.postman_collection.json"
 NEWMAN = REPO / "node_modules" / ".bin" / "newman"
-API_KEY = "postman-key-0123456789"
+KEYS = {"apiKey": "postman-key-0123456789", "readApiKey": "postman-read-key-0123456789"}
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +29,20 @@ def newman() -> Path:
 
 @pytest.fixture
 def base_url(tmp_path):
-    env = {"NOMADS_DATABASE_URL": f"sqlite:///{tmp_path}/nomads.sqlite3", "NOMADS_API_KEY": API_KEY}
+    env = {
+        "NOMADS_DATABASE_URL": f"sqlite:///{tmp_path}/nomads.sqlite3",
+        "NOMADS_API_KEY": KEYS["apiKey"],
+        "NOMADS_READ_API_KEY": KEYS["readApiKey"],
+    }
     with run_gunicorn(env, tmp_path / "gunicorn.log") as port:
         yield f"http://127.0.0.1:{port}"
 
 
-def run_collection(newman: Path, base_url: str, api_key: str, report: Path) -> dict:
-    command = [str(newman), "run", str(COLLECTION), "--env-var", f"baseUrl={base_url}",
-               "--env-var", f"apiKey={api_key}", "--reporters", "cli,json",
+def run_collection(newman: Path, base_url: str, keys: dict[str, str], report: Path) -> dict:
+    variables = [f"{name}={value}" for name, value in {"baseUrl": base_url, **keys}.items()]
+    command = [str(newman), "run", str(COLLECTION), "--reporters", "cli,json",
                "--reporter-json-export", str(report), "--color", "off"]  # fmt: skip
+    command += [argument for variable in variables for argument in ("--env-var", variable)]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     summary = json.loads(report.read_text())["run"]
     summary["returncode"], summary["output"] = finished.returncode, finished.stdout
@@ -55,11 +60,11 @@ def test_collection_covers_every_documented_operation():
         assert any("pm.test(" in line for lines in tests for line in lines), item["name"]
     assert {(op.method, op.path) for op in OPERATIONS} <= requested
     variables = {v["key"] for v in collection["variable"]}
-    assert {"baseUrl", "apiKey"} <= variables
+    assert {"baseUrl", *KEYS} <= variables
 
 
 def test_newman_runs_the_collection_green(newman, base_url, tmp_path):
-    run = run_collection(newman, base_url, API_KEY, tmp_path / "report.json")
+    run = run_collection(newman, base_url, KEYS, tmp_path / "report.json")
     assert run["returncode"] == 0, run["output"]
     stats = run["stats"]
     n_items = len(json.loads(COLLECTION.read_text())["item"])
@@ -68,8 +73,9 @@ def test_newman_runs_the_collection_green(newman, base_url, tmp_path):
 
 
 def test_collections_tests_catch_a_wrong_answer(newman, base_url, tmp_path):
-    # With a wrong key the erasure is refused, and the collection says where.
-    run = run_collection(newman, base_url, "not-the-key", tmp_path / "report.json")
+    # With wrong keys the reads and the erasure are refused, and the collection says where.
+    wrong = dict.fromkeys(KEYS, "not-the-key")
+    run = run_collection(newman, base_url, wrong, tmp_path / "report.json")
     assert run["returncode"] != 0
     failed = {failure["source"]["name"] for failure in run["failures"]}
-    assert "Erase a user" in failed and "Erased user" in failed
+    assert {"A user's assignment", "Erase a user", "Erased user"} <= failed

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from conftest import API_KEY
+from conftest import API_KEY, READER
 
 from nomads_cluster.schemas import BATCH_LIMIT
 from nomads_cluster.store.tables import assignment_history, assignments
@@ -26,7 +26,7 @@ def count_rows(store, table, user_id: str) -> int:
 
 def test_every_answered_assignment_is_stored(client):
     answer = assign(client, "u1", surf=True, coffee=True)
-    stored = client.get("/users/u1").get_json()
+    stored = client.get("/users/u1", headers=READER).get_json()
     assert stored["_id"] == "u1"
     assert stored["cluster"] == answer["cluster"]
     assert stored["scores"] == answer["scores"]
@@ -37,14 +37,14 @@ def test_every_answered_assignment_is_stored(client):
 
 def test_integer_ids_come_back_as_integers(client):
     assign(client, 42, parks=True)
-    assert client.get("/users/42").get_json()["_id"] == 42
+    assert client.get("/users/42", headers=READER).get_json()["_id"] == 42
 
 
 def test_posting_again_replaces_the_assignment_and_adds_to_history(client):
     first = assign(client, "u2", surf=True)
     second = assign(client, "u2", theaters=True, museums=True)
-    assert client.get("/users/u2").get_json()["cluster"] == second["cluster"]
-    history = client.get("/users/u2/history").get_json()
+    assert client.get("/users/u2", headers=READER).get_json()["cluster"] == second["cluster"]
+    history = client.get("/users/u2/history", headers=READER).get_json()
     assert history["_id"] == "u2"
     assert [entry["interests"] for entry in history["history"]] == [
         ["museums", "theaters"],
@@ -54,21 +54,21 @@ def test_posting_again_replaces_the_assignment_and_adds_to_history(client):
         second["cluster"],
         first["cluster"],
     ]
-    latest = client.get("/users/u2/history?limit=1").get_json()["history"]
+    latest = client.get("/users/u2/history?limit=1", headers=READER).get_json()["history"]
     assert [entry["interests"] for entry in latest] == [["museums", "theaters"]]
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001"])
 def test_history_limit_out_of_range_is_a_400(client, limit):
     assign(client, "u3", surf=True)
-    response = client.get(f"/users/u3/history?limit={limit}")
+    response = client.get(f"/users/u3/history?limit={limit}", headers=READER)
     assert response.status_code == 400
     assert "limit must be an integer from 1 to 1000" in response.get_json()["detail"]
 
 
 @pytest.mark.parametrize("path", ["/users/nobody", "/users/nobody/history"])
 def test_unknown_user_is_a_404_problem(client, path):
-    response = client.get(path)
+    response = client.get(path, headers=READER)
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     assert "nobody" in response.get_json()["detail"]
@@ -80,7 +80,7 @@ def test_erasure_needs_the_api_key(client):
         response = client.delete("/users/u4", headers=headers)
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert client.get("/users/u4").status_code == 200
+    assert client.get("/users/u4", headers=READER).status_code == 200
 
 
 def test_erasure_leaves_nothing_behind(client, store):
@@ -92,9 +92,9 @@ def test_erasure_leaves_nothing_behind(client, store):
     assert response.data == b""
     assert count_rows(store, assignments, "u5") == 0
     assert count_rows(store, assignment_history, "u5") == 0
-    assert client.get("/users/u5").status_code == 404
-    assert client.get("/users/u5/history").status_code == 404
-    assert client.get("/users/other").status_code == 200
+    assert client.get("/users/u5", headers=READER).status_code == 404
+    assert client.get("/users/u5/history", headers=READER).status_code == 404
+    assert client.get("/users/other", headers=READER).status_code == 200
     assert client.delete("/users/u5", headers=AUTH).status_code == 404
 
 
@@ -104,7 +104,7 @@ def test_erasure_is_off_without_an_api_key(config_for, database_url, make_app):
     response = client.delete("/users/u6", headers={"Authorization": "Bearer anything"})
     assert response.status_code == 403
     assert "NOMADS_API_KEY" in response.get_json()["detail"]
-    assert client.get("/users/u6").status_code == 200
+    assert client.get("/users/u6", headers=READER).status_code == 200
 
 
 def test_batch_answers_each_user_in_order_and_stores_them(client):
@@ -121,7 +121,7 @@ def test_batch_answers_each_user_in_order_and_stores_them(client):
         assert result["_id"] == user["_id"]
         assert result["cluster"] == single["cluster"]
         assert result["scores"] == pytest.approx(single["scores"], rel=1e-12, abs=1e-15)
-        history = client.get(f"/users/{user['_id']}/history").get_json()["history"]
+        history = client.get(f"/users/{user['_id']}/history", headers=READER).get_json()["history"]
         assert [entry["source"] for entry in history] == ["api", "batch"]
 
 
@@ -143,9 +143,9 @@ def test_batch_item_errors_do_not_sink_the_others(client):
     ]
     pointers = {e["pointer"] for e in body["results"][3]["errors"]}
     assert pointers == {"#/users/3/_id", "#/users/3/interests/coffee"}
-    assert client.get("/users/ok1").status_code == 200
-    assert client.get("/users/ok2").status_code == 200
-    assert client.get("/users/bad1").status_code == 404
+    assert client.get("/users/ok1", headers=READER).status_code == 200
+    assert client.get("/users/ok2", headers=READER).status_code == 200
+    assert client.get("/users/bad1", headers=READER).status_code == 404
 
 
 def test_batch_of_the_documented_limit_is_accepted(client, store):

@@ -1,0 +1,68 @@
+"""Bearer keys: who may read a stored user's personal data, who may change the service.
+
+- ``read``: a user's assignment, interests and history. The read key
+  (``NOMADS_READ_API_KEY``), for the app's back end, or the admin key.
+- ``admin``: erasure and model reloads. The admin key (``NOMADS_API_KEY``) only.
+
+A route whose keys are none of them configured is turned off (403): personal data is
+never served to anyone because a key was forgotten. The app's contract (``/cluster``,
+the segments, ``/health``) needs no key.
+"""
+
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import Literal, ParamSpec
+
+from flask import Response, current_app, request
+
+from .problems import problem_response
+
+Right = Literal["read", "admin"]
+# The settings whose keys grant each right.
+KEYS_GRANTING: dict[Right, tuple[str, ...]] = {
+    "read": ("READ_API_KEY", "API_KEY"),
+    "admin": ("API_KEY",),
+}
+P = ParamSpec("P")
+
+
+def _variables(right: Right) -> str:
+    return " or ".join(f"NOMADS_{name}" for name in KEYS_GRANTING[right])
+
+
+def key_problem(right: Right) -> Response | None:
+    """None when the request's bearer token is a key that grants ``right``."""
+    keys = [key for name in KEYS_GRANTING[right] if (key := current_app.config[name])]
+    if not keys:
+        return problem_response(
+            403,
+            "Forbidden",
+            f"{request.method} {request.path} is turned off: this server has no "
+            f"{_variables(right)}",
+        )
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest against every key: the time tells neither how much of a guessed
+    # key was right nor which key it was close to.
+    matches = [hmac.compare_digest(token.encode(), key.encode()) for key in keys]
+    if scheme.lower() != "bearer" or not any(matches):
+        return problem_response(
+            401,
+            "Unauthorized",
+            f"send a key as a bearer token: Authorization: Bearer <{_variables(right)}>",
+            headers={"WWW-Authenticate": 'Bearer realm="nomads-cluster"'},
+        )
+    return None
+
+
+def requires_key(right: Right) -> Callable[[Callable[P, Response]], Callable[P, Response]]:
+    """A view decorator: the view answers only requests that carry a key with ``right``."""
+
+    def decorate(view: Callable[P, Response]) -> Callable[P, Response]:
+        @wraps(view)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> Response:
+            return key_problem(right) or view(*args, **kwargs)
+
+        return guarded
+
+    return decorate
