@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install test-tools run test lint docs docs-build verify soak bench train migrate clean
+.PHONY: install test-tools run test lint docs docs-build verify soak bench train migrate lock clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps --editable .
 	touch $@
 
@@ -26,6 +26,19 @@ test-tools: node_modules/.installed
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The locks, from pyproject.toml: every package beneath it pinned, with its hashes.
+# requirements.txt serves (Heroku, the image); -train adds training and file work;
+# -dev adds the tests and tools. The pins already there are kept unless pyproject.toml
+# asks otherwise; `make lock UPGRADE=--upgrade` takes the newest. LOCK_DIR: elsewhere
+# (tests/test_locks.py checks that the committed locks are what this makes).
+LOCK_DIR ?= .
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock" $(UPGRADE)
+lock: install
+	$(LOCK) -o $(LOCK_DIR)/requirements.txt
+	$(LOCK) --extra train -o $(LOCK_DIR)/requirements-train.txt
+	$(LOCK) --extra train --extra dev -o $(LOCK_DIR)/requirements-dev.txt
 
 # Serves as Heroku would: the Procfile's web command, on $(PORT).
 run: install

@@ -1,10 +1,12 @@
 """Heroku's build, as the Python buildpack does it: a fresh virtualenv with only
-requirements.txt installed (not this package), then the Procfile's commands from the
-repository's root. The release phase must succeed, or Heroku refuses the deploy."""
+requirements.txt installed (serving's lock, not this package), then the Procfile's
+commands from the repository's root. The release phase must succeed, or Heroku refuses
+the deploy."""
 
 import http.client
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -13,6 +15,7 @@ import sys
 import pytest
 from helpers.live_server import REPO
 
+from nomads_cluster.cli.service import TRAINING_PACKAGES
 from nomads_cluster.testing import free_port, wait_until_healthy
 
 
@@ -86,6 +89,23 @@ def test_release_then_web_from_requirements_txt_alone(heroku_slug, tmp_path):
     assert response.status == 200, (tmp_path / "web.log").read_text()
     assert answer["_id"] == "heroku-1"
     assert answer["cluster"] in range(1, 100)
+
+
+@pytest.mark.parametrize("command", [["train"], ["assign", "users.csv", "-o", "out.csv"]])
+def test_serving_install_says_what_training_commands_need(heroku_slug, command):
+    """requirements.txt serves only: the commands that need the training stack say
+    which package is missing and what to install, in one line."""
+    slug, venv = heroku_slug
+    (slug / "users.csv").write_text("_id,surf\n1,1\n")
+    run = subprocess.run(
+        [venv / "bin" / "python", "-m", "nomads_cluster", *command], cwd=slug,
+        env=heroku_env(venv, "sqlite://"), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    missing = re.search(r"needs (\w+), one of the training packages", run.stderr)
+    assert missing and missing.group(1) in TRAINING_PACKAGES, run.stderr
+    assert "pip install 'nomads-cluster[train]'" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_app_json_postdeploy_is_the_release_command():

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..segmentation.model import DEFAULT_MODEL_DIR, ModelError, load_model
-from .service import counted, service
+from .service import counted, service, training_packages
 
 BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a count
 
@@ -19,8 +19,10 @@ BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a c
 @click.argument("survey", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def ingest(survey: Path) -> None:
     """Load the answers of a survey export into the database (known answers skipped)."""
-    from ..segmentation.survey import SurveyFormatError, read_survey_answers
     from ..store.users import StoreUnavailable, chosen_interests
+
+    with training_packages("ingest"):
+        from ..segmentation.survey import SurveyFormatError, read_survey_answers
 
     try:
         answers = read_survey_answers(survey)
@@ -80,7 +82,8 @@ def assign(
     """Assign every user of INPUT_PATH to a segment: the survey export, a CSV with an id
     column and the 26 interest columns (0/1 or true/false), or JSON Lines of /cluster
     bodies. Streams in chunks, in bounded memory."""
-    from .offline import BadRowsError, InputFormatError, assign_file
+    with training_packages("assign"):
+        from .offline import BadRowsError, InputFormatError, assign_file
 
     if output.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise click.BadParameter("use a .csv or .jsonl file", param_hint="--output")

@@ -15,7 +15,7 @@ from ..segmentation.model import (
     load_model,
 )
 from ..segmentation.scoring import MAX_COMPONENTS, MIN_COMPONENTS
-from .service import service
+from .service import service, training_packages
 
 DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_responses.csv"
 
@@ -79,8 +79,9 @@ def train(
 ) -> None:
     """Train the segmentation model on the survey and write it with its card."""
     # Imported here: scikit-learn and pandas are for training, not for serving.
-    from ..segmentation.survey import Survey, SurveyFormatError, read_survey
-    from ..segmentation.training import train as train_model
+    with training_packages("train"):
+        from ..segmentation.survey import Survey, SurveyFormatError, read_survey
+        from ..segmentation.training import train as train_model
 
     if from_db:
         with service() as app:
@@ -181,7 +182,9 @@ def promote(version: str, registry: Path) -> None:
 def heatmap(model_dir: Path) -> None:
     """Draw heatmap.png beside a trained model (train draws it for new models)."""
     from ..segmentation.model import HEATMAP_FILE
-    from ..segmentation.training import draw_heatmap
+
+    with training_packages("heatmap"):
+        from ..segmentation.training import draw_heatmap
 
     try:
         model = load_model(model_dir)

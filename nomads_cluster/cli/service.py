@@ -1,5 +1,6 @@
 """What the commands share: the app as the service builds it (the same NOMADS_* and
-DATABASE_URL settings), and their wording of counts."""
+DATABASE_URL settings), the training packages they may lack, and their wording of
+counts."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,29 @@ def service() -> Iterator[Flask]:
         yield app
     finally:
         app.extensions["user_store"].engine.dispose()
+
+
+# The `train` extra: what training and file work import, and serving never does.
+TRAINING_PACKAGES = {"sklearn", "scipy", "pandas", "pyarrow", "matplotlib"}
+TRAINING_INSTALL = (
+    "pip install 'nomads-cluster[train]', or in the repository "
+    "pip install --require-hashes -r requirements-train.txt"
+)
+
+
+@contextmanager
+def training_packages(command: str) -> Iterator[None]:
+    """Around a command's imports: a missing training package is a one-line error that
+    says what to install (a serving install has none of them)."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in TRAINING_PACKAGES:
+            raise
+        raise click.ClickException(
+            f"`nomads-cluster {command}` needs {exc.name}, one of the training packages, "
+            f"which this installation does not have: {TRAINING_INSTALL}"
+        ) from None
 
 
 def counted(number: int, noun: str) -> str:
