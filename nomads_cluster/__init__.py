@@ -61,8 +61,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # neither the web layer nor the database unless it asks for them.
     from .segmentation import model
     from .store import commits, users
-    from .web import api, cors, limits, logs, metrics, openapi, pages, problems, security
+    from .web import api, cors, limits, logs, metrics, openapi, pages, problems, routing, security
 
+    routing.init_app(app)
     logs.init_app(app)
     problems.init_app(app)
     model.init_app(app)
