@@ -66,6 +66,10 @@ class _DriftCollector(Collector):
         yield count
 
 
+# The methods counted by name; any other (invented by a client) is "other".
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     drift = _DriftCollector(drift_report(current_app.config["DRIFT_WINDOW"]))
@@ -81,8 +85,10 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def count_request(response: Response) -> Response:
+        # Every label from a closed set: a client must not create series at will.
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        method = request.method if request.method in HTTP_METHODS else "other"
+        REQUESTS.labels(method, route, str(response.status_code)).inc()
         started = g.get("request_started")
         if started is not None:
             LATENCY.labels(route).observe(time.perf_counter() - started)

@@ -37,6 +37,24 @@ CLUSTER_OK = (
 )
 
 
+def test_invented_methods_and_paths_add_no_series(client):
+    """Labels come from closed sets: 40 invented methods and 40 invented paths fold into
+    one method ("other") and one route ("unmatched")."""
+    client.open("/cluster", method="BREW")  # the folded series exist from here on
+    client.get("/invented")
+    scrape(client)
+    before = scrape(client)
+    for n in range(40):
+        client.open("/cluster", method=f"X{n}")
+        client.get(f"/invented/{n}")
+    after = scrape(client)
+    assert {key for key in after if key[0] == "nomads_requests_total"} == {
+        key for key in before if key[0] == "nomads_requests_total"
+    }
+    methods = {dict(labels)["method"] for name, labels in after if name == "nomads_requests_total"}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+
+
 def test_requests_assignments_and_latency_are_counted(client, app):
     before = scrape(client)
     for i in range(3):
