@@ -30,13 +30,21 @@ def _interest_value(value: Any) -> bool:
     raise PydanticCustomError("interest_value", "must be true, false, 0 or 1")
 
 
+def storable_id(text: str) -> bool:
+    """Whether a user id, as text, is one that SQLite and PostgreSQL both store: 1 to
+    MAX_ID_LENGTH characters and no NUL (PostgreSQL's text cannot hold it). (A lone
+    surrogate never gets here: the JSON parser refuses it, and URLs decode to UTF-8.)"""
+    return 0 < len(text) <= MAX_ID_LENGTH and "\x00" not in text
+
+
 def _user_id(value: Any) -> str | int:
-    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
-        return value
-    if type(value) is int:
+    # type() is int: not bool. Integers are stored as their digits, bounded alike.
+    if (isinstance(value, str) or type(value) is int) and storable_id(str(value)):
         return value
     raise PydanticCustomError(
-        "user_id", f"must be a non-empty string (at most {MAX_ID_LENGTH} characters) or an integer"
+        "user_id",
+        f"must be a non-empty string of at most {MAX_ID_LENGTH} characters (no NUL), or an "
+        f"integer of at most {MAX_ID_LENGTH} characters",
     )
 
 
@@ -239,10 +247,22 @@ class BatchResponse(BaseModel):
     model_version: str
 
 
+def _unknown_interest(error: dict[str, Any]) -> bool:
+    return error["type"] == "extra_forbidden" and error["loc"][:1] == ("interests",)
+
+
 def _describe(error: dict[str, Any]) -> str:
-    if error["type"] == "extra_forbidden" and error["loc"][:1] == ("interests",):
-        return f"unknown interest {error['loc'][-1]!r}; valid interests: {', '.join(INTEREST_KEYS)}"
+    if _unknown_interest(error):
+        return f"unknown interest {error['loc'][-1]!r}"
     return describe_error(error)
+
+
+def valid_interests_note(error: ValidationError) -> str:
+    """ "; valid interests: ..." once for a body that names an unknown interest (not in
+    each of its errors: a body of many would get a huge answer), else nothing."""
+    if any(_unknown_interest(e) for e in error.errors(include_url=False, include_input=False)):
+        return f"; valid interests: {', '.join(INTEREST_KEYS)}"
+    return ""
 
 
 def body_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[ErrorDetail]:

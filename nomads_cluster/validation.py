@@ -36,5 +36,14 @@ def error_details(
     ]
 
 
-def summarize(errors: list[ErrorDetail]) -> str:
-    return "; ".join(f"{e['pointer']} {e['detail']}" for e in errors)
+# Errors listed per document: a body of thousands of errors gets a short answer (an
+# answer stays within a small multiple of its request).
+MAX_LISTED = 10
+
+
+def summarize(errors: list[ErrorDetail], limit: int = MAX_LISTED) -> str:
+    """The first ``limit`` errors in one line, and how many more there are."""
+    summary = "; ".join(f"{e['pointer']} {e['detail']}" for e in errors[:limit])
+    if len(errors) > limit:
+        summary += f"; and {len(errors) - limit} more"
+    return summary

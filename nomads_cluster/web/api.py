@@ -1,8 +1,12 @@
 """The HTTP API: /cluster (the app's contract), the segments, the stored users, /health."""
 
+import re
+from typing import Any
+
 import numpy as np
 from flask import Blueprint, Response, current_app, g, request, url_for
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import NotFound
 
 from ..schemas import (
     BatchAssigned,
@@ -22,6 +26,7 @@ from ..schemas import (
     UserHistory,
     body_errors,
     normalised_scores,
+    storable_id,
     user_id_or_none,
 )
 from ..segmentation import drift
@@ -36,7 +41,7 @@ from ..store.users import (
     count_assignments,
     get_store,
 )
-from ..validation import summarize
+from ..validation import MAX_LISTED, summarize
 from .keys import requires_key
 from .problems import (
     RETRY_AFTER_SECONDS,
@@ -50,6 +55,28 @@ bp = Blueprint("api", __name__)
 HISTORY_LIMIT = 100  # entries of /users/<id>/history unless ?limit= says otherwise
 MAX_HISTORY_LIMIT = 1000
 MAX_DRIFT_WINDOW = drift.MAX_WINDOW
+MAX_LISTED_IN_BATCH = 100  # errors listed in a batch's answer, all items together
+
+
+@bp.url_value_preprocessor
+def only_storable_user_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """A path's user id that no store can hold (NUL, too long, broken Unicode) names no
+    user: 404 before any query (PostgreSQL would refuse the query itself)."""
+    user_id = (values or {}).get("user_id")
+    if user_id is not None and not storable_id(user_id):
+        raise NotFound(f"no assignment is stored for user {user_id!r}")
+
+
+def query_integer(name: str, default: int, highest: int) -> int | Response:
+    """The query parameter ``name``: ASCII digits from 1 to ``highest``, else a 400."""
+    text = request.args.get(name, str(default))
+    if re.fullmatch(r"[0-9]{1,9}", text) and 1 <= int(text) <= highest:
+        return int(text)
+    return problem_response(
+        400,
+        "Invalid query parameter",
+        f"{name} must be an integer from 1 to {highest}, not {text!r}",
+    )
 
 
 def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = False) -> Response:
@@ -135,13 +162,18 @@ def cluster_batch() -> Response:
     batch = parse_body(BatchRequest, request_body(current_app.config["BATCH_MAX_CONTENT_LENGTH"]))
     results: list[BatchAssigned | BatchFailed | None] = [None] * len(batch.users)
     valid: list[tuple[int, ClusterRequest]] = []
+    # A bad item's answer: its first error, and up to MAX_LISTED of them while the
+    # batch's MAX_LISTED_IN_BATCH last: an answer stays a small multiple of its body.
+    still_listed = MAX_LISTED_IN_BATCH
     for index, item in enumerate(batch.users):
         try:
             valid.append((index, ClusterRequest.model_validate(item)))
         except ValidationError as exc:
             errors = body_errors(exc, ("users", index))
+            listed = errors[: min(MAX_LISTED, still_listed)]
+            still_listed -= len(listed)
             results[index] = BatchFailed(
-                user_id=user_id_or_none(item), detail=summarize(errors), errors=errors
+                user_id=user_id_or_none(item), detail=summarize(errors, limit=1), errors=listed
             )
     records: list[Assignment] = []
     features = np.empty((0, len(INTEREST_KEYS)))
@@ -220,14 +252,10 @@ def drift_report(window: int) -> DriftReport:
 @bp.get("/clusters/drift")
 def clusters_drift() -> Response:
     """The segments of the latest assignments by the served model against training."""
-    window = request.args.get("window", str(current_app.config["DRIFT_WINDOW"]))
-    if not window.isdigit() or not 1 <= int(window) <= MAX_DRIFT_WINDOW:
-        return problem_response(
-            400,
-            "Invalid query parameter",
-            f"window must be an integer from 1 to {MAX_DRIFT_WINDOW}, not {window!r}",
-        )
-    return json_response(drift_report(int(window)))
+    window = query_integer("window", current_app.config["DRIFT_WINDOW"], MAX_DRIFT_WINDOW)
+    if isinstance(window, Response):
+        return window
+    return json_response(drift_report(window))
 
 
 @bp.get("/clusters/<int(signed=True):number>")
@@ -293,14 +321,10 @@ def user(user_id: str) -> Response:
 @bp.get("/users/<user_id>/history")
 @requires_key("read")
 def user_history(user_id: str) -> Response:
-    limit = request.args.get("limit", str(HISTORY_LIMIT))
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_HISTORY_LIMIT:
-        return problem_response(
-            400,
-            "Invalid query parameter",
-            f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}, not {limit!r}",
-        )
-    records = get_store().history(user_id, int(limit))
+    limit = query_integer("limit", HISTORY_LIMIT, MAX_HISTORY_LIMIT)
+    if isinstance(limit, Response):
+        return limit
+    records = get_store().history(user_id, limit)
     if not records:
         return _unknown_user(user_id)
     return json_response(

@@ -10,9 +10,9 @@ from flask import Flask, Response, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from ..schemas import Problem, body_errors
+from ..schemas import Problem, body_errors, valid_interests_note
 from ..store.users import STORE_ERRORS, StoreUnavailable
-from ..validation import summarize
+from ..validation import MAX_LISTED, summarize
 
 PROBLEM_MIMETYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
@@ -89,7 +89,8 @@ def invalid_body_problem(exc: InvalidBody) -> Response:
         detail = "the body is empty" if not request.content_length else first["msg"]
         return problem_response(400, "Malformed JSON", f"{detail}; send a JSON object")
     listed = body_errors(exc.error)
-    return problem_response(422, "Invalid request body", summarize(listed), errors=listed)
+    detail = summarize(listed) + valid_interests_note(exc.error)
+    return problem_response(422, "Invalid request body", detail, errors=listed[:MAX_LISTED])
 
 
 def unreadable_body_problem(exc: UnreadableBody) -> Response:

@@ -142,7 +142,8 @@ def test_unknown_interest_lists_the_valid_ones(client):
     problem = problem_of(
         client.post("/cluster", json={"_id": "a", "interests": {"Surf": True}}), 422
     )
-    assert all(key in problem["errors"][0]["detail"] for key in INTEREST_KEYS)
+    assert problem["errors"][0]["detail"] == "unknown interest 'Surf'"
+    assert all(key in problem["detail"] for key in INTEREST_KEYS)
 
 
 def test_every_error_in_a_body_is_reported(client):
@@ -241,3 +242,15 @@ def test_a_server_bug_is_a_logged_500_without_traceback(app, client, monkeypatch
     assert "ValidationError" not in response.get_data(as_text=True)
     assert problem["detail"] == "the error was logged"
     assert "unhandled error on POST /cluster" in caplog.text
+
+
+def test_a_body_of_many_unknown_interests_gets_a_short_answer_naming_the_valid_ones(client):
+    interests = {f"unknown{n}": True for n in range(600)}
+    body = json.dumps({"_id": "many", "interests": interests}).encode()
+    response = client.post("/cluster", data=body)
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert len(problem["errors"]) == 10
+    assert "; and 590 more; valid interests: " in problem["detail"]
+    assert problem["detail"].count("valid interests") == 1
+    assert len(response.get_data()) < len(body) / 4

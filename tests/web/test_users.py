@@ -196,3 +196,63 @@ def test_batch_is_one_transaction(client, store):
     sa.event.remove(store.engine, "before_cursor_execute", fail_on_upsert)
     assert response.status_code == 503
     assert all(count_rows(store, assignment_history, f"t{i}") == 0 for i in range(3))
+
+
+UNSTORABLE_IDS = {
+    "NUL": "a\x00b",
+    "257 characters": "x" * 257,
+    "257-digit integer": 10**256,
+    "257-character negative integer": -(10**255),
+}
+
+
+@pytest.mark.parametrize("user_id", UNSTORABLE_IDS.values(), ids=UNSTORABLE_IDS.keys())
+def test_an_id_no_database_can_hold_is_a_422_on_each_database(client, user_id):
+    response = client.post("/cluster", json={"_id": user_id, "interests": {"surf": True}})
+    assert response.status_code == 422
+    assert response.get_json()["errors"][0]["pointer"] == "#/_id"
+
+
+@pytest.mark.parametrize("user_id", [10**255, -(10**255 - 1), "y" * 256])
+def test_ids_of_256_characters_are_stored(client, user_id):
+    response = client.post("/cluster", json={"_id": user_id, "interests": {"surf": True}})
+    assert response.status_code == 200
+    stored = client.get(f"/users/{user_id}", headers=READER).get_json()
+    assert stored["_id"] == user_id
+
+
+def test_an_unstorable_id_in_a_batch_fails_alone(client):
+    users = [{"_id": user_id, "interests": {"surf": True}} for user_id in UNSTORABLE_IDS.values()]
+    users.append({"_id": "fine", "interests": {"surf": True}})
+    response = client.post("/cluster/batch", json={"users": users})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["assigned"], body["failed"]) == (1, len(UNSTORABLE_IDS))
+    assert client.get("/users/fine", headers=READER).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/users/%00", "/users/a%00b/history", "/users/" + "z" * 257])
+def test_looking_up_an_unstorable_id_is_a_404(client, path):
+    assert client.get(path, headers=READER).status_code == 404
+    assert client.delete(path.removesuffix("/history"), headers=AUTH).status_code == 404
+
+
+def test_a_batch_of_bad_items_gets_an_answer_no_larger_than_its_body(client, app):
+    """Every item naming many unknown interests: each item's answer says its first error
+    and how many more; errors are listed ten an item, a hundred in all, and the valid
+    interests never per item."""
+    junk = {f"unknown{n}": True for n in range(50)}
+    users = [{"_id": n, "interests": junk} for n in range(BATCH_LIMIT)]
+    body = json.dumps({"users": users}).encode()
+    assert len(body) <= app.config["BATCH_MAX_CONTENT_LENGTH"]
+    response = client.post("/cluster/batch", data=body)
+    assert response.status_code == 200
+    assert len(response.get_data()) <= len(body)
+    results = response.get_json()["results"]
+    assert [len(result["errors"]) for result in results[:11]] == [10] * 10 + [0]
+    assert sum(len(result["errors"]) for result in results) == 100
+    assert (
+        results[0]["detail"]
+        == "#/users/0/interests/unknown0 unknown interest 'unknown0'; and 49 more"
+    )
+    assert "valid interests" not in response.get_data(as_text=True)
