@@ -11,9 +11,14 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import json  # noqa: E402
+import logging  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
+
+from gunicorn import util  # noqa: E402
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"
@@ -25,6 +30,44 @@ preload_app = True  # the app and its model load once, before forking: workers s
 timeout = 30  # a worker silent this long is killed and replaced
 graceful_timeout = 20  # on restart or stop, time for requests in flight to finish
 keepalive = 5
+# What gunicorn refuses before the app sees a request, set here on purpose (gunicorn's
+# own defaults): a request line over 4094 bytes is a 414, over 100 header fields or a
+# field over 8190 bytes a 431 or 400; all answered as problems (below).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+
+def _write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own error answers (a malformed request line, too long a URL, too many
+    headers, a bad chunk) as RFC 9457 problems, like the app's, instead of HTML. (No
+    "instance": gunicorn does not say which request, if it could read one.)"""
+    problem = {"type": "about:blank", "title": reason, "status": status_int}
+    body = json.dumps({**problem, "detail": mesg or reason}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+util.write_error = _write_problem  # the workers call util.write_error for these
+
+
+class _NoQueryStrings(logging.Filter):
+    """gunicorn logs a request it refuses verbatim ("Invalid request from ip=...: ...");
+    a query string may carry personal data: it is cut from the log line."""
+
+    QUERY = re.compile(r"\?[^\s'\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Invalid request from"):
+            record.msg, record.args = self.QUERY.sub("?...", message), ()
+        return True
+
+
+logging.getLogger("gunicorn.error").addFilter(_NoQueryStrings())
 
 # Metrics from every worker: prometheus_client's multiprocess mode keeps each worker's
 # samples in files of this directory, which /metrics adds up. A fresh one per start.
