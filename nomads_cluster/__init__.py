@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_TIMEOUT": 3,  # seconds to connect, wait for a lock or a pooled connection
     "API_KEY": None,  # admin bearer key: erasure, model reloads (and reads); None: off
     "READ_API_KEY": None,  # bearer key to read stored users; None: only the admin key
+    "JWT_SECRET": None,  # HS256 secret: /cluster takes only the user's own token
+    "JWKS_URL": None,  # or the identity provider's keys (RS256, ES256)
+    "JWT_AUDIENCE": None,  # checked when set
+    "JWT_ISSUER": None,  # checked when set
     "RATE_LIMIT": None,  # per client, e.g. "120/minute;2000/hour"; None: no limit
     "RATE_LIMIT_STORAGE_URL": "memory://",  # per worker; redis://... shares the counts
     "TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-For names the client
@@ -49,7 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
     else:
         app.config.from_mapping(test_config)
-    for key in ("API_KEY", "READ_API_KEY"):
+    for key in ("API_KEY", "READ_API_KEY", "JWT_SECRET"):
         if app.config[key] is not None:
             # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
             app.config[key] = str(app.config[key]) or None
@@ -61,7 +65,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # neither the web layer nor the database unless it asks for them.
     from .segmentation import model
     from .store import commits, users
-    from .web import api, cors, limits, logs, metrics, openapi, pages, problems, routing, security
+    from .web import (
+        api,
+        binding,
+        cors,
+        limits,
+        logs,
+        metrics,
+        openapi,
+        pages,
+        problems,
+        routing,
+        security,
+    )
 
     routing.init_app(app)
     logs.init_app(app)
@@ -72,6 +88,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     cors.init_app(app)
     security.init_app(app)
     limits.init_app(app)
+    binding.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)

@@ -35,6 +35,10 @@ class Settings(BaseModel):
     DATABASE_TIMEOUT: float = Field(gt=0, le=300)
     API_KEY: str | None = Field(min_length=16)  # guessable keys are refused
     READ_API_KEY: str | None = Field(min_length=16)
+    JWT_SECRET: str | None = Field(min_length=32)  # HS256: at least 256 bits
+    JWKS_URL: str | None = Field(pattern=r"^https?://")
+    JWT_AUDIENCE: str | None
+    JWT_ISSUER: str | None
     RATE_LIMIT: str | None
     RATE_LIMIT_STORAGE_URL: str
     TRUSTED_PROXIES: int = Field(ge=0, le=5)
@@ -74,6 +78,12 @@ class Settings(BaseModel):
     def _no_debug_in_production(self) -> "Settings":
         if self.DEBUG and self.ENV != "development":
             raise ValueError("debug mode is for development only: NOMADS_ENV=development")
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_verify_tokens(self) -> "Settings":
+        if self.JWT_SECRET is not None and self.JWKS_URL is not None:
+            raise ValueError("set NOMADS_JWT_SECRET or NOMADS_JWKS_URL, not both")
         return self
 
     @model_validator(mode="after")

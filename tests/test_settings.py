@@ -29,6 +29,8 @@ def environment(monkeypatch, tmp_path):
         ("NOMADS_DATABASE_TIMEOUT", "0", "Input should be greater than 0"),
         ("NOMADS_API_KEY", "short-key", "String should have at least 16 characters"),
         ("NOMADS_READ_API_KEY", "short-key", "String should have at least 16 characters"),
+        ("NOMADS_JWT_SECRET", "short-secret", "String should have at least 32 characters"),
+        ("NOMADS_JWKS_URL", "file:///keys.json", "String should match pattern"),
         ("NOMADS_LOG_FORMAT", "xml", "Input should be 'json' or 'text'"),
         ("NOMADS_MODEL_DIR", "/nowhere", "Value error, /nowhere is not a directory"),
         ("NOMADS_DATABASE_URL", "mysql://db/x", "Value error, must start with one of sqlite"),
@@ -53,6 +55,13 @@ def test_one_value_for_the_read_and_the_admin_key_is_refused(environment):
     environment("NOMADS_API_KEY", "one-key-for-everything")
     environment("NOMADS_READ_API_KEY", "one-key-for-everything")
     with pytest.raises(ConfigError, match="NOMADS_READ_API_KEY must differ from NOMADS_API_KEY"):
+        create_app()
+
+
+def test_tokens_are_verified_one_way_only(environment):
+    environment("NOMADS_JWT_SECRET", "a-secret-of-at-least-thirty-two-characters")
+    environment("NOMADS_JWKS_URL", "https://idp.example/.well-known/jwks.json")
+    with pytest.raises(ConfigError, match="set NOMADS_JWT_SECRET or NOMADS_JWKS_URL, not both"):
         create_app()
 
 

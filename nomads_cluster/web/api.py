@@ -42,6 +42,7 @@ from ..store.users import (
     get_store,
 )
 from ..validation import MAX_LISTED, summarize
+from .binding import batch_problem, write_problem
 from .keys import requires_key
 from .problems import (
     RETRY_AFTER_SECONDS,
@@ -144,6 +145,9 @@ def _answer_body(source: str) -> tuple[Assignment, ClusterResponse]:
 def cluster() -> Response:
     """Assign one user to a segment and store it."""
     record, answer = _answer_body("api")
+    refused = write_problem(record.user_id)  # when writes are bound to the caller
+    if refused is not None:
+        return refused
     g.user_id = record.user_id  # for the request's log line
     get_committer().save([record])  # committed before the answer: no acknowledged loss
     count_assignments([record.cluster], "api")
@@ -159,6 +163,9 @@ def cluster_preview() -> Response:
 @bp.post("/cluster/batch")
 def cluster_batch() -> Response:
     """Assign and store many users in one transaction; a bad item fails alone."""
+    refused = batch_problem()
+    if refused is not None:
+        return refused
     batch = parse_body(BatchRequest, request_body(current_app.config["BATCH_MAX_CONTENT_LENGTH"]))
     results: list[BatchAssigned | BatchFailed | None] = [None] * len(batch.users)
     valid: list[tuple[int, ClusterRequest]] = []

@@ -96,6 +96,14 @@ def _key_problems(right: Right) -> dict[int, Answer]:
     }
 
 
+# Only where writes are bound to the caller (NOMADS_JWT_SECRET or NOMADS_JWKS_URL).
+_BOUND_WRITES: dict[int, Answer] = {
+    401: ("Writes are bound to the caller, and the user's bearer JWT is missing or not "
+          "valid.", schemas.Problem),
+    403: ("Writes are bound to the caller, and the token's subject is another user.",
+          schemas.Problem),
+}  # fmt: skip
+
 _PROBLEMS_OF_BODIES: dict[int, Answer] = {
     400: ("The body is not JSON.", schemas.Problem),
     413: ("The body is too large.", schemas.Problem),
@@ -112,7 +120,7 @@ _ASSIGNED: Answer = ("The user's segment, explained.", schemas.ClusterResponse)
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post", "/cluster", "Assign a user to a segment, and remember it", "segments",
-        {200: _ASSIGNED, **_PROBLEMS_OF_BODIES, **_STORE_DOWN},
+        {200: _ASSIGNED, **_PROBLEMS_OF_BODIES, **_BOUND_WRITES, **_STORE_DOWN},
         body=schemas.ClusterRequest, body_example=CLUSTER_EXAMPLE,
     ),
     Operation(
@@ -124,6 +132,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "post", "/cluster/batch", f"Assign up to {schemas.BATCH_LIMIT} users at once", "segments",
         {
             200: ("One result per user, in order.", schemas.BatchResponse),
+            401: ("Writes are bound to the caller, and the admin key is missing or wrong.",
+                  schemas.Problem),
             **_PROBLEMS_OF_BODIES, **_STORE_DOWN,
         },
         body=schemas.BatchRequest, body_example=BATCH_EXAMPLE,

@@ -1,0 +1,80 @@
+"""Binding writes to the caller, for operators who turn it on.
+
+The app's contract lets any client POST any ``_id``: anyone may overwrite anyone's
+assignment. With ``NOMADS_JWT_SECRET`` (HS256) or ``NOMADS_JWKS_URL`` (RS256 or ES256,
+the identity provider's published keys) set, ``POST /cluster`` takes only a bearer JWT
+whose ``sub`` is the body's ``_id`` (its digits, for an integer), signed and unexpired
+(and of ``NOMADS_JWT_AUDIENCE`` and ``NOMADS_JWT_ISSUER`` when set): 401 without a
+valid token, 403 for another user's. ``POST /cluster/batch``, which writes many users,
+then takes the admin key. Off by default.
+"""
+
+from typing import Any
+
+import jwt
+from flask import Flask, Response, current_app, request
+
+from .keys import key_problem
+from .problems import problem_response
+
+SECRET_ALGORITHMS = ["HS256"]
+KEY_SET_ALGORITHMS = ["RS256", "ES256"]
+REQUIRED_CLAIMS = ["sub", "exp"]
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="nomads-cluster"'}
+
+
+def binding_on() -> bool:
+    return "jwt_keys" in current_app.extensions
+
+
+def _verified_claims(token: str) -> dict[str, Any]:
+    """The token's claims, or jwt.PyJWTError."""
+    config = current_app.config
+    options = {"require": REQUIRED_CLAIMS}
+    checks = {"audience": config["JWT_AUDIENCE"], "issuer": config["JWT_ISSUER"]}
+    keys = current_app.extensions["jwt_keys"]
+    if isinstance(keys, jwt.PyJWKClient):
+        key = keys.get_signing_key_from_jwt(token).key
+        return jwt.decode(token, key, KEY_SET_ALGORITHMS, options=options, **checks)
+    return jwt.decode(token, keys, SECRET_ALGORITHMS, options=options, **checks)
+
+
+def write_problem(user_id: str | int) -> Response | None:
+    """None when binding is off, or the request's token is the user's own."""
+    if not binding_on():
+        return None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return problem_response(
+            401, "Unauthorized", "send the user's token: Authorization: Bearer <JWT>",
+            headers=_CHALLENGE,
+        )  # fmt: skip
+    try:
+        claims = _verified_claims(token)
+    except jwt.PyJWKClientConnectionError:
+        # The key set could not be fetched: the provider's fault, not the client's.
+        return problem_response(
+            503, "Service Unavailable", "the identity provider's keys cannot be read now",
+            headers={"Retry-After": "5"},
+        )  # fmt: skip
+    except jwt.PyJWTError as exc:  # PyJWKClientError too: no published key signed it
+        return problem_response(
+            401, "Unauthorized", f"the token is not valid: {exc}", headers=_CHALLENGE
+        )
+    if str(claims["sub"]) != str(user_id):
+        return problem_response(
+            403, "Forbidden", "the token's subject is another user: a user assigns only itself"
+        )
+    return None
+
+
+def batch_problem() -> Response | None:
+    """With binding on, writing many users at once takes the admin key."""
+    return key_problem("admin") if binding_on() else None
+
+
+def init_app(app: Flask) -> None:
+    if app.config["JWKS_URL"]:
+        app.extensions["jwt_keys"] = jwt.PyJWKClient(app.config["JWKS_URL"], cache_keys=True)
+    elif app.config["JWT_SECRET"]:
+        app.extensions["jwt_keys"] = app.config["JWT_SECRET"]
