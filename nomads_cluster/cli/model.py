@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -135,7 +136,8 @@ def train(
 def _components(value: str) -> int | str:
     if value == "auto":
         return value
-    if value.isdigit() and MIN_COMPONENTS <= int(value) <= MAX_COMPONENTS:
+    # ASCII digits: str.isdigit() also takes "²", which int() refuses.
+    if re.fullmatch(r"[0-9]{1,3}", value) and MIN_COMPONENTS <= int(value) <= MAX_COMPONENTS:
         return int(value)
     raise click.BadParameter(
         f"{value!r}: a number of segments from {MIN_COMPONENTS} to {MAX_COMPONENTS}, or auto"

@@ -250,3 +250,11 @@ def test_db_upgrade_reports_the_revision(runner, cli_env):
     result = runner.invoke(main, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith(f"-> {head_revision()}")
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\uff14", "0", "99", "four"])
+def test_components_are_ascii_digits_in_range_or_auto(runner, value):
+    result = runner.invoke(main, ["train", "--components", value])
+    assert result.exit_code == 2
+    assert "a number of segments from" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
