@@ -11,7 +11,6 @@ then takes the admin key. Off by default.
 
 from typing import Any
 
-import jwt
 from flask import Flask, Response, current_app, request
 
 from .keys import key_problem
@@ -29,6 +28,8 @@ def binding_on() -> bool:
 
 def _verified_claims(token: str) -> dict[str, Any]:
     """The token's claims, or jwt.PyJWTError."""
+    import jwt
+
     config = current_app.config
     options = {"require": REQUIRED_CLAIMS}
     checks = {"audience": config["JWT_AUDIENCE"], "issuer": config["JWT_ISSUER"]}
@@ -43,6 +44,10 @@ def write_problem(user_id: str | int) -> Response | None:
     """None when binding is off, or the request's token is the user's own."""
     if not binding_on():
         return None
+    # Imported only where binding is on: PyJWT and cryptography cost a server that does
+    # not bind about 9 MB and part of its start-up.
+    import jwt
+
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return problem_response(
@@ -75,6 +80,8 @@ def batch_problem() -> Response | None:
 
 def init_app(app: Flask) -> None:
     if app.config["JWKS_URL"]:
+        import jwt
+
         app.extensions["jwt_keys"] = jwt.PyJWKClient(app.config["JWKS_URL"], cache_keys=True)
     elif app.config["JWT_SECRET"]:
         app.extensions["jwt_keys"] = app.config["JWT_SECRET"]
