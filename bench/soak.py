@@ -23,6 +23,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+READ_API_KEY = "soak-read-key-0123456789"  # the /users reads are the back end's
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from nomads_cluster.segmentation.interests import INTEREST_KEYS  # noqa: E402
@@ -94,6 +96,7 @@ class Instance:
             **os.environ,
             "NOMADS_DATABASE_URL": self.database_url,
             "NOMADS_DATABASE_TIMEOUT": "2",
+            "NOMADS_READ_API_KEY": READ_API_KEY,
             "WEB_CONCURRENCY": "2",
             "PORT": str(self.port),
         }
@@ -137,7 +140,8 @@ class Traffic:
 
     def request(self, connection, method: str, path: str, body: dict | None) -> tuple[int, dict]:
         payload = None if body is None else json.dumps(body)
-        connection.request(method, path, payload, {"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {READ_API_KEY}"}
+        connection.request(method, path, payload, headers)
         response = connection.getresponse()
         data = response.read()
         is_json = response.getheader("Content-Type", "").endswith("json")
