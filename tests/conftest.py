@@ -58,8 +58,15 @@ def database_url(request, tmp_path) -> str:
 
 API_KEY = "test-key-0123456789"
 READ_API_KEY = "test-read-key-0123456789"
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The headers of a request that sends ``token`` as a bearer token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 # The headers of a caller allowed to read stored users (the app's back end).
-READER = {"Authorization": f"Bearer {READ_API_KEY}"}
+READER = bearer(READ_API_KEY)
 
 
 @pytest.fixture(scope="session")

@@ -61,8 +61,8 @@ MAX_LISTED_IN_BATCH = 100  # errors listed in a batch's answer, all items togeth
 
 @bp.url_value_preprocessor
 def only_storable_user_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    """A path's user id that no store can hold (NUL, too long, broken Unicode) names no
-    user: 404 before any query (PostgreSQL would refuse the query itself)."""
+    """A path's user id that no store can hold (NUL, over MAX_ID_LENGTH characters)
+    names no user: 404 before any query (PostgreSQL would refuse the query itself)."""
     user_id = (values or {}).get("user_id")
     if user_id is not None and not storable_id(user_id):
         raise NotFound(f"no assignment is stored for user {user_id!r}")

@@ -11,15 +11,14 @@ then takes the admin key. Off by default.
 
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app
 
-from .keys import key_problem
+from .keys import BEARER_CHALLENGE, bearer_token, key_problem
 from .problems import problem_response
 
 SECRET_ALGORITHMS = ["HS256"]
 KEY_SET_ALGORITHMS = ["RS256", "ES256"]
 REQUIRED_CLAIMS = ["sub", "exp"]
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="nomads-cluster"'}
 
 
 def binding_on() -> bool:
@@ -48,11 +47,11 @@ def write_problem(user_id: str | int) -> Response | None:
     # not bind about 9 MB and part of its start-up.
     import jwt
 
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token()
+    if token is None:
         return problem_response(
             401, "Unauthorized", "send the user's token: Authorization: Bearer <JWT>",
-            headers=_CHALLENGE,
+            headers=BEARER_CHALLENGE,
         )  # fmt: skip
     try:
         claims = _verified_claims(token)
@@ -64,7 +63,7 @@ def write_problem(user_id: str | int) -> Response | None:
         )  # fmt: skip
     except jwt.PyJWTError as exc:  # PyJWKClientError too: no published key signed it
         return problem_response(
-            401, "Unauthorized", f"the token is not valid: {exc}", headers=_CHALLENGE
+            401, "Unauthorized", f"the token is not valid: {exc}", headers=BEARER_CHALLENGE
         )
     if str(claims["sub"]) != str(user_id):
         return problem_response(

@@ -25,10 +25,19 @@ KEYS_GRANTING: dict[Right, tuple[str, ...]] = {
     "admin": ("API_KEY",),
 }
 P = ParamSpec("P")
+# What a 401 answers with: the client should send a bearer token.
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="nomads-cluster"'}
 
 
-def _variables(right: Right) -> str:
+def key_variables(right: Right) -> str:
+    """The settings whose keys grant ``right``, as an operator sets them."""
     return " or ".join(f"NOMADS_{name}" for name in KEYS_GRANTING[right])
+
+
+def bearer_token() -> str | None:
+    """The request's token, from ``Authorization: Bearer <token>``; None without one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def key_problem(right: Right) -> Response | None:
@@ -39,18 +48,18 @@ def key_problem(right: Right) -> Response | None:
             403,
             "Forbidden",
             f"{request.method} {request.path} is turned off: this server has no "
-            f"{_variables(right)}",
+            f"{key_variables(right)}",
         )
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = bearer_token()
     # compare_digest against every key: the time tells neither how much of a guessed
     # key was right nor which key it was close to.
-    matches = [hmac.compare_digest(token.encode(), key.encode()) for key in keys]
-    if scheme.lower() != "bearer" or not any(matches):
+    matches = [hmac.compare_digest((token or "").encode(), key.encode()) for key in keys]
+    if token is None or not any(matches):
         return problem_response(
             401,
             "Unauthorized",
-            f"send a key as a bearer token: Authorization: Bearer <{_variables(right)}>",
-            headers={"WWW-Authenticate": 'Bearer realm="nomads-cluster"'},
+            f"send a key as a bearer token: Authorization: Bearer <{key_variables(right)}>",
+            headers=BEARER_CHALLENGE,
         )
     return None
 

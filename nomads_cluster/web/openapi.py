@@ -17,7 +17,7 @@ from .. import schemas
 from ..segmentation.card import ModelCard, SegmentSummary
 from ..segmentation.model import get_model
 from .api import HISTORY_LIMIT, MAX_DRIFT_WINDOW, MAX_HISTORY_LIMIT, cluster_answer
-from .keys import KEYS_GRANTING, Right
+from .keys import KEYS_GRANTING, Right, key_variables
 from .problems import PROBLEM_MIMETYPE
 
 bp = Blueprint("openapi", __name__)
@@ -89,10 +89,9 @@ _KEY_SCHEMES = {"API_KEY": "adminKey", "READ_API_KEY": "readKey"}
 
 
 def _key_problems(right: Right) -> dict[int, Answer]:
-    keys = " or ".join(f"NOMADS_{name}" for name in KEYS_GRANTING[right])
     return {
         401: ("The bearer key is missing or wrong.", schemas.Problem),
-        403: (f"Turned off: the server has no {keys}.", schemas.Problem),
+        403: (f"Turned off: the server has no {key_variables(right)}.", schemas.Problem),
     }
 
 

@@ -9,7 +9,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
-from conftest import API_KEY
+from conftest import API_KEY, bearer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 SECRET = "a-secret-of-at-least-thirty-two-characters"
@@ -19,10 +19,6 @@ BODY = {"_id": "u1", "interests": {"surf": True}}
 def token(sub: str, key=SECRET, algorithm="HS256", **claims) -> str:
     payload = {"sub": sub, "exp": int(time.time()) + 600, **claims}
     return jwt.encode({k: v for k, v in payload.items() if v is not None}, key, algorithm)
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 @pytest.fixture

@@ -3,14 +3,10 @@
 import hmac
 
 import pytest
-from conftest import API_KEY, READ_API_KEY
+from conftest import API_KEY, READ_API_KEY, bearer
 
 BODY = {"_id": "k1", "interests": {"surf": True}}
 READS = ["/users/k1", "/users/k1/history"]
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
