@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "LOG_FORMAT": None,  # "json" or "text"; None: text in development, else JSON
     "LOG_LEVEL": "INFO",
     "EPHEMERAL_STORE": False,  # on Heroku without DATABASE_URL: accept a store lost at restarts
+    "ROOM_SIZE": 250,  # members of a chat room at most; the next opens another
 }
 
 

@@ -14,6 +14,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .cities import MAX_CITY_LENGTH, city_key, display_city
 from .segmentation.card import SegmentSummary
 from .segmentation.interests import INTEREST_KEYS
 from .validation import ErrorDetail, describe_error, error_details
@@ -48,6 +49,18 @@ def _user_id(value: Any) -> str | int:
     )
 
 
+def _city(value: Any) -> str:
+    """A city as typed: 1 to MAX_CITY_LENGTH characters, printable, with a letter or a
+    digit (its key names its rooms); kept as displayed (display_city)."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CITY_LENGTH:
+        raise PydanticCustomError("city", f"must be a string of 1 to {MAX_CITY_LENGTH} characters")
+    if not value.isprintable() or not city_key(value):
+        raise PydanticCustomError(
+            "city", "must name a city: printable characters, with a letter or a digit"
+        )
+    return display_city(value)
+
+
 def user_id_or_none(item: Any) -> str | int | None:
     """The ``_id`` of a request body that may be invalid, if that much is valid."""
     try:
@@ -56,6 +69,15 @@ def user_id_or_none(item: Any) -> str | int | None:
         return None
 
 
+City = Annotated[
+    str,
+    PlainValidator(
+        _city,
+        json_schema_input_type=Annotated[
+            str, StringConstraints(min_length=1, max_length=MAX_CITY_LENGTH)
+        ],
+    ),
+]
 InterestValue = Annotated[
     bool, PlainValidator(_interest_value, json_schema_input_type=bool | Literal[0, 1])
 ]
@@ -87,6 +109,12 @@ class ClusterRequest(BaseModel):
     interests: Interests = Field(
         description="Interest key -> true/false (or 1/0); missing means false."
     )  # type: ignore[valid-type]
+    city: City | None = Field(
+        default=None,
+        description="Where the user is (optional): the answer then names their chat room "
+        "of this city and segment. Case, accents and spaces do not count.",
+        examples=["Madrid"],
+    )
 
 
 def normalised_scores(scores: dict[str, float]) -> dict[str, float]:
@@ -117,6 +145,22 @@ class Explanation(BaseModel):
     )
 
 
+class Room(BaseModel):
+    """A chat room: users of one city and segment, at most NOMADS_ROOM_SIZE of them."""
+
+    id: str = Field(
+        description="Stable and URL-safe: the city's key and the segment, then the room's "
+        "number from the second room of a city and segment on.",
+        examples=["madrid-3", "madrid-3-2"],
+    )
+    city: str = Field(description="The city as its first member wrote it.", examples=["Madrid"])
+    segment: int = Field(ge=1)
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
 class ClusterResponse(BaseModel):
     """The user's segment. _id and cluster keep the original service's names and types."""
 
@@ -132,6 +176,12 @@ class ClusterResponse(BaseModel):
     )
     model_version: str
     explanation: Explanation
+    room: Room | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="The user's chat room; only when the request named a city. "
+        "/cluster/preview names the room the user would join now.",
+    )
 
 
 class SegmentsOverview(BaseModel):
@@ -203,6 +253,52 @@ class StoredAssignment(BaseModel):
     model_version: str
     assigned_at: datetime
     source: str = Field(description="api, batch or assign: how the assignment was made.")
+    city: str | None = Field(default=None, description="As the user wrote it; null: none.")
+    room_id: str | None = Field(default=None, description="Their chat room; null: no city.")
+
+
+class RoomSummary(Room):
+    members: int = Field(ge=0)
+
+
+class RoomsList(BaseModel):
+    rooms: list[RoomSummary] = Field(description="By id.")
+    next: str | None = Field(description="The `after` of the next page; null: the last.")
+
+
+class RoomMember(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    user_id: str | int = Field(alias="_id")
+    city: str = Field(description="The city as the member wrote it.")
+    assigned_at: datetime
+
+
+class RoomMembers(BaseModel):
+    room: RoomSummary
+    members: list[RoomMember] = Field(description="By user id (as text).")
+    next: str | None = Field(description="The `after` of the next page; null: the last.")
+
+
+class SimilarUser(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    user_id: str | int = Field(alias="_id")
+    similarity: float = Field(
+        ge=0, le=1, description="Jaccard: interests chosen by both / chosen by either."
+    )
+    shared_interests: list[str]
+    cluster: int = Field(ge=1)
+    city: str | None
+
+
+class SimilarUsers(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    user_id: str | int = Field(alias="_id")
+    similar: list[SimilarUser] = Field(
+        description="Most similar first; equal similarities: who was stored first, first."
+    )
 
 
 class UserHistory(BaseModel):

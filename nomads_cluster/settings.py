@@ -45,6 +45,7 @@ class Settings(BaseModel):
     LOG_FORMAT: Literal["json", "text"]
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     EPHEMERAL_STORE: bool = False
+    ROOM_SIZE: int = Field(ge=1, le=100_000)
 
     @field_validator("MODEL_DIR")
     @classmethod

@@ -5,7 +5,7 @@ are also the JSON keys the app sends, spelling included ("burguers", "trecking")
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -67,3 +67,13 @@ def encode_interests(interests: Mapping[str, bool]) -> np.ndarray:
         if chosen:
             vector[INTEREST_INDEX[key]] = 1.0
     return vector
+
+
+def interest_mask(keys: Iterable[str]) -> int:
+    """The interests as one integer: bit i set when INTEREST_KEYS[i] is chosen."""
+    return sum(1 << INTEREST_INDEX[key] for key in set(keys))
+
+
+def mask_interests(mask: int) -> tuple[str, ...]:
+    """The interest keys of a mask, in INTEREST_KEYS order."""
+    return tuple(key for i, key in enumerate(INTEREST_KEYS) if mask >> i & 1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
+from .rooms import PlacedRoom
 from .users import Assignment, StoreUnavailable, UserStore
 
 MAX_GROUP_ROWS = 2000  # a batch request alone may bring 1,000
@@ -30,6 +31,7 @@ class _Write:
     records: Sequence[Assignment]
     done: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
+    rooms: list[PlacedRoom | None] = field(default_factory=list)
 
 
 class GroupCommitter:
@@ -48,9 +50,10 @@ class GroupCommitter:
         self._waiting: list[_Write] = []
         threading.Thread(target=self._commit_forever, name="group-commit", daemon=True).start()
 
-    def save(self, records: Sequence[Assignment]) -> None:
-        """Return once every record is committed; StoreUnavailable (none of them stored)
-        when the database fails or does not take them within ``wait_seconds``."""
+    def save(self, records: Sequence[Assignment]) -> list[PlacedRoom | None]:
+        """Return once every record is committed, with their rooms; StoreUnavailable
+        (none of them stored) when the database fails or does not take them within
+        ``wait_seconds``."""
         write = _Write(records)
         if self._pid != os.getpid():
             self._start()
@@ -71,6 +74,7 @@ class GroupCommitter:
             raise StoreUnavailable(str(write.error)) from write.error
         if write.error is not None:
             raise RuntimeError("storing the assignments failed") from write.error
+        return write.rooms
 
     def _commit_forever(self) -> None:
         while True:
@@ -86,7 +90,7 @@ class GroupCommitter:
 
     def _commit(self, group: list[_Write]) -> None:
         try:
-            self.store.save([record for write in group for record in write.records])
+            placed = self.store.save([record for write in group for record in write.records])
         except StoreUnavailable as exc:
             for write in group:
                 write.error = exc
@@ -99,6 +103,9 @@ class GroupCommitter:
                 for write in group:
                     self._commit([write])
                 return
+        else:
+            for write in group:
+                write.rooms, placed = placed[: len(write.records)], placed[len(write.records) :]
         for write in group:
             write.done.set()
 

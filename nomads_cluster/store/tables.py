@@ -16,7 +16,12 @@ def _assignment_columns() -> list[sa.Column]:
         sa.Column("model_version", sa.String(64), nullable=False),
         sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("source", sa.String(16), nullable=False),  # api, batch, assign
+        sa.Column("city", sa.String(100)),  # as the user wrote it (cities.display_city)
+        sa.Column("room_id", sa.String(255)),  # their chat room, when they gave a city
     ]
+
+
+BIG_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 
 
 # The current assignment of each user; the user id is the _id as text.
@@ -25,21 +30,54 @@ assignments = sa.Table(
     metadata,
     sa.Column("user_id", sa.String(256), primary_key=True),
     *_assignment_columns(),
+    sa.Column("city_key", sa.String(200)),  # cities.city_key: one city, one key
+    sa.Column("interest_mask", sa.Integer, nullable=False),  # interests.interest_mask
+    # The similar-users index (store/neighbours.py): a number per user, kept while the
+    # user is stored (ties are broken by it), and the order of the changes: each write
+    # gives its rows the next numbers, in commit order.
+    sa.Column("user_no", BIG_ID, nullable=False),
+    sa.Column("seq", BIG_ID, nullable=False),
+    sa.UniqueConstraint("user_no", name="uq_assignments_user_no"),
+    sa.UniqueConstraint("seq", name="uq_assignments_seq"),
+    sa.Index("ix_assignments_room_id_user_id", "room_id", "user_id"),
 )
 # Every assignment ever made, the current ones included.
 assignment_history = sa.Table(
     "assignment_history",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", BIG_ID, primary_key=True),
     sa.Column("user_id", sa.String(256), nullable=False),
     *_assignment_columns(),
     sa.Index("ix_assignment_history_user_id_id", "user_id", "id"),
 )
+# Chat rooms: the users of one city and segment, NOMADS_ROOM_SIZE at most per room.
+# Members are the assignments whose room_id is the room's; a room, once opened, stays.
+rooms = sa.Table(
+    "rooms",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),  # cities.room_id
+    sa.Column("city_key", sa.String(200), nullable=False),
+    sa.Column("city", sa.String(100), nullable=False),  # as its first member wrote it
+    sa.Column("segment", sa.Integer, nullable=False),
+    sa.Column("ordinal", sa.Integer, nullable=False),  # 1, 2, ... per city and segment
+    sa.UniqueConstraint("city_key", "segment", "ordinal"),
+)
+# One row: erasures so far (a similar-users index reloads when it changes).
+store_state = sa.Table(
+    "store_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("erasures", BIG_ID, nullable=False),
+)
+# PostgreSQL's numbers of assignments.user_no and seq (SQLite counts under its lock).
+USER_NO_SEQUENCE = sa.Sequence("assignment_user_no_seq", metadata=metadata)
+SEQ_SEQUENCE = sa.Sequence("assignment_seq", metadata=metadata)
+
 # Survey answers collected for training; answer_sha256 identifies a row of an export.
 survey_responses = sa.Table(
     "survey_responses",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", BIG_ID, primary_key=True),
     sa.Column("answer_sha256", sa.String(64), nullable=False, unique=True),
     sa.Column("answered_at", sa.String(64), nullable=False),  # the export's timestamp
     sa.Column("interests", sa.JSON, nullable=False),

@@ -7,7 +7,7 @@ through psycopg 3 (``engine.py``). The schema is Alembic's (``migrations/``): ap
 
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,17 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from sqlalchemy.engine import Engine
 
+from ..cities import city_key
 from ..metrics.registry import Counter
-from ..segmentation.interests import INTEREST_KEYS, encode_interests
+from ..segmentation.interests import INTEREST_KEYS, encode_interests, interest_mask
 from .engine import UNAVAILABLE_ERRORS, StoreUnavailable, create_store_engine, writer_lock
-from .tables import assignment_history, assignments, survey_responses
-from .writes import assignment_writer
+from .neighbours import Neighbour, NeighbourIndex
+from .rooms import PlacedRoom, place_in_rooms, room_counts, room_to_join
+from .tables import assignment_history, assignments, rooms, store_state, survey_responses
+from .writes import assignment_writer, next_seq, take_changes_lock
 
 SQLITE_FILE = "nomads.sqlite3"
+
 
 ASSIGNMENTS = Counter(
     "nomads_assignments", "Users assigned and stored, by segment.", ["segment", "source"]
@@ -47,8 +51,11 @@ class Assignment:
     model_version: str
     assigned_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     source: str = "api"
+    city: str | None = None  # as displayed (cities.display_city)
+    room_id: str | None = None  # given by the store when it is saved with a city
 
     def as_row(self) -> dict[str, Any]:
+        """The row of both tables (the history ignores city_key and interest_mask)."""
         return {
             "user_id": str(self.user_id),
             "id_is_int": isinstance(self.user_id, int),
@@ -58,6 +65,10 @@ class Assignment:
             "model_version": self.model_version,
             "assigned_at": self.assigned_at,
             "source": self.source,
+            "city": self.city,
+            "room_id": self.room_id,
+            "city_key": None if self.city is None else city_key(self.city),
+            "interest_mask": interest_mask(self.interests),
         }
 
     @classmethod
@@ -73,6 +84,8 @@ class Assignment:
             model_version=row.model_version,
             assigned_at=assigned_at,
             source=row.source,
+            city=row.city,
+            room_id=row.room_id,
         )
 
 
@@ -84,8 +97,10 @@ def chosen_interests(features: np.ndarray) -> tuple[str, ...]:
 class UserStore:
     """Reads and writes of the store; database failures come out as StoreUnavailable."""
 
-    def __init__(self, engine: Engine, timeout: float = 3):
+    def __init__(self, engine: Engine, timeout: float = 3, room_size: int = 250):
         self.engine = engine
+        self.room_size = room_size
+        self._neighbours = NeighbourIndex()
         self._writer_lock = writer_lock(engine, timeout)
         # Upserts and insert-or-skip are dialect-specific statements.
         if engine.dialect.name == "postgresql":
@@ -113,14 +128,26 @@ class UserStore:
                 f"the database is unavailable ({type(exc.orig or exc).__name__})"
             ) from exc
 
-    def save(self, records: Sequence[Assignment]) -> None:
+    def save(self, records: Sequence[Assignment]) -> list[PlacedRoom | None]:
         """Make each record its user's current assignment and add it to the history,
-        all in one transaction. Of several records of one user, the last is current."""
+        all in one transaction. Of several records of one user, the last is current.
+        Users with a city are placed in rooms (``rooms.py``); their rooms, in order."""
         if not records:
-            return
+            return []
         rows = [record.as_row() for record in records]
         write = self._writer.write
-        self._run(lambda conn: write(conn, rows), write=True, autocommit=self._writer.one_statement)
+        if not any(row["city_key"] for row in rows):
+            self._run(
+                lambda conn: write(conn, rows), write=True, autocommit=self._writer.one_statement
+            )
+            return [None] * len(rows)
+
+        def work(conn: sa.Connection) -> list[PlacedRoom | None]:
+            placed = place_in_rooms(conn, rows, self.room_size)
+            write(conn, rows)
+            return placed
+
+        return self._run(work, write=True)
 
     def current(self, user_id: str) -> Assignment | None:
         query = sa.select(assignments).where(assignments.c.user_id == user_id)
@@ -160,18 +187,20 @@ class UserStore:
         or erased since it was read). One transaction; the pairs applied."""
 
         def work(conn: sa.Connection) -> list[tuple[Assignment, Assignment]]:
+            take_changes_lock(conn)
+            rows = [new.as_row() for _, new in changes]
+            place_in_rooms(conn, rows, self.room_size)
             applied = []
-            for read, new in changes:
-                row = new.as_row()
+            for (read, new), row in zip(changes, rows, strict=True):
                 update = (
                     assignments.update()
                     .where(assignments.c.user_id == row.pop("user_id"))
                     .where(assignments.c.assigned_at == read.assigned_at)
                     .where(assignments.c.model_version == read.model_version)
-                    .values(**row)
+                    .values(**row, seq=next_seq(conn.dialect))
                 )
                 if conn.execute(update).rowcount:
-                    applied.append((read, new))
+                    applied.append((read, replace(new, room_id=row["room_id"])))
             if applied:
                 conn.execute(assignment_history.insert(), [new.as_row() for _, new in applied])
             return applied
@@ -199,13 +228,73 @@ class UserStore:
         """Delete the user and the history; False when the store holds nothing of them."""
 
         def work(conn: sa.Connection) -> int:
+            take_changes_lock(conn)
             erased = conn.execute(assignments.delete().where(assignments.c.user_id == user_id))
             gone = conn.execute(
                 assignment_history.delete().where(assignment_history.c.user_id == user_id)
             )
+            if erased.rowcount:  # the similar-users indexes forget them (neighbours.py)
+                conn.execute(store_state.update().values(erasures=store_state.c.erasures + 1))
             return erased.rowcount + gone.rowcount
 
         return self._run(work, write=True) > 0
+
+    def similar(
+        self, user_id: str, k: int, same_city: bool
+    ) -> tuple[Assignment, list[tuple[Neighbour, Assignment]]] | None:
+        """The user and the ``k`` stored users most like them (``neighbours.py``), with
+        their current assignments; None when the user is not stored."""
+        me = sa.select(assignments).where(assignments.c.user_id == user_id)
+
+        def work(conn: sa.Connection) -> tuple[sa.Row, list[Neighbour], list[sa.Row]] | None:
+            self._neighbours.refresh(conn)  # first: it ends its own transaction
+            row = conn.execute(me).first()
+            if row is None:
+                return None
+            city = row.city_key if same_city else None
+            found = self._neighbours.similar(row.user_no, row.interest_mask, city, k)
+            numbers = [neighbour.user_no for neighbour in found]
+            rows = conn.execute(
+                sa.select(assignments).where(assignments.c.user_no.in_(numbers))
+            ).all()
+            return row, found, rows
+
+        result = self._run(work, write=False)
+        if result is None:
+            return None
+        row, found, rows = result
+        by_number = {r.user_no: Assignment.from_row(r) for r in rows}
+        # A user erased between the index's refresh and this read is left out.
+        neighbours = [(n, by_number[n.user_no]) for n in found if n.user_no in by_number]
+        return Assignment.from_row(row), neighbours
+
+    def rooms(self, city_key: str | None, after: str | None, limit: int) -> list[sa.Row]:
+        """Rooms (id, city, segment, members), by id; of one city's key, or all."""
+        return self._run(lambda conn: room_counts(conn, city_key, after, limit), write=False)
+
+    def room(self, room_id: str) -> sa.Row | None:
+        query = sa.select(rooms).where(rooms.c.id == room_id)
+        return self._run(lambda conn: conn.execute(query).first(), write=False)
+
+    def room_members(self, room_id: str, after: str | None, limit: int) -> list[Assignment]:
+        """The room's members in user id order, after the user id ``after``."""
+        query = (
+            sa.select(assignments)
+            .where(assignments.c.room_id == room_id)
+            .order_by(assignments.c.user_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(assignments.c.user_id > after)
+        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        return [Assignment.from_row(row) for row in rows]
+
+    def room_to_join(self, city_key: str, segment: int) -> tuple[str, str | None]:
+        """The room a user of this city and segment would join now: its id, and its
+        city as written (None when it is not opened yet)."""
+        return self._run(
+            lambda conn: room_to_join(conn, city_key, segment, self.room_size), write=False
+        )
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
@@ -262,7 +351,7 @@ def init_app(app: Flask) -> None:
     finally:
         engine.dispose()  # no connection of the start-up survives into forked workers
     timeout = float(app.config["DATABASE_TIMEOUT"])
-    app.extensions["user_store"] = UserStore(engine, timeout)
+    app.extensions["user_store"] = UserStore(engine, timeout, int(app.config["ROOM_SIZE"]))
 
 
 def get_store() -> UserStore:

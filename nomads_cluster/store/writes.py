@@ -12,6 +12,11 @@ and the values handed to the driver as they are (``docs/performance.md``):
   row of each user made current (``DISTINCT ON``); run outside a transaction, since a
   single statement is atomic alone.
 
+Each write numbers its rows in the order of the changes (``seq``, for the similar-users
+index, ``neighbours.py``). On PostgreSQL, where transactions commit in any order, a
+writer holds CHANGES_LOCK shared until it commits, and the index takes it exclusive for
+a moment to learn up to which number every change is committed.
+
 The tables and every read stay SQLAlchemy's (``tables.py``, ``users.py``).
 """
 
@@ -24,10 +29,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from .tables import assignment_history, assignments
+from .tables import SEQ_SEQUENCE, USER_NO_SEQUENCE, assignment_history, assignments
 
-# One assignment's columns (the history's are the same, and its id).
-COLUMNS = tuple(column.name for column in assignments.c)
+# PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
+CHANGES_LOCK = 0x6E6F6D616474  # writers shared; the similar-users index exclusive
+ROOMS_LOCK = 0x6E6F6D616475  # whoever places users in rooms, one at a time
+
+NUMBERED = ("user_no", "seq")  # given by the database, not by the row
+# What a row gives: the current assignment's columns; the history takes some of them.
+COLUMNS = tuple(c.name for c in assignments.c if c.name not in NUMBERED)
+HISTORY_COLUMNS = tuple(c.name for c in assignment_history.c if c.name != "id")
 
 Row = dict[str, Any]  # Assignment.as_row()
 Write = Callable[[sa.Connection, Sequence[Row]], None]
@@ -43,51 +54,81 @@ class AssignmentWriter:
     one_statement: bool
 
 
+def next_seq(dialect: Dialect) -> sa.ColumnElement[int]:
+    """The number of the next change (SQLite's writers take turns: the largest + 1)."""
+    if dialect.name == "postgresql":
+        return SEQ_SEQUENCE.next_value()
+    return sa.select(sa.func.coalesce(sa.func.max(assignments.c.seq), 0) + 1).scalar_subquery()
+
+
+def take_changes_lock(conn: sa.Connection) -> None:
+    """Hold CHANGES_LOCK shared until the transaction ends (PostgreSQL; SQLite's
+    writers already take turns)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": CHANGES_LOCK})
+
+
 def _updates(excluded: str) -> str:
-    return ", ".join(f"{name} = {excluded}.{name}" for name in COLUMNS if name != "user_id")
+    names = [name for name in COLUMNS if name != "user_id"] + ["seq"]
+    return ", ".join(f"{name} = {excluded}.{name}" for name in names)
 
 
 def _sqlite_write(dialect: Dialect) -> Write:
-    names, marks = ", ".join(COLUMNS), ", ".join("?" * len(COLUMNS))
-    add_history = f"INSERT INTO {assignment_history.name} ({names}) VALUES ({marks})"
+    def marks(names: Sequence[str]) -> str:
+        return ", ".join("?" * len(names))
+
+    def following(name: str) -> str:
+        return f"(SELECT coalesce(max({name}), 0) + 1 FROM {assignments.name})"
+
+    add_history = (
+        f"INSERT INTO {assignment_history.name} ({', '.join(HISTORY_COLUMNS)})"
+        f" VALUES ({marks(HISTORY_COLUMNS)})"
+    )
     make_current = (
-        f"INSERT INTO {assignments.name} ({names}) VALUES ({marks}) "
-        f"ON CONFLICT (user_id) DO UPDATE SET {_updates('excluded')}"
+        f"INSERT INTO {assignments.name} ({', '.join(COLUMNS)}, user_no, seq)"
+        f" VALUES ({marks(COLUMNS)}, {following('user_no')}, {following('seq')})"
+        f" ON CONFLICT (user_id) DO UPDATE SET {_updates('excluded')}"
     )
     # Per column, what SQLAlchemy does to a value before sqlite3 sees it (None: nothing;
     # dates become its text), so that SQLAlchemy reads the rows back as its own.
-    encoders = [
-        json.dumps
+    encoders = {
+        column.name: json.dumps
         if isinstance(column.type, sa.JSON)
         else column.type.dialect_impl(dialect).bind_processor(dialect)
         for column in assignments.c
-    ]
+    }
+
+    def values(row: Row, names: Sequence[str]) -> tuple:
+        return tuple(
+            row[name] if encoders[name] is None else encoders[name](row[name]) for name in names
+        )
 
     def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
-        params = [
-            tuple(
-                row[name] if encode is None else encode(row[name])
-                for name, encode in zip(COLUMNS, encoders, strict=True)
-            )
-            for row in rows
-        ]
-        conn.exec_driver_sql(add_history, params)
-        last_per_user = {values[0]: values for values in params}
-        conn.exec_driver_sql(make_current, list(last_per_user.values()))
+        conn.exec_driver_sql(add_history, [values(row, HISTORY_COLUMNS) for row in rows])
+        last_per_user = {row["user_id"]: row for row in rows}
+        conn.exec_driver_sql(make_current, [values(row, COLUMNS) for row in last_per_user.values()])
 
     return write
 
 
 def _postgresql_write(dialect: Dialect) -> Write:
-    names = ", ".join(COLUMNS)
-    types = ", ".join(f"{column.name} {column.type.compile(dialect)}" for column in assignments.c)
+    names, history_names = ", ".join(COLUMNS), ", ".join(HISTORY_COLUMNS)
+    types = ", ".join(
+        f"{column.name} {column.type.compile(dialect)}"
+        for column in assignments.c
+        if column.name in COLUMNS
+    )
     statement = (
-        f"WITH given AS (SELECT * FROM ROWS FROM (json_to_recordset(%s::json) AS ({types}))"
+        f"WITH given AS (SELECT given.* FROM"
+        f" (SELECT pg_advisory_xact_lock_shared({CHANGES_LOCK})) AS changes_lock,"
+        f" ROWS FROM (json_to_recordset(%s::json) AS ({types}))"
         f" WITH ORDINALITY AS given({names}, position)),"
-        f" history AS (INSERT INTO {assignment_history.name} ({names})"
-        f" SELECT {names} FROM given ORDER BY position)"
-        f" INSERT INTO {assignments.name} ({names})"
-        f" SELECT DISTINCT ON (user_id) {names} FROM given ORDER BY user_id, position DESC"
+        f" history AS (INSERT INTO {assignment_history.name} ({history_names})"
+        f" SELECT {history_names} FROM given ORDER BY position)"
+        f" INSERT INTO {assignments.name} ({names}, user_no, seq)"
+        f" SELECT DISTINCT ON (user_id) {names},"
+        f" nextval('{USER_NO_SEQUENCE.name}'), nextval('{SEQ_SEQUENCE.name}')"
+        f" FROM given ORDER BY user_id, position DESC"
         f" ON CONFLICT (user_id) DO UPDATE SET {_updates('EXCLUDED')}"
     )
 

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, g, request, url_for
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import NotFound
 
+from ..cities import city_key
 from ..schemas import (
     BatchAssigned,
     BatchFailed,
@@ -20,8 +21,11 @@ from ..schemas import (
     Health,
     InterestContribution,
     ModelReloaded,
+    Room,
     SegmentDrift,
     SegmentsOverview,
+    SimilarUser,
+    SimilarUsers,
     StoredAssignment,
     UserHistory,
     body_errors,
@@ -32,8 +36,9 @@ from ..schemas import (
 from ..segmentation import drift
 from ..segmentation import model as segment_model
 from ..segmentation.card import ModelCard
-from ..segmentation.interests import INTEREST_KEYS, encode_interests
+from ..segmentation.interests import INTEREST_KEYS, encode_interests, interest_mask, mask_interests
 from ..store.commits import get_committer
+from ..store.rooms import PlacedRoom
 from ..store.users import (
     STORE_ERRORS,
     Assignment,
@@ -57,6 +62,8 @@ HISTORY_LIMIT = 100  # entries of /users/<id>/history unless ?limit= says otherw
 MAX_HISTORY_LIMIT = 1000
 MAX_DRIFT_WINDOW = drift.MAX_WINDOW
 MAX_LISTED_IN_BATCH = 100  # errors listed in a batch's answer, all items together
+SIMILAR_K = 10  # users of /users/<id>/similar unless ?k= says otherwise
+MAX_SIMILAR_K = 100
 
 
 @bp.url_value_preprocessor
@@ -87,20 +94,27 @@ def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = Fal
 
 
 def _assignment(
-    user_id: str | int,
+    request_: ClusterRequest,
     interests: dict[str, bool],
     segment: int,
     scores: dict[str, float],
     source: str,
 ) -> Assignment:
     return Assignment(
-        user_id=user_id,
+        user_id=request_.user_id,
         interests=tuple(key for key, chosen in interests.items() if chosen),
         cluster=int(segment),
         scores=scores,
         model_version=segment_model.get_model().version,
         source=source,
+        city=request_.city,
     )
+
+
+def _with_room(answer: ClusterResponse, placed: PlacedRoom | None) -> ClusterResponse:
+    if placed is not None:
+        answer.room = Room(id=placed.id, city=placed.city, segment=answer.cluster)
+    return answer
 
 
 def _cluster_response(
@@ -124,21 +138,21 @@ def _cluster_response(
     )
 
 
-def cluster_answer(
-    user_id: str | int, interests: dict[str, bool], source: str
-) -> tuple[Assignment, ClusterResponse]:
-    """One user's assignment, to store, and the answer that explains it."""
+def cluster_answer(body: ClusterRequest, source: str) -> tuple[Assignment, ClusterResponse]:
+    """One user's assignment, to store, and the answer that explains it (without its
+    room, which the store gives)."""
+    # vars(): the validated fields themselves, without model_dump's copy (13 µs).
+    interests = vars(body.interests)
     features = encode_interests(interests)
     segment, scores = segment_model.get_model().assign_user(features)
-    record = _assignment(user_id, interests, segment, scores, source)
+    record = _assignment(body, interests, segment, scores, source)
     return record, _cluster_response(record, features)
 
 
 def _answer_body(source: str) -> tuple[Assignment, ClusterResponse]:
     """The request body's user, assigned; any Content-Type: the body is JSON."""
     body = parse_body(ClusterRequest, request_body(current_app.config["MAX_CONTENT_LENGTH"]))
-    # vars(): the validated fields themselves, without model_dump's copy (13 µs).
-    return cluster_answer(body.user_id, vars(body.interests), source)
+    return cluster_answer(body, source)
 
 
 @bp.post("/cluster")
@@ -149,15 +163,21 @@ def cluster() -> Response:
     if refused is not None:
         return refused
     g.user_id = record.user_id  # for the request's log line
-    get_committer().save([record])  # committed before the answer: no acknowledged loss
+    # Committed before the answer: no acknowledged loss.
+    (placed,) = get_committer().save([record])
     count_assignments([record.cluster], "api")
-    return json_response(answer)
+    return json_response(_with_room(answer, placed))
 
 
 @bp.post("/cluster/preview")
 def cluster_preview() -> Response:
-    """The answer /cluster would give, stored nowhere: for trying interests out."""
-    return json_response(_answer_body("preview")[1])
+    """The answer /cluster would give, stored nowhere: for trying interests out. With a
+    city, the room the user would join now."""
+    record, answer = _answer_body("preview")
+    if record.city is not None:
+        room_id, room_city = get_store().room_to_join(city_key(record.city), record.cluster)
+        answer.room = Room(id=room_id, city=room_city or record.city, segment=record.cluster)
+    return json_response(answer)
 
 
 @bp.post("/cluster/batch")
@@ -183,6 +203,7 @@ def cluster_batch() -> Response:
                 user_id=user_id_or_none(item), detail=summarize(errors, limit=1), errors=listed
             )
     records: list[Assignment] = []
+    placed: list[PlacedRoom | None] = []
     features = np.empty((0, len(INTEREST_KEYS)))
     if valid:
         interests = [vars(request_.interests) for _, request_ in valid]
@@ -191,7 +212,7 @@ def cluster_batch() -> Response:
         segments, scores = model.assign_users(features)
         records = [
             _assignment(
-                request_.user_id,
+                request_,
                 chosen,
                 int(segment),
                 model.scores_by_number(user_scores),
@@ -201,10 +222,12 @@ def cluster_batch() -> Response:
                 valid, interests, segments, scores.tolist(), strict=True
             )
         ]
-        get_committer().save(records)
+        placed = get_committer().save(records)
         count_assignments([record.cluster for record in records], "batch")
-    for (index, _), record, user_features in zip(valid, records, features, strict=True):
-        results[index] = _cluster_response(record, user_features, BatchAssigned)
+    for (index, _), record, user_features, room in zip(
+        valid, records, features, placed, strict=True
+    ):
+        results[index] = _with_room(_cluster_response(record, user_features, BatchAssigned), room)
     return json_response(
         BatchResponse(
             results=results,
@@ -309,6 +332,8 @@ def _stored(record: Assignment) -> StoredAssignment:
         model_version=record.model_version,
         assigned_at=record.assigned_at,
         source=record.source,
+        city=record.city,
+        room_id=record.room_id,
     )
 
 
@@ -336,6 +361,45 @@ def user_history(user_id: str) -> Response:
         return _unknown_user(user_id)
     return json_response(
         UserHistory(user_id=records[0].user_id, history=[_stored(r) for r in records])
+    )
+
+
+@bp.get("/users/<user_id>/similar")
+@requires_key("read")
+def similar_users(user_id: str) -> Response:
+    """The stored users most like this one, by Jaccard similarity of their interests."""
+    k = query_integer("k", SIMILAR_K, MAX_SIMILAR_K)
+    if isinstance(k, Response):
+        return k
+    city = request.args.get("city")
+    if city not in (None, "same"):
+        return problem_response(
+            400, "Invalid query parameter", f"city must be 'same' or absent, not {city!r}"
+        )
+    found = get_store().similar(user_id, k, same_city=city == "same")
+    if found is None:
+        return _unknown_user(user_id)
+    me, neighbours = found
+    if city == "same" and me.city is None:
+        return problem_response(
+            400, "No city", f"user {user_id!r} has no city stored: city=same has no meaning"
+        )
+    return json_response(
+        SimilarUsers(
+            user_id=me.user_id,
+            similar=[
+                SimilarUser(
+                    user_id=other.user_id,
+                    similarity=neighbour.similarity,
+                    shared_interests=list(
+                        mask_interests(neighbour.mask & interest_mask(me.interests))
+                    ),
+                    cluster=other.cluster,
+                    city=other.city,
+                )
+                for neighbour, other in neighbours
+            ],
+        )
     )
 
 

@@ -304,7 +304,7 @@ def build_openapi(examples: dict[tuple[str, str, int], Any], description: str) -
 def _live_examples() -> dict[tuple[str, str, int], Any]:
     """The loaded model's answers to the documented examples."""
     model = get_model()
-    _, answer = cluster_answer(CLUSTER_EXAMPLE["_id"], CLUSTER_EXAMPLE["interests"], "example")
+    _, answer = cluster_answer(schemas.ClusterRequest.model_validate(CLUSTER_EXAMPLE), "example")
     as_json = answer.model_dump(mode="json")
     return {
         ("post", "/cluster", 200): as_json,

@@ -22,7 +22,7 @@ class GatedStore:
         self.failure: Exception | None = None
         self.poison: str | None = None
 
-    def save(self, records) -> None:
+    def save(self, records) -> list:
         users = [record.user_id for record in records]
         self.transactions.append(users)
         self.in_transaction.set()
@@ -31,7 +31,7 @@ class GatedStore:
             raise ValueError(f"cannot store {self.poison}")
         if self.failure is not None and len(self.transactions) > 1:
             raise self.failure
-        self.store.save(records)
+        return self.store.save(records)
 
 
 def record(user_id: str) -> Assignment:

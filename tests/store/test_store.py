@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from nomads_cluster.store.engine import normalize_url
 from nomads_cluster.store.migrations import head_revision
 from nomads_cluster.store.tables import assignment_history, assignments, metadata
-from nomads_cluster.store.users import Assignment, default_database_url
+from nomads_cluster.store.users import Assignment, UserStore, default_database_url
 
 
 def record(user_id, cluster=1, interests=("surf",), source="api") -> Assignment:
@@ -165,6 +165,56 @@ def test_survey_answers_are_ingested_once(store):
     assert hashes == [row["answer_sha256"] for row in rows]
 
 
+COLUMNS_OF_0001 = (
+    "user_id", "id_is_int", "interests", "cluster", "scores", "model_version", "assigned_at",
+    "source",
+)  # fmt: skip
+
+
+def insert_as_of_0001(conn, table, rows) -> None:
+    """Rows as the first schema held them."""
+    old = sa.table(
+        table.name, *(sa.column(c.name, c.type) for c in table.c if c.name in COLUMNS_OF_0001)
+    )
+    conn.execute(old.insert(), [{k: row[k] for k in COLUMNS_OF_0001} for row in rows])
+
+
+def test_migration_0003_numbers_existing_users_and_gives_them_no_room(database_url):
+    from nomads_cluster.segmentation.interests import interest_mask
+    from nomads_cluster.store.engine import create_store_engine
+    from nomads_cluster.store.migrations import upgrade
+
+    engine = create_store_engine(database_url, timeout=5)
+    try:
+        upgrade(engine, "0002")
+        old = [
+            record(user_id).as_row() | {"interests": interests}
+            for user_id, interests in (("b", ["surf", "coffee"]), ("a", []), ("c", ["sushi"]))
+        ]
+        with engine.begin() as conn:
+            insert_as_of_0001(conn, assignments, old)
+        upgrade(engine)
+        store = UserStore(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(assignments).order_by(assignments.c.user_id)).all()
+        assert [row.user_no for row in rows] == [1, 2, 3]  # in user id order
+        assert [row.seq for row in rows] == [1, 2, 3]
+        assert [row.interest_mask for row in rows] == [
+            interest_mask([]),
+            interest_mask(["surf", "coffee"]),
+            interest_mask(["sushi"]),
+        ]
+        assert {row.room_id for row in rows} == {None}
+        # New users are numbered after them, on both databases.
+        store.save([record("d")])
+        assert store.current("d") is not None
+        with engine.connect() as conn:
+            new = conn.execute(sa.select(assignments).where(assignments.c.user_id == "d")).one()
+        assert (new.user_no, new.seq) == (4, 4)
+    finally:
+        engine.dispose()
+
+
 def test_migration_0002_keys_stored_scores_by_segment_and_back(database_url):
     from alembic import command
 
@@ -176,8 +226,8 @@ def test_migration_0002_keys_stored_scores_by_segment_and_back(database_url):
         upgrade(engine, "0001")  # scores were lists, position i being segment i + 1
         row = record("old").as_row() | {"scores": [0.5, 0.0, 0.25, 0.125]}
         with engine.begin() as conn:
-            conn.execute(assignments.insert(), row)
-            conn.execute(assignment_history.insert(), [row, row | {"cluster": 3}])
+            insert_as_of_0001(conn, assignments, [row])
+            insert_as_of_0001(conn, assignment_history, [row, row | {"cluster": 3}])
         upgrade(engine)
         by_segment = {"1": 0.5, "2": 0.0, "3": 0.25, "4": 0.125}
         with engine.connect() as conn:

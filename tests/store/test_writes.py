@@ -5,12 +5,15 @@ import sqlalchemy as sa
 
 from nomads_cluster.store.tables import assignment_history, assignments
 from nomads_cluster.store.users import Assignment
-from nomads_cluster.store.writes import COLUMNS
+from nomads_cluster.store.writes import COLUMNS, HISTORY_COLUMNS
 
 
-def test_the_history_records_the_columns_of_an_assignment_and_its_id():
-    assert [c.name for c in assignment_history.c] == ["id", *COLUMNS]
-    assert [c.name for c in assignments.c] == list(COLUMNS)
+def test_a_row_fills_every_column_but_the_numbers_the_database_gives():
+    row = Assignment(user_id=1, interests=(), cluster=1, scores={}, model_version="v").as_row()
+    assert set(row) == set(COLUMNS)
+    assert [c.name for c in assignments.c] == [*COLUMNS, "user_no", "seq"]
+    assert [c.name for c in assignment_history.c] == ["id", *HISTORY_COLUMNS]
+    assert set(HISTORY_COLUMNS) < set(COLUMNS)
 
 
 def test_a_group_with_repeated_users_stores_every_row_and_the_last_of_each(store):

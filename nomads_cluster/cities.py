@@ -1,0 +1,36 @@
+"""Cities as the app's users type them, and the ids of their chat rooms.
+
+One city is one key: case, surrounding spaces, punctuation and accents do not count
+("Madrid ", "MADRID" and "Mádrid" are "madrid"), and other scripts are transliterated
+(python-slugify: "Москва" is "moskva"), so that a room id is a readable, URL-safe slug.
+Accents are folded because mobile keyboards make them optional: users of one city type
+it both ways, while two cities told apart only by an accent are rare (docs/rooms.md).
+"""
+
+import re
+import unicodedata
+
+from slugify import slugify
+
+MAX_CITY_LENGTH = 100
+MAX_KEY_LENGTH = 200  # a 100-character name can transliterate to more letters
+_ENDS_IN_NUMBER = re.compile(r"-([0-9]+)$")
+
+
+def display_city(name: str) -> str:
+    """The name as shown: NFC, without surrounding or repeated white space."""
+    return " ".join(unicodedata.normalize("NFC", name).split())
+
+
+def city_key(name: str) -> str:
+    """The city's key, the first part of its room ids ("" when the name has no letter
+    or digit). A key never ends in "-<digits>" (that becomes "_<digits>": "district_9"),
+    so that the numbers after it in a room id are always the segment and the room's."""
+    key = slugify(name, max_length=MAX_KEY_LENGTH, word_boundary=True)
+    return _ENDS_IN_NUMBER.sub(r"_\1", key)
+
+
+def room_id(key: str, segment: int, ordinal: int) -> str:
+    """The id of a city's ``ordinal``-th room of a segment: madrid-3, madrid-3-2, ..."""
+    base = f"{key}-{segment}"
+    return base if ordinal == 1 else f"{base}-{ordinal}"

@@ -1,0 +1,137 @@
+"""The users most like a user: exact top k by Jaccard similarity of their interests.
+
+The 26 interests of a user are one integer (``interest_mask``), so every stored user
+fits in 16 bytes of numpy arrays, kept in each process, sorted by user number. A query
+scans them all (a million users in a few milliseconds: ``docs/performance.md``), which
+is exact by construction. The arrays follow the store through its change numbers
+(``seq``): before each query the index reads the rows changed since it last looked, and
+reloads everything after an erasure. See ``writes.py`` for why those numbers can be
+trusted on PostgreSQL.
+"""
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+
+from .tables import assignments, store_state
+from .writes import CHANGES_LOCK
+
+NO_CITY = -1
+
+
+def jaccard(masks: np.ndarray, mask: int) -> np.ndarray:
+    """Jaccard similarity of each mask with ``mask`` (0 where both are empty)."""
+    shared = np.bitwise_count(masks & mask).astype(np.float64)
+    either = np.bitwise_count(masks | mask)
+    return np.divide(shared, either, out=np.zeros_like(shared), where=either > 0)
+
+
+def top_similar(similarity: np.ndarray, eligible: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` most similar eligible entries, most similar first; ties
+    in position order."""
+    candidates = np.flatnonzero(eligible)
+    if len(candidates) > k:
+        # Everything at or above the k-th best similarity, then exact order.
+        kth = np.partition(similarity[candidates], -k)[-k]
+        candidates = candidates[similarity[candidates] >= kth]
+    order = np.lexsort((candidates, -similarity[candidates]))
+    return candidates[order[:k]]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    user_no: int
+    similarity: float
+    mask: int
+
+
+class NeighbourIndex:
+    """Every stored user's number, interests and city, as of the last refresh."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._erasures: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.user_nos = np.empty(0, np.int64)
+        self.masks = np.empty(0, np.int32)
+        self.cities = np.empty(0, np.int32)
+        self._city_codes: dict[str, int] = {}
+        self._seq = 0
+
+    def city_code(self, key: str | None) -> int:
+        if key is None:
+            return NO_CITY
+        return self._city_codes.setdefault(key, len(self._city_codes))
+
+    def _apply(self, rows: list) -> None:
+        """Insert or update (user_no, mask, city key) rows."""
+        if not rows:
+            return
+        # Of a user changed twice, the later row (rows come in seq order).
+        latest = {row[0]: row for row in rows}
+        user_nos = np.fromiter(latest, np.int64, len(latest))
+        masks = np.fromiter((row[1] for row in latest.values()), np.int32, len(latest))
+        cities = np.fromiter(
+            (self.city_code(row[2]) for row in latest.values()), np.int32, len(latest)
+        )
+        at = np.searchsorted(self.user_nos, user_nos)
+        known = at < len(self.user_nos)
+        known[known] = self.user_nos[at[known]] == user_nos[known]
+        self.masks[at[known]] = masks[known]
+        self.cities[at[known]] = cities[known]
+        new = np.argsort(user_nos[~known])
+        where = at[~known][new]
+        self.user_nos = np.insert(self.user_nos, where, user_nos[~known][new])
+        self.masks = np.insert(self.masks, where, masks[~known][new])
+        self.cities = np.insert(self.cities, where, cities[~known][new])
+
+    def refresh(self, conn: sa.Connection) -> None:
+        """Catch up with the store: the rows changed since the last refresh, or all of
+        them after an erasure (which leaves nothing to read)."""
+        with self._lock:
+            committed, erasures = _committed_changes(conn)
+            if erasures != self._erasures:
+                self._reset()
+                self._erasures = erasures
+            query = (
+                sa.select(
+                    assignments.c.user_no, assignments.c.interest_mask, assignments.c.city_key
+                )
+                .where(assignments.c.seq > self._seq, assignments.c.seq <= committed)
+                .order_by(assignments.c.seq)
+            )
+            self._apply(conn.execute(query).all())
+            self._seq = committed
+
+    def similar(self, user_no: int, mask: int, city_key: str | None, k: int) -> list[Neighbour]:
+        """The ``k`` users most like this one (never themself), most similar first; ties
+        by user number (who was stored first). ``city_key``: only users of that city."""
+        with self._lock:
+            similarity = jaccard(self.masks, mask)
+            eligible = self.user_nos != user_no
+            if city_key is not None:
+                eligible &= self.cities == self._city_codes.get(city_key, -2)
+            found = top_similar(similarity, eligible, k)
+            return [
+                Neighbour(int(self.user_nos[i]), float(similarity[i]), int(self.masks[i]))
+                for i in found
+            ]
+
+
+def _committed_changes(conn: sa.Connection) -> tuple[int, int]:
+    """The change number up to which every change is committed, and the erasures.
+
+    On PostgreSQL, taking CHANGES_LOCK exclusive waits for the writers in flight (each
+    holds it shared until it commits): no number below the largest is still to come.
+    """
+    largest = sa.select(sa.func.coalesce(sa.func.max(assignments.c.seq), 0)).scalar_subquery()
+    query = sa.select(largest, store_state.c.erasures).where(store_state.c.id == 1)
+    with conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGES_LOCK})
+        committed, erasures = conn.execute(query).one()
+    return committed, erasures
