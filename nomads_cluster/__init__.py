@@ -76,6 +76,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         openapi,
         pages,
         problems,
+        rooms,
         routing,
         security,
     )
@@ -92,6 +93,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     binding.init_app(app)
     metrics.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(rooms.bp)
     app.register_blueprint(pages.bp)
     openapi.init_app(app)
     return app

@@ -115,8 +115,15 @@ def place_in_rooms(
     return [plan.place(row) for row in rows]
 
 
-def room_counts(conn: sa.Connection, key: str | None, after: str | None, limit: int) -> list:
-    """Rooms (of a city's key, or all) with their member counts, by id after ``after``."""
+def room_counts(
+    conn: sa.Connection,
+    key: str | None,
+    after: str | None,
+    limit: int,
+    room_id: str | None = None,
+) -> list:
+    """Rooms (of a city's key, or all, or the one ``room_id``) with their member
+    counts, by id after ``after``."""
     members = sa.func.count(assignments.c.user_id).label("members")
     query = (
         sa.select(rooms.c.id, rooms.c.city, rooms.c.segment, members)
@@ -129,6 +136,8 @@ def room_counts(conn: sa.Connection, key: str | None, after: str | None, limit: 
         query = query.where(rooms.c.city_key == key)
     if after is not None:
         query = query.where(rooms.c.id > after)
+    if room_id is not None:
+        query = query.where(rooms.c.id == room_id)
     return conn.execute(query).all()
 
 

@@ -23,7 +23,7 @@ from ..segmentation.interests import INTEREST_KEYS, encode_interests, interest_m
 from .engine import UNAVAILABLE_ERRORS, StoreUnavailable, create_store_engine, writer_lock
 from .neighbours import Neighbour, NeighbourIndex
 from .rooms import PlacedRoom, place_in_rooms, room_counts, room_to_join
-from .tables import assignment_history, assignments, rooms, store_state, survey_responses
+from .tables import assignment_history, assignments, store_state, survey_responses
 from .writes import assignment_writer, next_seq, take_changes_lock
 
 SQLITE_FILE = "nomads.sqlite3"
@@ -273,8 +273,9 @@ class UserStore:
         return self._run(lambda conn: room_counts(conn, city_key, after, limit), write=False)
 
     def room(self, room_id: str) -> sa.Row | None:
-        query = sa.select(rooms).where(rooms.c.id == room_id)
-        return self._run(lambda conn: conn.execute(query).first(), write=False)
+        """The room (id, city, segment, members), or None."""
+        found = self._run(lambda conn: room_counts(conn, None, None, 1, room_id), write=False)
+        return found[0] if found else None
 
     def room_members(self, room_id: str, after: str | None, limit: int) -> list[Assignment]:
         """The room's members in user id order, after the user id ``after``."""

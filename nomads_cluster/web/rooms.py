@@ -1,0 +1,72 @@
+"""Chat rooms: their member counts (open, as the app shows them) and their members
+(personal data: a read key)."""
+
+from flask import Blueprint, Response, request
+
+from ..cities import MAX_CITY_LENGTH, city_key
+from ..schemas import RoomMember, RoomMembers, RoomsList, RoomSummary
+from ..store.users import get_store
+from .api import json_response, query_integer
+from .keys import requires_key
+from .problems import problem_response
+
+bp = Blueprint("rooms", __name__)
+
+PAGE_SIZE = 100  # rooms or members per page unless ?limit= says otherwise
+MAX_PAGE_SIZE = 1000
+
+
+def _after() -> str | None:
+    return request.args.get("after") or None
+
+
+@bp.get("/rooms")
+def rooms() -> Response:
+    """The rooms, by id, with their member counts; ?city= only that city's."""
+    limit = query_integer("limit", PAGE_SIZE, MAX_PAGE_SIZE)
+    if isinstance(limit, Response):
+        return limit
+    city = request.args.get("city")
+    key = None
+    if city is not None:
+        key = city_key(city)
+        if not key or len(city) > MAX_CITY_LENGTH:
+            return problem_response(
+                400,
+                "Invalid query parameter",
+                f"city must name a city in 1 to {MAX_CITY_LENGTH} characters, not {city!r}",
+            )
+    found = get_store().rooms(key, _after(), limit)
+    return json_response(
+        RoomsList(
+            rooms=[RoomSummary(id=r.id, city=r.city, segment=r.segment, members=r.members)
+                   for r in found],
+            next=found[-1].id if len(found) == limit else None,
+        )
+    )  # fmt: skip
+
+
+@bp.get("/rooms/<room_id>/members")
+@requires_key("read")
+def room_members(room_id: str) -> Response:
+    """A room's members, by user id, a page at a time (?after=, ?limit=)."""
+    limit = query_integer("limit", PAGE_SIZE, MAX_PAGE_SIZE)
+    if isinstance(limit, Response):
+        return limit
+    store = get_store()
+    room = store.room(room_id)
+    if room is None:
+        return problem_response(404, "Unknown room", f"there is no room {room_id!r}")
+    members = store.room_members(room_id, _after(), limit)
+    return json_response(
+        RoomMembers(
+            room=RoomSummary(
+                id=room.id, city=room.city, segment=room.segment, members=room.members
+            ),
+            members=[
+                RoomMember(user_id=m.user_id, city=m.city, assigned_at=m.assigned_at)
+                for m in members
+            ],
+            next=str(members[-1].user_id) if len(members) == limit else None,
+        )
+    )
