@@ -52,6 +52,7 @@ def reassign(
                     scores=model.scores_by_number(user_scores),
                     model_version=model.version,
                     source="reassign",
+                    city=read.city,  # the room follows the segment (rooms.py)
                 ),
             )
             for read, segment, user_scores in zip(

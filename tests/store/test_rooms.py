@@ -1,0 +1,215 @@
+"""Chat rooms in the store: filled in order up to the room size, followed by each user
+through new segments, cities and erasure, race-free across processes, and stable
+across a retrain with --previous."""
+
+import multiprocessing
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from nomads_cluster.cities import city_key, room_id
+from nomads_cluster.segmentation.interests import INTEREST_KEYS
+from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
+from nomads_cluster.store.engine import create_store_engine
+from nomads_cluster.store.reassign import reassign
+from nomads_cluster.store.tables import assignments, rooms
+from nomads_cluster.store.users import Assignment, UserStore
+
+
+def user(user_id, city="Madrid", cluster=2, interests=("surf",), version="v1") -> Assignment:
+    return Assignment(
+        user_id=user_id,
+        interests=interests,
+        cluster=cluster,
+        scores={str(cluster): 0.5},
+        model_version=version,
+        city=city,
+    )
+
+
+@pytest.fixture
+def small_rooms(store) -> UserStore:
+    """The test's store, with rooms of 3."""
+    return UserStore(store.engine, room_size=3)
+
+
+def members_by_room(store: UserStore) -> dict[str, list[str]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(assignments.c.room_id, assignments.c.user_id)
+            .where(assignments.c.room_id.is_not(None))
+            .order_by(assignments.c.user_id)
+        ).all()
+    found: dict[str, list[str]] = {}
+    for room, user_id in rows:
+        found.setdefault(room, []).append(user_id)
+    return found
+
+
+def test_a_full_room_sends_the_next_member_to_the_next_room(small_rooms):
+    placed = small_rooms.save([user(i) for i in range(7)])
+    key = city_key("Madrid")
+    expected = [room_id(key, 2, 1)] * 3 + [room_id(key, 2, 2)] * 3 + [room_id(key, 2, 3)]
+    assert (
+        [room.id for room in placed]
+        == expected
+        == ["madrid-2"] * 3 + ["madrid-2-2"] * 3 + ["madrid-2-3"]
+    )
+    assert {r.id: r.members for r in small_rooms.rooms(key, None, 10)} == {
+        "madrid-2": 3, "madrid-2-2": 3, "madrid-2-3": 1,
+    }  # fmt: skip
+    assert small_rooms.current("6").room_id == "madrid-2-3"
+
+
+def test_spellings_of_a_city_share_rooms_named_as_their_first_member_wrote(small_rooms):
+    placed = small_rooms.save([user(1, "Málaga"), user(2, "MALAGA"), user(3, "malaga")])
+    assert {(room.id, room.city) for room in placed} == {("malaga-2", "Málaga")}
+    assert small_rooms.current("2").city == "MALAGA"  # each user's own spelling is kept
+
+
+def test_a_user_keeps_their_room_until_their_segment_or_city_changes(small_rooms):
+    small_rooms.save([user(i) for i in range(4)])  # madrid-2: 0, 1, 2; madrid-2-2: 3
+    small_rooms.save([user(0, interests=("sushi",))])  # same city and segment: stays
+    assert small_rooms.current("0").room_id == "madrid-2"
+    (moved,) = small_rooms.save([user(0, cluster=3)])
+    assert moved.id == "madrid-3"
+    (left,) = small_rooms.save([user(1, city=None)])
+    assert left is None and small_rooms.current("1").room_id is None
+    # Two places are free in the first room: the next newcomers take them first.
+    placed = small_rooms.save([user(10), user(11), user(12)])
+    assert [room.id for room in placed] == ["madrid-2", "madrid-2", "madrid-2-2"]
+    assert members_by_room(small_rooms) == {
+        "madrid-2": ["10", "11", "2"], "madrid-2-2": ["12", "3"], "madrid-3": ["0"],
+    }  # fmt: skip
+
+
+def test_several_rows_of_one_user_in_a_group_leave_them_in_one_room(small_rooms):
+    small_rooms.save([user(1), user(1, cluster=3), user(1, city="Paris"), user(1, cluster=4)])
+    assert members_by_room(small_rooms) == {"madrid-4": ["1"]}
+    assert {r.id: r.members for r in small_rooms.rooms(None, None, 10)} == {
+        "madrid-2": 0, "madrid-3": 0, "paris-2": 0, "madrid-4": 1,
+    }  # fmt: skip
+
+
+def test_erasure_leaves_no_trace_in_rooms(small_rooms):
+    small_rooms.save([user(i) for i in range(4)])
+    assert small_rooms.erase("1")
+    assert members_by_room(small_rooms) == {"madrid-2": ["0", "2"], "madrid-2-2": ["3"]}
+    assert [m.user_id for m in small_rooms.room_members("madrid-2", None, 10)] == [0, 2]
+    assert small_rooms.room("madrid-2").members == 2
+
+
+def test_members_come_a_page_at_a_time_in_user_id_order(store):
+    store.save([user(f"u{i:02d}") for i in range(25)])
+    pages, after = [], None
+    while page := store.room_members("madrid-2", after, 10):
+        pages.append([m.user_id for m in page])
+        after = str(page[-1].user_id)
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert sum(pages, []) == [f"u{i:02d}" for i in range(25)]
+
+
+ROOM_SIZE = 5
+PROCESSES = 4
+
+
+def sign_up(database_url: str, seed: int) -> None:
+    """One worker's sign-ups: groups of random users of two cities and two segments,
+    some of them users other workers sign up too, some moving or leaving."""
+    engine = create_store_engine(database_url, timeout=30)
+    store = UserStore(engine, timeout=30, room_size=ROOM_SIZE)
+    rng = random.Random(seed)
+    for _ in range(15):
+        store.save([
+            user(
+                rng.choice([f"shared-{rng.randrange(20)}", f"w{seed}-{rng.randrange(40)}"]),
+                city=rng.choice(["Madrid", "Paris", None]),
+                cluster=rng.choice([1, 2]),
+            )
+            for _ in range(rng.randint(1, 6))
+        ])  # fmt: skip
+    engine.dispose()
+
+
+def test_concurrent_sign_ups_from_several_processes_never_overfill_a_room(store, database_url):
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=sign_up, args=(database_url, s)) for s in range(PROCESSES)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    with store.engine.connect() as conn:
+        users = conn.execute(sa.select(assignments)).all()
+        opened = {row.id: row for row in conn.execute(sa.select(rooms))}
+    members = Counter(row.room_id for row in users if row.room_id is not None)
+    assert members and max(members.values()) <= ROOM_SIZE
+    for row in users:  # one room each, of their city and segment; none without a city
+        if row.city is None:
+            assert row.room_id is None
+        else:
+            room = opened[row.room_id]
+            assert (room.city_key, room.segment) == (city_key(row.city), row.cluster)
+    for (key, segment), count in Counter((r.city_key, r.segment) for r in opened.values()).items():
+        ordinals = sorted(
+            r.ordinal for r in opened.values() if (r.city_key, r.segment) == (key, segment)
+        )
+        assert ordinals == list(range(1, count + 1))
+
+
+def test_reassign_moves_users_whose_segment_changed_to_a_room_of_it(store):
+    model = load_model(DEFAULT_MODEL_DIR)
+    rng = np.random.default_rng(3)
+    old = [
+        user(i, interests=tuple(k for k in INTEREST_KEYS if rng.random() < 0.4), cluster=1)
+        for i in range(40)
+    ]
+    store.save(old)
+    reassign(store, model)
+    for assigned in old:
+        now = store.current(str(assigned.user_id))
+        assert now.room_id == store.room(now.room_id).id
+        assert now.room_id.startswith(f"madrid-{now.cluster}")
+    counts = {r.id: r.members for r in store.rooms(None, None, 10)}
+    assert sum(counts.values()) == 40 and counts.get("madrid-1", 0) < 40
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_room_ids_survive_a_retrain_with_previous(store, survey_path, tmp_path):
+    from nomads_cluster.segmentation.survey import Survey, read_survey
+    from nomads_cluster.segmentation.training import train
+
+    committed = load_model(DEFAULT_MODEL_DIR)
+    survey = read_survey(survey_path)
+    segments, scores = committed.assign_users(survey.features)
+    cities = ["Madrid", "Lisboa", "Berlin"]
+    store.save([
+        Assignment(
+            user_id=i,
+            interests=tuple(k for k, v in zip(INTEREST_KEYS, row, strict=True) if v),
+            cluster=int(segment),
+            scores=committed.scores_by_number(user_scores),
+            model_version=committed.version,
+            city=cities[i % 3],
+        )
+        for i, (row, segment, user_scores) in enumerate(
+            zip(survey.features, segments, scores.tolist(), strict=True)
+        )
+    ])  # fmt: skip
+    before = {i: store.current(str(i)) for i in range(survey.n_rows)}
+    rows = np.random.default_rng(5).integers(0, survey.n_rows, survey.n_rows)
+    resampled = Survey(features=survey.features[rows], sha256="bootstrap", source="bootstrap")
+    train(resampled, tmp_path, previous=committed)
+    report = reassign(store, load_model(tmp_path))
+    kept = 0
+    for i, old in before.items():
+        now = store.current(str(i))
+        assert now.room_id == room_id(city_key(old.city), now.cluster, 1)  # rooms of 250
+        if now.cluster == old.cluster:
+            kept += 1
+            assert now.room_id == old.room_id
+    assert kept == report.reassigned - report.changed
+    assert kept > survey.n_rows / 2  # the numbers followed the segments' meaning
