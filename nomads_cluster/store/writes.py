@@ -123,12 +123,15 @@ def _postgresql_write(dialect: Dialect) -> Write:
         f" (SELECT pg_advisory_xact_lock_shared({CHANGES_LOCK})) AS changes_lock,"
         f" ROWS FROM (json_to_recordset(%s::json) AS ({types}))"
         f" WITH ORDINALITY AS given({names}, position)),"
+        # Numbered in the rows' order, as on SQLite: a new user's number says who was
+        # stored first (the similar users' ties). A number not used is simply skipped.
+        f" numbered AS (SELECT *, nextval('{USER_NO_SEQUENCE.name}') AS user_no FROM given"
+        f" ORDER BY position),"
         f" history AS (INSERT INTO {assignment_history.name} ({history_names})"
         f" SELECT {history_names} FROM given ORDER BY position)"
         f" INSERT INTO {assignments.name} ({names}, user_no, seq)"
-        f" SELECT DISTINCT ON (user_id) {names},"
-        f" nextval('{USER_NO_SEQUENCE.name}'), nextval('{SEQ_SEQUENCE.name}')"
-        f" FROM given ORDER BY user_id, position DESC"
+        f" SELECT DISTINCT ON (user_id) {names}, user_no, nextval('{SEQ_SEQUENCE.name}')"
+        f" FROM numbered ORDER BY user_id, position DESC"
         f" ON CONFLICT (user_id) DO UPDATE SET {_updates('EXCLUDED')}"
     )
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import API_KEY, READ_API_KEY, bearer
 
 BODY = {"_id": "k1", "interests": {"surf": True}}
-READS = ["/users/k1", "/users/k1/history"]
+READS = ["/users/k1", "/users/k1/history", "/users/k1/similar"]
 
 
 @pytest.fixture

@@ -1,0 +1,133 @@
+"""Similar users: the exact top k by Jaccard, equal to brute force, following the store
+through new users, changes and erasures."""
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nomads_cluster.segmentation.interests import INTEREST_KEYS, interest_mask
+from nomads_cluster.store.neighbours import jaccard, top_similar
+from nomads_cluster.store.users import Assignment
+
+CITIES = ["Madrid", "Paris", None]
+
+
+def brute_force_jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+@given(
+    st.lists(st.integers(0, 2**26 - 1), min_size=1, max_size=60),
+    st.integers(0, 2**26 - 1),
+)
+def test_jaccard_of_masks_is_that_of_the_interest_sets(masks, mask):
+    def keys(m: int) -> set:
+        return {k for i, k in enumerate(INTEREST_KEYS) if m >> i & 1}
+
+    got = jaccard(np.array(masks, np.int32), mask)
+    assert got.tolist() == [brute_force_jaccard(keys(m), keys(mask)) for m in masks]
+
+
+@given(
+    st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=1, max_size=40),
+    st.integers(1, 10),
+    st.data(),
+)
+def test_top_similar_is_the_sorted_prefix_with_ties_in_position_order(similarity, k, data):
+    eligible = np.array(data.draw(st.lists(st.booleans(), min_size=len(similarity),
+                                           max_size=len(similarity))))  # fmt: skip
+    values = np.array(similarity)
+    expected = sorted(np.flatnonzero(eligible), key=lambda i: (-values[i], i))[:k]
+    assert top_similar(values, eligible, k).tolist() == expected
+
+
+def random_users(rng: random.Random, n: int, prefix: str) -> list[Assignment]:
+    return [
+        Assignment(
+            user_id=f"{prefix}{i}" if i % 4 else i,
+            # Few interests, so that many similarities tie.
+            interests=tuple(k for k in INTEREST_KEYS[:8] if rng.random() < 0.35),
+            cluster=rng.randint(1, 4),
+            scores={"1": 0.1},
+            model_version="v1",
+            city=rng.choice(CITIES),
+        )
+        for i in range(n)
+    ]
+
+
+def brute_force_similar(stored: dict, order: list, me: Assignment, k: int, same_city: bool):
+    """(user id, similarity) of the k most similar, ties by the order they were stored."""
+    mine = set(me.interests)
+    others = [
+        (brute_force_jaccard(mine, set(stored[u].interests)), -order.index(u), u)
+        for u in stored
+        if u != str(me.user_id) and (not same_city or stored[u].city == me.city)
+    ]
+    best = sorted(others, reverse=True)[:k]
+    return [(u, similarity) for similarity, _, u in best]
+
+
+def check_against_brute_force(store, stored, order, rng, queries=12) -> None:
+    for user_id in rng.sample(sorted(stored), queries):
+        me = stored[user_id]
+        for same_city in [False, True] if me.city else [False]:
+            k = rng.choice([1, 5, 10, 30])
+            found_me, neighbours = store.similar(user_id, k, same_city)
+            got = [(str(other.user_id), n.similarity) for n, other in neighbours]
+            assert got == brute_force_similar(stored, order, me, k, same_city)
+            assert found_me.user_id == me.user_id
+            for n, other in neighbours:
+                assert n.mask == interest_mask(stored[str(other.user_id)].interests)
+
+
+def test_similar_users_equal_brute_force_as_the_store_changes(store):
+    rng = random.Random(21)
+    stored: dict[str, Assignment] = {}
+    order: list[str] = []  # user ids in the order they were first stored
+
+    def save(users):
+        store.save(users)
+        for u in users:
+            if str(u.user_id) not in stored:
+                order.append(str(u.user_id))
+            stored[str(u.user_id)] = u
+
+    save(random_users(rng, 150, "a"))
+    check_against_brute_force(store, stored, order, rng)
+    # New users, and changed ones (new interests, another city): the index follows.
+    save(random_users(rng, 60, "b") + random_users(rng, 40, "a"))
+    check_against_brute_force(store, stored, order, rng)
+    # Erased users are gone from every answer, and never come back in one.
+    for user_id in rng.sample(sorted(stored), 15):
+        assert store.erase(user_id)
+        del stored[user_id]
+        order.remove(user_id)
+    check_against_brute_force(store, stored, order, rng)
+
+
+def test_a_user_is_never_their_own_neighbour_nor_unknown_users_found(store):
+    store.save(random_users(random.Random(2), 3, "x"))
+    me, neighbours = store.similar("x1", 10, False)
+    assert me.user_id == "x1" and "x1" not in [o.user_id for _, o in neighbours]
+    assert len(neighbours) == 2
+    assert store.similar("nobody", 10, False) is None
+
+
+@pytest.mark.parametrize("erase_first", [False, True])
+def test_two_stores_on_one_database_see_each_others_writes(store, erase_first):
+    # As two workers or instances: each has its own index, following the database.
+    from nomads_cluster.store.users import UserStore
+
+    other = UserStore(store.engine)
+    store.save(random_users(random.Random(4), 20, "y"))
+    assert len(other.similar("y1", 50, False)[1]) == 19
+    if erase_first:
+        store.erase("y2")
+    store.save([Assignment(user_id="new", interests=("surf",), cluster=1, scores={},
+                           model_version="v1")])  # fmt: skip
+    ids = [o.user_id for _, o in other.similar("y1", 50, False)[1]]
+    assert "new" in ids and ("y2" not in ids) == erase_first
