@@ -30,6 +30,15 @@ def city_key(name: str) -> str:
     return _ENDS_IN_NUMBER.sub(r"_\1", key)
 
 
+def city_problem(name: str) -> str | None:
+    """What makes ``name`` no city a user can give (None: it is one)."""
+    if not 0 < len(name) <= MAX_CITY_LENGTH:
+        return f"must be a string of 1 to {MAX_CITY_LENGTH} characters"
+    if not name.isprintable() or not city_key(name):
+        return "must name a city: printable characters, with a letter or a digit"
+    return None
+
+
 def room_id(key: str, segment: int, ordinal: int) -> str:
     """The id of a city's ``ordinal``-th room of a segment: madrid-3, madrid-3-2, ..."""
     base = f"{key}-{segment}"

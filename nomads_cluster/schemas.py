@@ -14,7 +14,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .cities import MAX_CITY_LENGTH, city_key, display_city
+from .cities import MAX_CITY_LENGTH, city_problem, display_city
 from .segmentation.card import SegmentSummary
 from .segmentation.interests import INTEREST_KEYS
 from .validation import ErrorDetail, describe_error, error_details
@@ -50,14 +50,14 @@ def _user_id(value: Any) -> str | int:
 
 
 def _city(value: Any) -> str:
-    """A city as typed: 1 to MAX_CITY_LENGTH characters, printable, with a letter or a
-    digit (its key names its rooms); kept as displayed (display_city)."""
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_CITY_LENGTH:
-        raise PydanticCustomError("city", f"must be a string of 1 to {MAX_CITY_LENGTH} characters")
-    if not value.isprintable() or not city_key(value):
-        raise PydanticCustomError(
-            "city", "must name a city: printable characters, with a letter or a digit"
-        )
+    """A city as typed (cities.city_problem), kept as displayed (cities.display_city)."""
+    problem = (
+        f"must be a string of 1 to {MAX_CITY_LENGTH} characters"
+        if not isinstance(value, str)
+        else city_problem(value)
+    )
+    if problem is not None:
+        raise PydanticCustomError("city", problem)
     return display_city(value)
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from ..cities import city_problem, display_city
 from ..segmentation.interests import INTEREST_KEYS
 from ..segmentation.model import SegmentModel
 from ..segmentation.survey import SurveyFormatError, parse_answer_cells
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # the store (and SQLAlchemy) is imported only with --store
     from ..store.users import Assignment, UserStore
 
 ID_COLUMNS = ("_id", "id", "user_id")  # looked for in this order
+CITY_COLUMN = "city"  # optional: the user's city, as in a /cluster body
 CHUNK_ROWS = 50_000  # ~10 MB of features and scores per chunk
 TRUTH = {"0": 0.0, "1": 1.0, "false": 0.0, "true": 1.0}  # cell text, lower case
 
@@ -51,6 +53,7 @@ class Chunk:
     features: np.ndarray
     bad_rows: list[BadRow] = field(default_factory=list)
     bytes_read: int = 0  # of the input so far, for the progress bar
+    cities: list[str | None] | None = None  # per user, when the input has a city column
 
 
 def detect_format(path: Path) -> str:
@@ -142,20 +145,28 @@ def read_interest_csv(file: IO[bytes], name: str, id_column: str | None) -> Iter
         raise InputFormatError(f"{name}: no column {id_column!r}")
     # Default parsing is the fastest: a column of 0/1 arrives as integers, of
     # true/false as booleans; only a mixed or broken column arrives as text.
-    id_dtype = pd.ArrowDtype(pa.string())  # text, as written: "007" stays "007"
-    for frame, lines, skipped in _csv_chunks(file, name, {id_column: id_dtype}):
+    text = pd.ArrowDtype(pa.string())  # as written: an id "007" stays "007"
+    dtypes = {id_column: text} | ({CITY_COLUMN: text} if CITY_COLUMN in columns else {})
+    for frame, lines, skipped in _csv_chunks(file, name, dtypes):
         values = np.empty((len(frame), len(INTEREST_KEYS)), order="F")  # filled by column
         for j, key in enumerate(INTEREST_KEYS):
             values[:, j] = truth_values(frame[key])
         # One Arrow array, whether pandas holds the column in one chunk or several.
         ids = pa.chunked_array(pa.array(frame[id_column].array)).combine_chunks()
         bad = np.isnan(values).any(axis=1) | frame[id_column].isna().to_numpy()
+        cities = None
+        if CITY_COLUMN in frame:
+            cities = [None if pd.isna(c) else c for c in frame[CITY_COLUMN].tolist()]
+            bad |= np.array([c is not None and city_problem(c) is not None for c in cities])
+            cities = [None if c is None else display_city(c) for c in cities]
         if not bad.any():
-            yield Chunk(ids, values, list(skipped), file.tell())
+            yield Chunk(ids, values, list(skipped), file.tell(), cities)
             continue
         bad_rows = [*skipped, *(_describe_bad_row(frame.iloc[i], lines[i], id_column)
                                 for i in np.flatnonzero(bad))]  # fmt: skip
-        yield Chunk(ids.filter(pa.array(~bad)), values[~bad], bad_rows, file.tell())
+        if cities is not None:
+            cities = [city for city, is_bad in zip(cities, bad, strict=True) if not is_bad]
+        yield Chunk(ids.filter(pa.array(~bad)), values[~bad], bad_rows, file.tell(), cities)
 
 
 def truth_values(column: pd.Series) -> np.ndarray:
@@ -180,6 +191,9 @@ def _describe_bad_row(row: pd.Series, line: int, id_column: str) -> BadRow:
     if row.isna().all():
         return BadRow(int(line), "empty line")
     problems = [f"{id_column} is empty"] if pd.isna(row[id_column]) else []
+    city = row.get(CITY_COLUMN)
+    if city is not None and not pd.isna(city) and (problem := city_problem(city)):
+        problems.append(f"{CITY_COLUMN} {problem}")
     for key in INTEREST_KEYS:
         cell = row[key]
         if pd.isna(cell):
@@ -216,7 +230,12 @@ def read_jsonl(file: IO[bytes], name: str) -> Iterator[Chunk]:
     from ..schemas import ClusterRequest, body_errors
     from ..validation import summarize
 
-    ids, rows, bad_rows = [], [], []
+    ids, rows, cities, bad_rows = [], [], [], []
+
+    def chunk() -> Chunk:
+        features = np.array(rows).reshape(-1, len(INTEREST_KEYS))
+        return Chunk(ids, features, bad_rows, file.tell(), cities)
+
     for line, raw in enumerate(file, start=1):
         if raw.strip():
             try:
@@ -226,10 +245,11 @@ def read_jsonl(file: IO[bytes], name: str) -> Iterator[Chunk]:
             else:
                 ids.append(body.user_id)
                 rows.append([float(v) for v in vars(body.interests).values()])
+                cities.append(body.city)
         if len(rows) + len(bad_rows) >= CHUNK_ROWS:
-            yield Chunk(ids, np.array(rows).reshape(-1, len(INTEREST_KEYS)), bad_rows, file.tell())
-            ids, rows, bad_rows = [], [], []
-    yield Chunk(ids, np.array(rows).reshape(-1, len(INTEREST_KEYS)), bad_rows, file.tell())
+            yield chunk()
+            ids, rows, cities, bad_rows = [], [], [], []
+    yield chunk()
 
 
 class ResultWriter:
@@ -359,8 +379,14 @@ def _records(
             scores=model.scores_by_number(user_scores),
             model_version=model.version,
             source="assign",
+            city=city,
         )
-        for user_id, features, segment, user_scores in zip(
-            _python_ids(chunk.ids), chunk.features, segments.tolist(), scores.tolist(), strict=True
+        for user_id, features, segment, user_scores, city in zip(
+            _python_ids(chunk.ids),
+            chunk.features,
+            segments.tolist(),
+            scores.tolist(),
+            chunk.cities or [None] * len(chunk.features),
+            strict=True,
         )
     ]

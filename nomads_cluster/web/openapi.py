@@ -16,9 +16,17 @@ from pydantic.json_schema import models_json_schema
 from .. import schemas
 from ..segmentation.card import ModelCard, SegmentSummary
 from ..segmentation.model import get_model
-from .api import HISTORY_LIMIT, MAX_DRIFT_WINDOW, MAX_HISTORY_LIMIT, cluster_answer
+from .api import (
+    HISTORY_LIMIT,
+    MAX_DRIFT_WINDOW,
+    MAX_HISTORY_LIMIT,
+    MAX_SIMILAR_K,
+    SIMILAR_K,
+    cluster_answer,
+)
 from .keys import KEYS_GRANTING, Right, key_variables
 from .problems import PROBLEM_MIMETYPE
+from .rooms import MAX_PAGE_SIZE, PAGE_SIZE
 
 bp = Blueprint("openapi", __name__)
 
@@ -58,6 +66,19 @@ _USER_ID = {
     "schema": {"type": "string"},
     "example": "6172a562284bf0c3a4c8632a",
 }
+
+
+_LIMIT = {
+    "name": "limit", "in": "query", "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": PAGE_SIZE},
+}  # fmt: skip
+
+
+def _after(what: str) -> dict[str, Any]:
+    return {
+        "name": "after", "in": "query", "required": False, "schema": {"type": "string"},
+        "description": f"The `next` of the previous page: {what} after it.",
+    }  # fmt: skip
 
 
 # What an operation answers with a status: a description, and the body's class if any.
@@ -195,6 +216,51 @@ OPERATIONS: tuple[Operation, ...] = (
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT,
                        "default": HISTORY_LIMIT},
         }], key="read",
+    ),
+    Operation(
+        "get", "/users/{user_id}/similar", "The stored users most like a user", "users",
+        {
+            200: ("The k most similar users, by Jaccard of their interests.",
+                  schemas.SimilarUsers),
+            400: (f"k is not an integer from 1 to {MAX_SIMILAR_K}, city is not `same`, or "
+                  "city=same for a user without a city.", schemas.Problem),
+            **_key_problems("read"), **_UNKNOWN_USER, **_STORE_DOWN,
+        },
+        parameters=[_USER_ID, {
+            "name": "k", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SIMILAR_K,
+                       "default": SIMILAR_K},
+        }, {
+            "name": "city", "in": "query", "required": False,
+            "schema": {"type": "string", "enum": ["same"]},
+            "description": "`same`: only users of the user's city.",
+        }], key="read",
+    ),
+    Operation(
+        "get", "/rooms", "Chat rooms and their member counts", "rooms",
+        {
+            200: ("The rooms, by id.", schemas.RoomsList),
+            400: ("A bad city or limit.", schemas.Problem),
+            **_STORE_DOWN,
+        },
+        parameters=[{
+            "name": "city", "in": "query", "required": False, "example": "Madrid",
+            "schema": {"type": "string"},
+            "description": "Only this city's rooms (case, accents and spaces do not count).",
+        }, _LIMIT, _after("rooms")],
+    ),
+    Operation(
+        "get", "/rooms/{room_id}/members", "A room's members", "rooms",
+        {
+            200: ("The room and a page of its members, by user id.", schemas.RoomMembers),
+            400: ("A bad limit.", schemas.Problem),
+            404: ("No such room.", schemas.Problem),
+            **_key_problems("read"), **_STORE_DOWN,
+        },
+        parameters=[{
+            "name": "room_id", "in": "path", "required": True, "example": "madrid-1",
+            "schema": {"type": "string"},
+        }, _LIMIT, _after("members")], key="read",
     ),
     Operation(
         "delete", "/users/{user_id}", "Erase a user's assignment and history", "users",

@@ -212,6 +212,39 @@ def test_assign_store_writes_every_result_to_the_database(
         assert stored.source == "assign"
 
 
+def test_assign_store_places_users_of_a_city_column_in_rooms(
+    runner, tmp_path, cli_env, config_for, make_app
+):
+    header = ",".join(["_id", "city", *INTEREST_KEYS])
+    cells = ",".join("1" if key == "surf" else "0" for key in INTEREST_KEYS)
+    lines = [header, f"c1, Madrid ,{cells}", f"c2,MADRID,{cells}", f"c3,,{cells}",
+             f"c4,!!!,{cells}"]  # fmt: skip
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    command = ["assign", str(tmp_path / "in.csv"), "-o", str(out), "--store"]
+    refused = runner.invoke(main, command)
+    assert refused.exit_code == 1
+    assert "in.csv, line 5: city must name a city" in refused.output
+    result = runner.invoke(main, [*command, "--skip-bad-rows"])
+    assert result.exit_code == 0, result.output
+    store = make_app(config_for(cli_env)).extensions["user_store"]
+    first, second, no_city = (store.current(user) for user in ("c1", "c2", "c3"))
+    assert (first.city, second.city, no_city.city) == ("Madrid", "MADRID", None)
+    assert first.room_id == second.room_id == f"madrid-{first.cluster}"
+    assert no_city.room_id is None and store.current("c4") is None
+
+
+def test_assign_jsonl_takes_the_city_of_each_body(runner, tmp_path, cli_env, config_for, make_app):
+    bodies = [{"_id": 1, "interests": {"surf": True}, "city": "Oslo"},
+              {"_id": 2, "interests": {"surf": True}}]  # fmt: skip
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(b) for b in bodies) + "\n")
+    command = ["assign", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.csv"), "--store"]
+    assert runner.invoke(main, command).exit_code == 0
+    store = make_app(config_for(cli_env)).extensions["user_store"]
+    assert store.current("1").room_id.startswith("oslo-")
+    assert store.current("2").room_id is None
+
+
 def test_ingest_skips_known_answers_and_train_from_db_matches_the_file(
     runner, tmp_path, cli_env, survey_path
 ):

@@ -109,7 +109,7 @@ def test_members_come_a_page_at_a_time_in_user_id_order(store):
         pages.append([m.user_id for m in page])
         after = str(page[-1].user_id)
     assert [len(p) for p in pages] == [10, 10, 5]
-    assert sum(pages, []) == [f"u{i:02d}" for i in range(25)]
+    assert [u for page in pages for u in page] == [f"u{i:02d}" for i in range(25)]
 
 
 ROOM_SIZE = 5

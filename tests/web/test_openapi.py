@@ -137,6 +137,8 @@ def test_operations_behind_a_key_say_which(client, document):
     assert keys == {
         ("get", "/users/{user_id}"): "read",
         ("get", "/users/{user_id}/history"): "read",
+        ("get", "/users/{user_id}/similar"): "read",
+        ("get", "/rooms/{room_id}/members"): "read",
         ("delete", "/users/{user_id}"): "admin",
         ("post", "/admin/model/reload"): "admin",
     }
