@@ -19,6 +19,7 @@ from .tables import assignments, store_state
 from .writes import CHANGES_LOCK
 
 NO_CITY = -1
+LOAD_ROWS = 50_000  # rows fetched at a time
 
 
 def jaccard(masks: np.ndarray, mask: int) -> np.ndarray:
@@ -67,17 +68,8 @@ class NeighbourIndex:
             return NO_CITY
         return self._city_codes.setdefault(key, len(self._city_codes))
 
-    def _apply(self, rows: list) -> None:
-        """Insert or update (user_no, mask, city key) rows."""
-        if not rows:
-            return
-        # Of a user changed twice, the later row (rows come in seq order).
-        latest = {row[0]: row for row in rows}
-        user_nos = np.fromiter(latest, np.int64, len(latest))
-        masks = np.fromiter((row[1] for row in latest.values()), np.int32, len(latest))
-        cities = np.fromiter(
-            (self.city_code(row[2]) for row in latest.values()), np.int32, len(latest)
-        )
+    def _apply(self, user_nos: np.ndarray, masks: np.ndarray, cities: np.ndarray) -> None:
+        """Insert or update users (each at most once: rows of the current assignments)."""
         at = np.searchsorted(self.user_nos, user_nos)
         known = at < len(self.user_nos)
         known[known] = self.user_nos[at[known]] == user_nos[known]
@@ -97,14 +89,18 @@ class NeighbourIndex:
             if erasures != self._erasures:
                 self._reset()
                 self._erasures = erasures
-            query = (
-                sa.select(
-                    assignments.c.user_no, assignments.c.interest_mask, assignments.c.city_key
-                )
-                .where(assignments.c.seq > self._seq, assignments.c.seq <= committed)
-                .order_by(assignments.c.seq)
-            )
-            self._apply(conn.execute(query).all())
+            query = sa.select(
+                assignments.c.user_no, assignments.c.interest_mask, assignments.c.city_key
+            ).where(assignments.c.seq > self._seq, assignments.c.seq <= committed)
+            parts = []  # streamed: a first load reads every user
+            for rows in conn.execution_options(yield_per=LOAD_ROWS).execute(query).partitions():
+                parts.append((
+                    np.fromiter((row[0] for row in rows), np.int64, len(rows)),
+                    np.fromiter((row[1] for row in rows), np.int32, len(rows)),
+                    np.fromiter((self.city_code(row[2]) for row in rows), np.int32, len(rows)),
+                ))  # fmt: skip
+            if parts:
+                self._apply(*(np.concatenate(column) for column in zip(*parts, strict=True)))
             self._seq = committed
 
     def similar(self, user_no: int, mask: int, city_key: str | None, k: int) -> list[Neighbour]:
