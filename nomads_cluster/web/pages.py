@@ -1,7 +1,9 @@
-"""The web page for people: tick interests, see the segment and why; the segments."""
+"""The web page for people: tick interests (and a city), see the segment, why, and the
+chat room; the segments."""
 
 from flask import Blueprint, Response, current_app, render_template, send_from_directory
 
+from ..cities import MAX_CITY_LENGTH
 from ..segmentation import model as segment_model
 from ..segmentation.interests import INTEREST_GROUPS, key_to_label
 
@@ -15,6 +17,7 @@ def index() -> str:
         model=segment_model.get_model(),
         interest_groups=INTEREST_GROUPS,
         label_of=key_to_label,
+        max_city_length=MAX_CITY_LENGTH,
     )
 
 

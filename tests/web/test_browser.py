@@ -110,6 +110,21 @@ def test_ticking_interests_shows_the_segment_and_why(phone_page, base_url, app, 
     assert store.current("web-page") is None
 
 
+def test_a_city_shows_the_room_it_would_give(phone_page, base_url, app, store):
+    phone_page.goto(base_url + "/")
+    phone_page.get_by_label("Surf", exact=True).check()
+    phone_page.get_by_label("Your city").fill("  Sevilla ")
+    phone_page.get_by_role("button", name="Find my segment").click()
+    status = phone_page.get_by_role("status")
+    status.get_by_role("heading").wait_for()
+    segment, _ = app.extensions["segment_model"].assign_user(encode_interests({"surf": True}))
+    assert (
+        f"Your chat room: sevilla-{segment}, with people of segment {segment} in Sevilla."
+        in status.inner_text()
+    )
+    assert store.current("web-page") is None and store.rooms(None, None, 10) == []
+
+
 def test_page_fits_a_phone_and_labels_every_control(phone_page, base_url):
     phone_page.goto(base_url + "/")
     width = phone_page.evaluate("document.documentElement.scrollWidth")

@@ -1,4 +1,5 @@
-// Sends the ticked interests to /cluster/preview (nothing is stored) and shows the answer.
+// Sends the ticked interests (and the city, if given) to /cluster/preview (nothing is
+// stored) and shows the answer: the segment, why, and the chat room of the city.
 "use strict";
 
 const form = document.getElementById("interests-form");
@@ -32,6 +33,9 @@ function showAnswer(answer) {
     );
   }
   box.append(element("p", "How your interests match each segment:"), scores);
+  if (answer.room) {
+    box.append(element("p", `Your chat room: ${answer.room.id}, with people of segment ${answer.room.segment} in ${answer.room.city}.`));
+  }
   result.replaceChildren(box);
 }
 
@@ -43,16 +47,19 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const interests = {};
   for (const box of form.querySelectorAll("input[type=checkbox]")) interests[box.name] = box.checked;
+  const body = { _id: "web-page", interests };
+  const city = form.elements.city.value.trim();
+  if (city) body.city = city;
   result.replaceChildren(element("p", "Finding your segment…"));
   try {
     const response = await fetch(form.dataset.endpoint, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ _id: "web-page", interests }),
+      body: JSON.stringify(body),
     });
-    const body = await response.json();
-    if (response.ok) showAnswer(body);
-    else showError(`${body.title}: ${body.detail}`);
+    const answer = await response.json();
+    if (response.ok) showAnswer(answer);
+    else showError(`${answer.title}: ${answer.detail}`);
   } catch (error) {
     showError(`The service did not answer (${error.message}). Try again.`);
   }
