@@ -131,3 +131,35 @@ def test_two_stores_on_one_database_see_each_others_writes(store, erase_first):
                            model_version="v1")])  # fmt: skip
     ids = [o.user_id for _, o in other.similar("y1", 50, False)[1]]
     assert "new" in ids and ("y2" not in ids) == erase_first
+
+
+def test_on_postgresql_the_index_waits_for_writers_in_flight(store, database_url):
+    """A write in flight holds a change number; the index must not move past it before
+    it commits, or that change would never be read (numbers commit out of order)."""
+    import threading
+
+    import sqlalchemy as sa
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's writers take turns: numbers commit in order")
+    store.save(random_users(random.Random(6), 5, "z"))
+    late = Assignment(user_id="late", interests=("surf",), cluster=1, scores={},
+                      model_version="v1")  # fmt: skip
+    found = {}
+    with store.engine.connect() as writer:
+        transaction = writer.begin()
+        store._writer.write(writer, [late.as_row()])  # numbered, not committed
+        reader = threading.Thread(target=lambda: found.update(r=store.similar("z1", 10, False)))
+        reader.start()
+        with store.engine.connect() as conn:  # the reader waits for the lock, as it should
+            waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                              "AND NOT granted")  # fmt: skip
+            for _ in range(30_000):  # a guard against hanging, not a timing
+                if conn.execute(waiting).scalar_one():
+                    break
+                assert reader.is_alive(), "the index read past a write in flight"
+            else:
+                pytest.fail("the index never waited for the write in flight")
+        transaction.commit()
+    reader.join(30)
+    assert "late" in [other.user_id for _, other in found["r"][1]]
