@@ -14,7 +14,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .cities import MAX_CITY_LENGTH, city_problem, display_city
+from .cities import CITY_PATTERN, MAX_CITY_LENGTH, city_problem, display_city
 from .segmentation.card import SegmentSummary
 from .segmentation.interests import INTEREST_KEYS
 from .validation import ErrorDetail, describe_error, error_details
@@ -74,7 +74,8 @@ City = Annotated[
     PlainValidator(
         _city,
         json_schema_input_type=Annotated[
-            str, StringConstraints(min_length=1, max_length=MAX_CITY_LENGTH)
+            str,
+            StringConstraints(min_length=1, max_length=MAX_CITY_LENGTH, pattern=CITY_PATTERN),
         ],
     ),
 ]

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nomads_cluster.cities import MAX_CITY_LENGTH, city_key, display_city, room_id
+from nomads_cluster.cities import (
+    CITY_PATTERN,
+    MAX_CITY_LENGTH,
+    city_key,
+    city_problem,
+    display_city,
+    room_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -28,12 +35,25 @@ def test_other_scripts_are_transliterated_and_other_cities_stay_apart():
     assert len(set(keys)) == len(keys)
 
 
-def test_a_name_without_letters_or_digits_has_no_key():
-    assert city_key("!!!") == "" and city_key("🏙️") == ""
+def test_a_name_with_nothing_to_transliterate_is_keyed_by_a_digest():
+    symbols = [city_key(name) for name in ("!!!", "🏙️", "!!!  ", "☀")]
+    assert symbols[0] == symbols[2]  # the same once displayed
+    assert len(set(symbols)) == 3 and all(re.fullmatch(r"city__[0-9a-f]{12}", k) for k in symbols)
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [("", True), ("x" * (MAX_CITY_LENGTH + 1), True), (" ", True), ("a\tb", True),
+     ("a\x85b", True), ("!!!", False), ("\u3000", False), (" Oslo ", False)],
+)  # fmt: skip
+def test_the_city_rule_is_the_api_schemas_pattern(name, problem):
+    assert (city_problem(name) is not None) == problem
+    assert (re.fullmatch(CITY_PATTERN, name) is None or len(name) > MAX_CITY_LENGTH) == problem
 
 
 def test_the_display_name_keeps_the_spelling_without_stray_spaces():
     assert display_city("  São   Paulo ") == "São Paulo"
+    assert display_city("Sa\u0303o Paulo") == "São Paulo"  # composed (NFC)
 
 
 def test_room_ids_count_from_the_second_room_of_a_city_and_segment():
@@ -50,7 +70,7 @@ def test_a_city_ending_in_a_number_cannot_pass_for_a_segment():
 @given(
     st.lists(
         st.tuples(
-            st.text(min_size=1, max_size=MAX_CITY_LENGTH).filter(city_key),
+            st.text(min_size=1, max_size=MAX_CITY_LENGTH).filter(lambda c: not city_problem(c)),
             st.integers(1, 30),
             st.integers(1, 30),
         ),

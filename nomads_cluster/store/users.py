@@ -243,7 +243,8 @@ class UserStore:
         self, user_id: str, k: int, same_city: bool
     ) -> tuple[Assignment, list[tuple[Neighbour, Assignment]]] | None:
         """The user and the ``k`` stored users most like them (``neighbours.py``), with
-        their current assignments; None when the user is not stored."""
+        their current assignments; ``same_city``: of the user's city (none for a user
+        without one). None when the user is not stored."""
         me = sa.select(assignments).where(assignments.c.user_id == user_id)
 
         def work(conn: sa.Connection) -> tuple[sa.Row, list[Neighbour], list[sa.Row]] | None:
@@ -251,6 +252,8 @@ class UserStore:
             row = conn.execute(me).first()
             if row is None:
                 return None
+            if same_city and row.city_key is None:  # nobody shares a city they have not
+                return row, [], []
             city = row.city_key if same_city else None
             found = self._neighbours.similar(row.user_no, row.interest_mask, city, k)
             numbers = [neighbour.user_no for neighbour in found]

@@ -380,10 +380,6 @@ def similar_users(user_id: str) -> Response:
     if found is None:
         return _unknown_user(user_id)
     me, neighbours = found
-    if city == "same" and me.city is None:
-        return problem_response(
-            400, "No city", f"user {user_id!r} has no city stored: city=same has no meaning"
-        )
     return json_response(
         SimilarUsers(
             user_id=me.user_id,

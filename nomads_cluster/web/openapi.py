@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .. import schemas
+from ..cities import CITY_PATTERN, MAX_CITY_LENGTH
 from ..segmentation.card import ModelCard, SegmentSummary
 from ..segmentation.model import get_model
 from .api import (
@@ -222,8 +223,8 @@ OPERATIONS: tuple[Operation, ...] = (
         {
             200: ("The k most similar users, by Jaccard of their interests.",
                   schemas.SimilarUsers),
-            400: (f"k is not an integer from 1 to {MAX_SIMILAR_K}, city is not `same`, or "
-                  "city=same for a user without a city.", schemas.Problem),
+            400: (f"k is not an integer from 1 to {MAX_SIMILAR_K}, or city is not `same`.",
+                  schemas.Problem),
             **_key_problems("read"), **_UNKNOWN_USER, **_STORE_DOWN,
         },
         parameters=[_USER_ID, {
@@ -233,7 +234,8 @@ OPERATIONS: tuple[Operation, ...] = (
         }, {
             "name": "city", "in": "query", "required": False,
             "schema": {"type": "string", "enum": ["same"]},
-            "description": "`same`: only users of the user's city.",
+            "description": "`same`: only users of the user's city (none for a user without "
+                           "one).",
         }], key="read",
     ),
     Operation(
@@ -245,7 +247,8 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         parameters=[{
             "name": "city", "in": "query", "required": False, "example": "Madrid",
-            "schema": {"type": "string"},
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CITY_LENGTH,
+                       "pattern": CITY_PATTERN},
             "description": "Only this city's rooms (case, accents and spaces do not count).",
         }, _LIMIT, _after("rooms")],
     ),

@@ -3,7 +3,7 @@
 
 from flask import Blueprint, Response, request
 
-from ..cities import MAX_CITY_LENGTH, city_key
+from ..cities import city_key, city_problem
 from ..schemas import RoomMember, RoomMembers, RoomsList, RoomSummary
 from ..store.users import get_store
 from .api import json_response, query_integer
@@ -29,13 +29,10 @@ def rooms() -> Response:
     city = request.args.get("city")
     key = None
     if city is not None:
+        problem = city_problem(city)
+        if problem is not None:
+            return problem_response(400, "Invalid query parameter", f"city {problem}, not {city!r}")
         key = city_key(city)
-        if not key or len(city) > MAX_CITY_LENGTH:
-            return problem_response(
-                400,
-                "Invalid query parameter",
-                f"city must name a city in 1 to {MAX_CITY_LENGTH} characters, not {city!r}",
-            )
     found = get_store().rooms(key, _after(), limit)
     return json_response(
         RoomsList(
