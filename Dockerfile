@@ -1,6 +1,9 @@
 # nomads-cluster: slim, non-root, with a health check. Build from the repo's root:
 #   docker build -t nomads-cluster .
-FROM python:3.11-slim
+# BASE: any image with Python 3.11 as `python` and `pip` on the PATH (CI builds on a
+# Debian bookworm base it makes itself: `make containers`).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install test-tools run test lint docs docs-build verify soak bench train migrate lock clean
+.PHONY: install test-tools run test lint docs docs-build verify containers soak bench train migrate lock clean
 
 install: $(VENV)/.installed
 
@@ -84,6 +84,14 @@ verify: install
 # restarts the local PostgreSQL server: run it alone (CI runs it last).
 soak: install test-tools
 	$(BIN)/python bench/soak.py
+
+# The image built on a Debian base made here and run against the local PostgreSQL, then
+# docker-compose.yml scaled out with podman-compose (deploy/check_containers.py). Needs
+# root for podman and mmdebstrap; installs Debian's podman, runc and mmdebstrap.
+containers: install
+	command -v podman >/dev/null && command -v mmdebstrap >/dev/null && command -v runc >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap)
+	$(BIN)/python deploy/check_containers.py
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
