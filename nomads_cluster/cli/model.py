@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..segmentation.card import DEFAULT_ANCHOR
 from ..segmentation.model import (
     CURRENT_FILE,
     DEFAULT_MODEL_DIR,
@@ -69,6 +70,19 @@ DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_r
     show_default=True,
     help="NMF (the production model), or the k-means alternative.",
 )
+@click.option(
+    "--warm-start",
+    is_flag=True,
+    help="Start from the previous model's components and keep the new ones near them, "
+    "so that users change segment only as far as the new data asks (NMF only).",
+)
+@click.option(
+    "--anchor",
+    type=click.FloatRange(min=0, min_open=True, max=100),
+    default=DEFAULT_ANCHOR,
+    show_default=True,
+    help="With --warm-start: how strongly (weight of ||H - H_prev||² per training user).",
+)
 def train(
     data: Path,
     from_db: bool,
@@ -77,6 +91,8 @@ def train(
     previous: Path | None,
     components: int | str,
     algorithm: str,
+    warm_start: bool,
+    anchor: float,
 ) -> None:
     """Train the segmentation model on the survey and write it with its card."""
     # Imported here: scikit-learn and pandas are for training, not for serving.
@@ -104,9 +120,24 @@ def train(
         previous_model = load_model(previous) if previous else None
     except ModelError as exc:
         raise click.ClickException(str(exc)) from None
+    if warm_start and (previous_model is None or algorithm != "nmf" or components == "auto"):
+        raise click.UsageError(
+            "--warm-start needs --previous (or a registry with a current model), "
+            "--algorithm nmf and a number of components"
+        )
+    if warm_start and components != previous_model.card.n_components:
+        raise click.UsageError(
+            f"--warm-start keeps the previous model's {previous_model.card.n_components} "
+            f"segments: --components {components} differs"
+        )
     if registry is not None:
         out = registry / f".training-{os.getpid()}"  # named by its version once written
-    card = train_model(survey, out, previous_model, components, algorithm)
+    try:
+        card = train_model(
+            survey, out, previous_model, components, algorithm, anchor if warm_start else None
+        )
+    except ValueError as exc:  # a warm start from a k-means model
+        raise click.ClickException(str(exc)) from None
     if registry is not None:
         out = _file_version(out, registry / card["version"])
     if "selection" in card:
@@ -118,6 +149,14 @@ def train(
         f"trained on {survey.n_rows} answers: model {card['version']}, "
         f"reconstruction error {card['reconstruction_error']:.4f}, wrote {out}"
     )
+    if "warm_start" in card:
+        warm = card["warm_start"]
+        click.echo(
+            f"warm start from {warm['previous_version']} (anchor {warm['anchor']:g}): "
+            f"{warm['kept_training_users']:.0%} of the training users keep their segment "
+            f"(a cold fit: {warm['kept_training_users_cold']:.0%}), reconstruction error "
+            f"{warm['error_vs_cold']:+.1%} against a cold fit"
+        )
     matches = {m["segment"]: m for m in card.get("numbering", {}).get("matches", [])}
     for segment in sorted(card["segments"], key=lambda s: s["segment"]):
         line = f"  {segment['segment']}: {segment['label']} ({segment['share']:.0%})"

@@ -49,6 +49,27 @@ class Numbering(BaseModel):
     retired: list[int] = Field(description="The previous model's segments matched by none.")
 
 
+# Warm start: how far retrained segments may move from the previous ones, as the weight
+# of ||H - H_prev||² per training user. On 20 bootstrap resamples of the survey, 0.02
+# kept 0.90 of the users in their segment (0.65 cold) at +1.0% reconstruction error
+# (docs/model.md, bench/warm_start.py).
+DEFAULT_ANCHOR = 0.02
+
+
+class WarmStart(BaseModel):
+    """A retrain kept near the previous model (``train --warm-start``), against a cold
+    fit of the same data."""
+
+    previous_version: str
+    anchor: float = Field(description="Weight of ||H - H_prev||² per training user.")
+    kept_training_users: float = Field(
+        description="Training users in the segment the previous model gives them."
+    )
+    kept_training_users_cold: float = Field(description="The same for a cold fit.")
+    reconstruction_error_cold: float
+    error_vs_cold: float = Field(description="reconstruction_error / the cold fit's - 1.")
+
+
 class ModelCard(BaseModel):
     """What the model is, what it was trained on, and what its segments mean."""
 
@@ -77,6 +98,7 @@ class ModelCard(BaseModel):
         "gets the next one, so that no number ever changes meaning.",
     )
     numbering: Numbering | None = None
+    warm_start: WarmStart | None = None
 
     @model_validator(mode="after")
     def _one_segment_per_component(self) -> "ModelCard":

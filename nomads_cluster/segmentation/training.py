@@ -13,7 +13,7 @@ from sklearn.decomposition import NMF
 
 from . import selection as select
 from .card import SegmentSummary
-from .fitting import FIT, N_COMPONENTS
+from .fitting import FIT, N_COMPONENTS, fit_anchored_nmf, fit_nmf
 from .interests import INTEREST_KEYS, key_to_label
 from .model import CARD_FILE, HEATMAP_FILE, MODEL_FILE, SegmentModel, sha256_of
 from .scoring import CentroidScorer, SegmentScorer, assign_segments
@@ -151,6 +151,35 @@ def build_card(
     return card
 
 
+def segments_of(profiles: np.ndarray, numbers: list[int], features: np.ndarray) -> np.ndarray:
+    """Each user's segment number under NMF components numbered ``numbers``."""
+    positions = assign_segments(SegmentScorer(profiles).scores(features))
+    return np.asarray(numbers)[positions - 1]
+
+
+def warm_start_report(
+    model: NMF, card: dict[str, Any], features: np.ndarray, previous: SegmentModel, anchor: float
+) -> dict[str, Any]:
+    """How a warm-started model compares with a cold fit of the same data: training
+    users kept in their previous segment, and reconstruction error."""
+    before = previous.assign_users(features)[0]
+    numbers = [segment["segment"] for segment in card["segments"]]
+    cold = fit_nmf(features, len(numbers))
+    cold_numbers = number_segments(cold.components_, previous)[0]
+    return {
+        "previous_version": previous.version,
+        "anchor": anchor,
+        "kept_training_users": round(
+            float(np.mean(segments_of(model.components_, numbers, features) == before)), 6
+        ),
+        "kept_training_users_cold": round(
+            float(np.mean(segments_of(cold.components_, cold_numbers, features) == before)), 6
+        ),
+        "reconstruction_error_cold": round(float(cold.reconstruction_err_), 9),
+        "error_vs_cold": round(model.reconstruction_err_ / cold.reconstruction_err_ - 1, 6),
+    }
+
+
 def draw_heatmap(
     components: np.ndarray,
     segments: list[SegmentSummary],
@@ -193,15 +222,22 @@ def train(
     previous: SegmentModel | None = None,
     components: int | Literal["auto"] = N_COMPONENTS,
     algorithm: Literal["nmf", "kmeans"] = "nmf",
+    anchor: float | None = None,
 ) -> dict[str, Any]:
     """Fit the model on the survey, write model.pkl, model.json and heatmap.png.
 
     With ``previous``, segments keep the numbers of the previous segments they match.
-    With ``components="auto"``, the number of segments is chosen (``selection``), and
-    the comparison written beside the model (selection.md, selection.png).
-    ``algorithm`` "kmeans" fits k-means instead of NMF.
+    With ``anchor`` as well (a warm start, NMF only), the fit starts from the previous
+    components and is kept near them (``fitting.fit_anchored_nmf``); the card's
+    ``warm_start`` compares it with a cold fit. With ``components="auto"``, the number
+    of segments is chosen (``selection``), and the comparison written beside the model
+    (selection.md, selection.png). ``algorithm`` "kmeans" fits k-means instead of NMF.
     """
     out_dir = Path(out_dir)
+    if anchor is not None and (previous is None or algorithm != "nmf"):
+        raise ValueError("a warm start needs a previous NMF model and --algorithm nmf")
+    if anchor is not None and previous.card.algorithm != ALGORITHM_NAMES["nmf"]:
+        raise ValueError(f"a warm start needs an NMF previous model, not {previous.card.algorithm}")
     out_dir.mkdir(parents=True, exist_ok=True)
     selection = None
     if components == "auto":
@@ -213,12 +249,17 @@ def train(
         select.write_report(candidates, chosen, out_dir, survey.n_rows)
         selection = select.selection_summary(candidates, chosen[algorithm])
         components = chosen[algorithm].components
-    model = FIT[algorithm](survey.features, components)
+    if anchor is not None:
+        model = fit_anchored_nmf(survey.features, previous.scorer.components, anchor)
+    else:
+        model = FIT[algorithm](survey.features, components)
     model_path = out_dir / MODEL_FILE
     joblib.dump(model, model_path)
     card = build_card(model, survey, sha256_of(model_path), previous)
     if selection is not None:
         card["selection"] = selection
+    if anchor is not None:
+        card["warm_start"] = warm_start_report(model, card, survey.features, previous, anchor)
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     segments = [SegmentSummary.model_validate(s) for s in card["segments"]]
     draw_heatmap(
