@@ -25,7 +25,7 @@ from run import fresh_postgres_url
 from nomads_cluster import create_app
 from nomads_cluster.cities import city_key
 from nomads_cluster.cli.model import DEFAULT_SURVEY
-from nomads_cluster.segmentation.interests import INTEREST_KEYS
+from nomads_cluster.segmentation.interests import INTEREST_KEYS, decode_masks
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR
 from nomads_cluster.segmentation.survey import read_survey
 from nomads_cluster.store.tables import SEQ_SEQUENCE, USER_NO_SEQUENCE
@@ -50,15 +50,19 @@ def make_users(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return masks, cities
 
 
-def rows_of(masks: np.ndarray, cities: np.ndarray):
-    for i, (mask, city) in enumerate(zip(masks.tolist(), cities.tolist(), strict=True)):
+def rows_of(masks: np.ndarray, cities: np.ndarray, segments: np.ndarray):
+    for i, (mask, city, segment) in enumerate(
+        zip(masks.tolist(), cities.tolist(), segments.tolist(), strict=True)
+    ):
         interests = [k for b, k in enumerate(INTEREST_KEYS) if mask >> b & 1]
-        yield (f"u{i:07d}", False, json.dumps(interests), 1, '{"1": 0.1}', "bench",
+        yield (f"u{i:07d}", False, json.dumps(interests), segment, '{"1": 0.1}', "bench",
                "2026-12-02 00:00:00", "bench", CITIES[city], city_key(CITIES[city]), mask,
                i + 1, i + 1)  # fmt: skip
 
 
 def load(app, masks: np.ndarray, cities: np.ndarray) -> None:
+    """Straight into the assignments table, each user in the served model's segment."""
+    segments = app.extensions["segment_model"].assign_users(decode_masks(masks))[0]
     engine = app.extensions["user_store"].engine
     names = ", ".join(COLUMNS)
     raw = engine.raw_connection()
@@ -67,14 +71,14 @@ def load(app, masks: np.ndarray, cities: np.ndarray) -> None:
         if engine.dialect.name == "postgresql":
             cursor.execute("SET statement_timeout = 0")  # the load, not a request
             with cursor.copy(f"COPY assignments ({names}) FROM STDIN") as copy:
-                for row in rows_of(masks, cities):
+                for row in rows_of(masks, cities, segments):
                     copy.write_row(row)
             for sequence in (USER_NO_SEQUENCE, SEQ_SEQUENCE):
                 cursor.execute(f"SELECT setval('{sequence.name}', {len(masks)})")
         else:
             marks = ", ".join("?" * len(COLUMNS))
             cursor.executemany(f"INSERT INTO assignments ({names}) VALUES ({marks})",
-                               rows_of(masks, cities))  # fmt: skip
+                               rows_of(masks, cities, segments))  # fmt: skip
         raw.commit()
     finally:
         raw.close()

@@ -1,23 +1,31 @@
-"""The model's commands: train, promote, heatmap."""
+"""The model's commands: train, churn, promote, heatmap."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..segmentation.card import DEFAULT_ANCHOR
 from ..segmentation.model import (
+    CARD_FILE,
     CURRENT_FILE,
     DEFAULT_MODEL_DIR,
     ModelError,
+    SegmentModel,
     current_model_dir,
     load_model,
 )
 from ..segmentation.scoring import MAX_COMPONENTS, MIN_COMPONENTS
 from .service import service, training_packages
+
+if TYPE_CHECKING:
+    from ..store.churn import SegmentMoves
 
 DEFAULT_SURVEY = DEFAULT_MODEL_DIR.parent.parent / "shared" / "data" / "survey_responses.csv"
 
@@ -192,6 +200,58 @@ def _file_version(trained: Path, version_dir: Path) -> Path:
     return version_dir
 
 
+def measure_churn_of(candidate: SegmentModel) -> "SegmentMoves":
+    """The candidate's churn over the stored users (the service's database), with a
+    progress bar; recorded in the candidate's card."""
+    from ..store.churn import measure_churn
+
+    with service() as app:
+        store = app.extensions["user_store"]
+        served = app.extensions["segment_model"].version
+        total = store.count_users()
+        with click.progressbar(
+            length=total, label="scoring the stored users", file=sys.stderr
+        ) as bar:
+            report = measure_churn(store, candidate, on_chunk=bar.update)
+    card_path = candidate.directory / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card["churn"] = report.as_card(served)
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    return report
+
+
+def echo_churn(candidate: SegmentModel, report: "SegmentMoves") -> None:
+    if not report.users:
+        click.echo(f"churn of {candidate.version}: no stored users, nobody would move")
+        return
+    click.echo(
+        f"churn of {candidate.version}: {report.share:.1%} of the {report.users} stored users "
+        f"would change segment ({report.changed})"
+    )
+    for segment, (users, stay) in report.staying().items():
+        click.echo(f"  segment {segment}: {users} users, {stay} stay ({stay / users:.0%})")
+    for (old, new), users in sorted(report.moves.items()):
+        if old != new:
+            click.echo(f"  segment {old} -> {new}: {users}")
+
+
+def _candidate(directory: Path) -> SegmentModel:
+    try:
+        return load_model(directory)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.argument("candidate", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def churn(candidate: Path) -> None:
+    """How many stored users the model in CANDIDATE would move to another segment:
+    every stored user re-scored, nothing written but the figures, in its card."""
+    model = _candidate(candidate)
+    echo_churn(model, measure_churn_of(model))
+    click.echo(f"written to {candidate / CARD_FILE} (churn)")
+
+
 @click.command()
 @click.argument("version")
 @click.option(
@@ -202,10 +262,35 @@ def _file_version(trained: Path, version_dir: Path) -> Path:
     required=True,
     help="The registry of model versions, as the service's NOMADS_MODEL_DIR.",
 )
-def promote(version: str, registry: Path) -> None:
-    """Make VERSION the registry's current model; running servers follow it."""
+@click.option(
+    "--max-churn",
+    type=click.FloatRange(0, 1),
+    help="Refuse the model if it would move more than this share of the stored users "
+    "(0 to 1; unset: no limit).",
+)
+def promote(version: str, registry: Path, max_churn: float | None) -> None:
+    """Make VERSION the registry's current model; running servers follow it. Prints
+    how many stored users it moves to another segment (churn) first."""
     from ..segmentation.model import promote as promote_model
+    from ..store.users import StoreUnavailable
 
+    candidate = _candidate(registry / version) if (registry / version).is_dir() else None
+    if candidate is not None:
+        try:
+            report = measure_churn_of(candidate)
+        except (click.ClickException, StoreUnavailable) as exc:
+            if max_churn is not None:
+                raise click.ClickException(
+                    f"cannot measure the churn for --max-churn: {exc}"
+                ) from None
+            click.echo(f"churn not measured: {exc}", err=True)
+        else:
+            echo_churn(candidate, report)
+            if max_churn is not None and report.share > max_churn:
+                raise click.ClickException(
+                    f"refusing to promote {version}: it would move {report.share:.1%} of the "
+                    f"stored users, above --max-churn {max_churn:.1%}"
+                )
     try:
         replaced = promote_model(registry, version)
     except ModelError as exc:

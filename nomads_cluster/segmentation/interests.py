@@ -77,3 +77,9 @@ def interest_mask(keys: Iterable[str]) -> int:
 def mask_interests(mask: int) -> tuple[str, ...]:
     """The interest keys of a mask, in INTEREST_KEYS order."""
     return tuple(key for i, key in enumerate(INTEREST_KEYS) if mask >> i & 1)
+
+
+def decode_masks(masks: np.ndarray) -> np.ndarray:
+    """The 0/1 feature matrix (n, 26) of interest masks (interest_mask)."""
+    bits = np.arange(len(INTEREST_KEYS))
+    return ((np.asarray(masks, dtype=np.int64)[:, None] >> bits) & 1).astype(np.float64)

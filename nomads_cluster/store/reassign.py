@@ -1,27 +1,22 @@
 """Re-scoring every stored user with the current model, in batches, resumably."""
 
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..segmentation.interests import encode_interests
 from ..segmentation.model import SegmentModel
+from .churn import SegmentMoves
 from .users import Assignment, UserStore
 
 BATCH_USERS = 1000
 
 
 @dataclass
-class ReassignReport:
+class ReassignReport(SegmentMoves):
     reassigned: int = 0
     skipped: int = 0  # assigned again (or erased) while the batch was being scored
-    moves: Counter = field(default_factory=Counter)  # (old segment, new segment): users
-
-    @property
-    def changed(self) -> int:
-        return sum(n for (old, new), n in self.moves.items() if old != new)
 
 
 def reassign(

@@ -271,6 +271,25 @@ class UserStore:
         neighbours = [(n, by_number[n.user_no]) for n in found if n.user_no in by_number]
         return Assignment.from_row(row), neighbours
 
+    def current_segments(
+        self, after_user_no: int, limit: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Up to ``limit`` users after the user number ``after_user_no``, in that order:
+        their numbers, interest masks and current segments."""
+        query = (
+            sa.select(assignments.c.user_no, assignments.c.interest_mask, assignments.c.cluster)
+            .where(assignments.c.user_no > after_user_no)
+            .order_by(assignments.c.user_no)
+            .limit(limit)
+        )
+        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        columns = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
+        return columns[:, 0], columns[:, 1], columns[:, 2]
+
+    def count_users(self) -> int:
+        query = sa.select(sa.func.count()).select_from(assignments)
+        return self._run(lambda conn: conn.execute(query).scalar_one(), write=False)
+
     def rooms(self, city_key: str | None, after: str | None, limit: int) -> list[sa.Row]:
         """Rooms (id, city, segment, members), by id; of one city's key, or all."""
         return self._run(lambda conn: room_counts(conn, city_key, after, limit), write=False)

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -132,9 +133,10 @@ def test_admin_reload_is_off_without_an_api_key(make_app, config_for, database_u
     assert response.status_code == 403
 
 
-def test_train_files_a_version_and_promote_serves_it(runner, survey_path, tmp_path):
+def test_train_files_a_version_and_promote_serves_it(runner, survey_path, tmp_path, monkeypatch):
     from nomads_cluster.cli import main
 
+    monkeypatch.setenv("NOMADS_DATABASE_URL", f"sqlite:///{tmp_path}/store.sqlite3")
     registry = tmp_path / "models"
     arguments = ["train", "--data", str(survey_path), "--registry", str(registry)]
     trained = runner.invoke(main, arguments)
@@ -143,7 +145,7 @@ def test_train_files_a_version_and_promote_serves_it(runner, survey_path, tmp_pa
     assert f"nomads-cluster promote {version} --registry {registry}" in trained.output
     promoted = runner.invoke(main, ["promote", version], env={"NOMADS_MODEL_DIR": str(registry)})
     assert promoted.exit_code == 0, promoted.output
-    assert promoted.output == f"current model: {version} (was none)\n"
+    assert promoted.stdout.endswith(f"current model: {version} (was none)\n")
     # Training again into the registry numbers against its current model.
     again = runner.invoke(main, arguments)
     assert "continues segment 1 (1.00)" in again.output
@@ -193,6 +195,7 @@ def test_promotion_under_load_drops_no_request(registry, tmp_path):
         subprocess.run(
             [Path(sys.executable).parent / "nomads-cluster", "promote", b, "--registry", path],
             cwd=REPO,
+            env={**os.environ, **env},  # the churn it prints is the served store's
             check=True,
             capture_output=True,
         )
