@@ -193,10 +193,14 @@ class SegmentsOverview(BaseModel):
 
 class SegmentDrift(BaseModel):
     segment: int
-    training_share: float = Field(description="Its share of the training users.")
+    training_share: float | None = Field(
+        description="Its share of the training users (null: the model came without them)."
+    )
     recent_share: float = Field(description="Its share of the recent assignments.")
     recent_assignments: int
-    psi_term: float = Field(description="Its term of the population stability index.")
+    psi_term: float | None = Field(
+        description="Its term of the population stability index (null: no training share)."
+    )
 
 
 class DriftReport(BaseModel):

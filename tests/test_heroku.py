@@ -91,7 +91,14 @@ def test_release_then_web_from_requirements_txt_alone(heroku_slug, tmp_path):
     assert answer["cluster"] in range(1, 100)
 
 
-@pytest.mark.parametrize("command", [["train"], ["assign", "users.csv", "-o", "out.csv"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train"],
+        ["assign", "users.csv", "-o", "out.csv"],
+        ["import-model", "users.csv", "--out", "m"],
+    ],
+)
 def test_serving_install_says_what_training_commands_need(heroku_slug, command):
     """requirements.txt serves only: the commands that need the training stack say
     which package is missing and what to install, in one line."""

@@ -14,6 +14,6 @@ def main() -> None:
     """nomads-cluster: segment the DigitalAndNomads users by interests."""
 
 
-for command in (model.train, model.churn, model.promote, model.heatmap, data.ingest, data.assign,
-                data.reassign, data.db):  # fmt: skip
+for command in (model.train, model.import_model, model.churn, model.promote, model.heatmap,
+                data.ingest, data.assign, data.reassign, data.db):  # fmt: skip
     main.add_command(command)

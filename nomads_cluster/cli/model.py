@@ -1,4 +1,4 @@
-"""The model's commands: train, churn, promote, heatmap."""
+"""The model's commands: train, import-model, churn, promote, heatmap."""
 
 import hashlib
 import json
@@ -198,6 +198,41 @@ def _file_version(trained: Path, version_dir: Path) -> Path:
     else:
         trained.rename(version_dir)
     return version_dir
+
+
+@click.command("import-model")
+@click.argument("model_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The directory to write the model, its card and heatmap to (a NOMADS_MODEL_DIR).",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The survey CSV it was trained on: the card then gives each segment's share "
+    "and the data's hash (a k-means model needs it).",
+)
+def import_model(model_file: Path, out: Path, data: Path | None) -> None:
+    """Serve MODEL_FILE, an NMF or k-means joblib file trained elsewhere (the original
+    service's model.pkl, say): checked, and written with its card and heatmap."""
+    with training_packages("import-model"):
+        from ..segmentation.survey import SurveyFormatError, read_survey
+        from ..segmentation.training import import_model as import_file
+
+    try:
+        survey = None if data is None else read_survey(data)
+        card = import_file(model_file, out, survey)
+    except (ModelError, SurveyFormatError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"imported {model_file.name}: model {card['version']} ({card['algorithm']}, "
+        f"{card['n_components']} segments, scikit-learn {card['sklearn_version']}), wrote {out}"
+    )
+    for segment in card["segments"]:
+        share = "" if segment["share"] is None else f" ({segment['share']:.0%})"
+        click.echo(f"  {segment['segment']}: {segment['label']}{share}")
 
 
 def measure_churn_of(candidate: SegmentModel) -> "SegmentMoves":

@@ -19,7 +19,12 @@ class SegmentSummary(BaseModel):
     segment: int = Field(ge=1)
     label: str = Field(description="Its top interests, generated from the model.")
     top_interests: list[InterestWeight] = Field(description="Heaviest first.")
-    share: float = Field(ge=0, le=1, description="Its share of the training users.")
+    share: float | None = Field(
+        ge=0,
+        le=1,
+        description="Its share of the training users; null for a model imported without "
+        "its training data.",
+    )
 
 
 class TrainingData(BaseModel):
@@ -82,7 +87,9 @@ class ModelCard(BaseModel):
     n_components: int = Field(ge=MIN_COMPONENTS, le=MAX_COMPONENTS)
     sklearn_version: str
     model_sha256: str = Field(pattern="^[0-9a-f]{64}$")
-    training_data: TrainingData
+    training_data: TrainingData | None = Field(
+        description="Null for a model imported without its training data."
+    )
     reconstruction_error: float
     n_iter: int
     score_variance: float | None = Field(

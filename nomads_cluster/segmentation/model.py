@@ -97,23 +97,35 @@ FITTED_ATTRIBUTE = {
 }
 
 
+def _unpickle(raw: bytes, origin: str) -> _EstimatorState:
+    try:
+        estimator = _ModelUnpickler(origin, io.BytesIO(raw), ensure_native_byte_order=True).load()
+    except Exception as exc:  # any failure to read is the same refusal
+        raise ModelError(f"{origin}: cannot be read as a model ({exc})") from None
+    if not isinstance(estimator, _EstimatorState):
+        raise ModelError(f"{origin}: does not hold a fitted {' or '.join(FITTED_ATTRIBUTE)} model")
+    return estimator
+
+
 def read_profiles(raw: bytes, origin: str, algorithm: str) -> np.ndarray:
     """The segments' interest profiles (NMF components, k-means centroids) stored in
     the bytes of a joblib ``model.pkl``."""
     attribute = FITTED_ATTRIBUTE.get(algorithm)
     if attribute is None:
         raise ModelError(f"{origin}: the card's algorithm {algorithm!r} is not served")
-    try:
-        estimator = _ModelUnpickler(origin, io.BytesIO(raw), ensure_native_byte_order=True).load()
-    except Exception as exc:  # any failure to read is the same refusal
-        raise ModelError(f"{origin}: cannot be read as a model ({exc})") from None
-    if (
-        not isinstance(estimator, _EstimatorState)
-        or estimator.kind != algorithm
-        or attribute not in estimator.state
-    ):
+    estimator = _unpickle(raw, origin)
+    if estimator.kind != algorithm or attribute not in estimator.state:
         raise ModelError(f"{origin}: does not hold a fitted {algorithm} model")
     return np.asarray(estimator.state[attribute], dtype=np.float64)
+
+
+def read_model_file(raw: bytes, origin: str) -> tuple[str, dict[str, Any]]:
+    """The algorithm and the fitted attributes of a joblib model file made anywhere
+    (``import-model``), read by the same restricted unpickler."""
+    estimator = _unpickle(raw, origin)
+    if FITTED_ATTRIBUTE[estimator.kind] not in estimator.state:
+        raise ModelError(f"{origin}: its {estimator.kind} model was never fitted")
+    return estimator.kind, estimator.state
 
 
 def _scorer(card: ModelCard, profiles: np.ndarray) -> SegmentScorer | CentroidScorer:

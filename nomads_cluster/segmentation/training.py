@@ -15,8 +15,17 @@ from . import selection as select
 from .card import SegmentSummary
 from .fitting import FIT, N_COMPONENTS, fit_anchored_nmf, fit_nmf
 from .interests import INTEREST_KEYS, key_to_label
-from .model import CARD_FILE, HEATMAP_FILE, MODEL_FILE, SegmentModel, sha256_of
-from .scoring import CentroidScorer, SegmentScorer, assign_segments
+from .model import (
+    CARD_FILE,
+    FITTED_ATTRIBUTE,
+    HEATMAP_FILE,
+    MODEL_FILE,
+    ModelError,
+    SegmentModel,
+    read_model_file,
+    sha256_of,
+)
+from .scoring import MAX_COMPONENTS, MIN_COMPONENTS, CentroidScorer, SegmentScorer, assign_segments
 from .survey import Survey
 
 TOP_INTERESTS = 5  # interests listed per segment in the card
@@ -36,11 +45,6 @@ PROFILE_NAMES = {  # what the heatmap's rows are, by the card's algorithm
 def fitted_profiles(model: NMF | KMeans) -> np.ndarray:
     """The segments' interest profiles: NMF components, or k-means centroids."""
     return model.cluster_centers_ if isinstance(model, KMeans) else model.components_
-
-
-def score_variance(model: KMeans, features: np.ndarray) -> float:
-    """The training users' variance around their centroids, per feature."""
-    return float(model.inertia_ / features.size)
 
 
 def number_segments(
@@ -84,12 +88,17 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def describe_segments(
-    components: np.ndarray, positions: np.ndarray, numbers: list[int]
+    components: np.ndarray, positions: np.ndarray | None, numbers: list[int]
 ) -> list[dict[str, Any]]:
     """Per component: its segment number, a label from its top interests, their
-    weights, and its share of the users (``positions``: each user's component, 1-based).
+    weights, and its share of the users (``positions``: each user's component, 1-based;
+    None: no users known, no shares).
     """
-    shares = np.bincount(positions, minlength=len(components) + 1)[1:] / len(positions)
+    shares = (
+        [None] * len(components)
+        if positions is None
+        else (np.bincount(positions, minlength=len(components) + 1)[1:] / len(positions)).tolist()
+    )
     segments = []
     for index, weights in enumerate(components):
         top = np.argsort(-weights, kind="stable")[:TOP_INTERESTS]
@@ -101,26 +110,32 @@ def describe_segments(
                     {"interest": INTEREST_KEYS[i], "weight": round(float(weights[i]), 6)}
                     for i in top
                 ],
-                "share": round(float(shares[index]), 6),
+                "share": None if shares[index] is None else round(shares[index], 6),
             }
         )
     return segments
 
 
-def build_card(
-    model: NMF | KMeans, survey: Survey, model_sha256: str, previous: SegmentModel | None = None
+def card_of(
+    algorithm: str,
+    state: dict[str, Any],
+    model_sha256: str,
+    survey: Survey | None,
+    previous: SegmentModel | None = None,
 ) -> dict[str, Any]:
-    profiles = fitted_profiles(model)
-    kmeans = isinstance(model, KMeans)
+    """The model card of a fitted estimator's attributes (``vars`` of one fitted here,
+    or the state of a file made elsewhere); ``survey``: what it was trained on, if known."""
+    profiles = np.asarray(state[FITTED_ATTRIBUTE[algorithm]], dtype=np.float64)
+    kmeans = algorithm == ALGORITHM_NAMES["kmeans"]
     if kmeans:
-        variance = score_variance(model, survey.features)
+        variance = float(state["inertia_"] / survey.features.size)
         scorer: SegmentScorer | CentroidScorer = CentroidScorer(profiles, variance)
         parameters = ("n_init", "random_state")
-        error = float(np.sqrt(model.inertia_))
+        error = float(np.sqrt(state["inertia_"]))
     else:
         scorer, parameters = SegmentScorer(profiles), ("init", "solver", "random_state")
-        error = float(model.reconstruction_err_)
-    positions = assign_segments(scorer.scores(survey.features))
+        error = float(state.get("reconstruction_err_", np.nan))
+    positions = None if survey is None else assign_segments(scorer.scores(survey.features))
     if previous is None:
         numbers = list(range(1, len(profiles) + 1))
         numbering, highest = None, len(numbers)
@@ -128,19 +143,17 @@ def build_card(
         numbers, numbering, highest = number_segments(profiles, previous)
     card = {
         "version": model_sha256[:12],
-        "algorithm": ALGORITHM_NAMES["kmeans" if kmeans else "nmf"],
-        "parameters": {k: model.get_params()[k] for k in parameters},
+        "algorithm": algorithm,
+        "parameters": {k: state[k] for k in parameters if k in state},
         "feature_columns": list(INTEREST_KEYS),
         "n_components": len(profiles),
-        "sklearn_version": sklearn.__version__,
+        "sklearn_version": state.get("_sklearn_version", "unknown"),
         "model_sha256": model_sha256,
-        "training_data": {
-            "file": survey.source,
-            "sha256": survey.sha256,
-            "rows": survey.n_rows,
-        },
+        "training_data": None
+        if survey is None
+        else {"file": survey.source, "sha256": survey.sha256, "rows": survey.n_rows},
         "reconstruction_error": round(error, 9),
-        "n_iter": int(model.n_iter_),
+        "n_iter": int(state.get("n_iter_", 0)),
         "segments": describe_segments(profiles, positions, numbers),
         "highest_segment_number": highest,
     }
@@ -149,6 +162,14 @@ def build_card(
     if numbering is not None:
         card["numbering"] = numbering
     return card
+
+
+def build_card(
+    model: NMF | KMeans, survey: Survey, model_sha256: str, previous: SegmentModel | None = None
+) -> dict[str, Any]:
+    algorithm = ALGORITHM_NAMES["kmeans" if isinstance(model, KMeans) else "nmf"]
+    state = {**vars(model), "_sklearn_version": sklearn.__version__}
+    return card_of(algorithm, state, model_sha256, survey, previous)
 
 
 def segments_of(profiles: np.ndarray, numbers: list[int], features: np.ndarray) -> np.ndarray:
@@ -260,9 +281,45 @@ def train(
         card["selection"] = selection
     if anchor is not None:
         card["warm_start"] = warm_start_report(model, card, survey.features, previous, anchor)
+    write_card_and_heatmap(card, fitted_profiles(model), out_dir)
+    return card
+
+
+def write_card_and_heatmap(card: dict[str, Any], profiles: np.ndarray, out_dir: Path) -> None:
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     segments = [SegmentSummary.model_validate(s) for s in card["segments"]]
-    draw_heatmap(
-        fitted_profiles(model), segments, out_dir / HEATMAP_FILE, ALGORITHM_NAMES[algorithm]
-    )
+    draw_heatmap(profiles, segments, out_dir / HEATMAP_FILE, card["algorithm"])
+
+
+def import_model(
+    model_file: str | Path, out_dir: str | Path, survey: Survey | None = None
+) -> dict[str, Any]:
+    """Serve a model file trained elsewhere: an NMF or k-means joblib file, read by the
+    restricted unpickler (never a plain pickle.load), checked to score the 26
+    interests, copied unchanged beside its card and heatmap. ``survey``: what it was
+    trained on, for the segments' shares (a k-means model needs it for its scores)."""
+    model_file, out_dir = Path(model_file), Path(out_dir)
+    raw = model_file.read_bytes()
+    algorithm, state = read_model_file(raw, str(model_file))
+    profiles = np.asarray(state[FITTED_ATTRIBUTE[algorithm]], dtype=np.float64)
+    if profiles.ndim != 2 or profiles.shape[1] != len(INTEREST_KEYS):
+        raise ModelError(
+            f"{model_file}: its profiles have shape {profiles.shape}, not (segments, "
+            f"{len(INTEREST_KEYS)}): it does not score the 26 interests"
+        )
+    if not MIN_COMPONENTS <= len(profiles) <= MAX_COMPONENTS:
+        raise ModelError(
+            f"{model_file}: {len(profiles)} segments; from {MIN_COMPONENTS} to "
+            f"{MAX_COMPONENTS} are served"
+        )
+    if algorithm == ALGORITHM_NAMES["kmeans"] and survey is None:
+        raise ModelError(
+            f"{model_file}: a k-means model scores users by the variance of its training "
+            "users: give its training data (--data)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MODEL_FILE).write_bytes(raw)
+    card = card_of(algorithm, state, sha256_of(out_dir / MODEL_FILE), survey)
+    card["imported_from"] = model_file.name
+    write_card_and_heatmap(card, profiles, out_dir)
     return card

@@ -256,9 +256,11 @@ def drift_report(window: int) -> DriftReport:
     model = segment_model.get_model()
     counts = get_store().recent_segments(model.version, window, drift.LIVE_SOURCES)
     expected = {segment.segment: segment.share for segment in model.card.segments}
-    terms = drift.psi_terms(expected, counts)
+    # A model imported without its training data has no shares to drift from.
+    known = None not in expected.values()
+    terms = drift.psi_terms(expected, counts) if known else dict.fromkeys(expected)
     total = sum(counts.values())
-    psi = sum(terms.values()) if total else None
+    psi = sum(terms.values()) if total and known else None
     return DriftReport(
         model_version=model.version,
         window=window,
