@@ -168,15 +168,15 @@ class UserStore:
     def stale(self, model_version: str, after: str | None, limit: int) -> list[Assignment]:
         """Up to ``limit`` current assignments made by another model version, in user id
         order, after the user id ``after``."""
-        query = (
-            sa.select(assignments)
-            .where(assignments.c.model_version != model_version)
-            .order_by(assignments.c.user_id)
-            .limit(limit)
-        )
+        return self._page(assignments.c.model_version != model_version, after, limit)
+
+    def _page(self, condition: sa.ColumnElement[bool], after: str | None, limit: int) -> list:
+        """Up to ``limit`` current assignments meeting ``condition``, in user id order,
+        after the user id ``after`` (a keyset page)."""
+        query = sa.select(assignments).where(condition).order_by(assignments.c.user_id)
         if after is not None:
             query = query.where(assignments.c.user_id > after)
-        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        rows = self._run(lambda conn: conn.execute(query.limit(limit)).all(), write=False)
         return [Assignment.from_row(row) for row in rows]
 
     def replace_unchanged(
@@ -301,16 +301,7 @@ class UserStore:
 
     def room_members(self, room_id: str, after: str | None, limit: int) -> list[Assignment]:
         """The room's members in user id order, after the user id ``after``."""
-        query = (
-            sa.select(assignments)
-            .where(assignments.c.room_id == room_id)
-            .order_by(assignments.c.user_id)
-            .limit(limit)
-        )
-        if after is not None:
-            query = query.where(assignments.c.user_id > after)
-        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
-        return [Assignment.from_row(row) for row in rows]
+        return self._page(assignments.c.room_id == room_id, after, limit)
 
     def room_to_join(self, city_key: str, segment: int) -> tuple[str, str | None]:
         """The room a user of this city and segment would join now: its id, and its
