@@ -52,6 +52,7 @@ class Server(NamedTuple):
     cwd: Path
     env: dict[str, str]
     path: str = "/cluster"  # what wrk posts to
+    cities: bool = False  # bodies with a city: a room to place each user in
 
 
 def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Server]:
@@ -67,6 +68,12 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
             "/cluster/preview",
         ),
         "nomads-cluster, SQLite": Server(OURS, REPO, sqlite),
+        "nomads-cluster, SQLite, with a city": Server(
+            OURS,
+            REPO,
+            {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'cities.sqlite3'}"},
+            cities=True,
+        ),
     }
     if against:
         # The same service at another commit, from a worktree: a change's cost, one run.
@@ -87,6 +94,9 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
     postgres_url = fresh_postgres_url()
     if postgres_url:
         servers["nomads-cluster, PostgreSQL"] = Server(OURS, REPO, {"DATABASE_URL": postgres_url})
+        servers["nomads-cluster, PostgreSQL, with a city"] = Server(
+            OURS, REPO, {"DATABASE_URL": postgres_url}, cities=True
+        )
     return servers
 
 
@@ -108,13 +118,22 @@ end
 """
 
 
-def random_bodies(n: int, seed: int = 1) -> list[str]:
+CITIES = ["Madrid", "Barcelona", "Lisboa", "Paris", "Berlin", "Roma", "Porto", "Sevilla"]
+
+
+def random_bodies(n: int, seed: int = 1, cities: bool = False) -> list[str]:
+    """/cluster bodies of random users; ``cities``: each with one of CITIES."""
     rng = random.Random(seed)
     bodies = []
     for i in range(n):
         p = rng.random()
-        interests = {k: True for k in INTEREST_KEYS if rng.random() < p}
-        bodies.append(json.dumps({"_id": f"{i:024x}", "interests": interests}))
+        body = {
+            "_id": f"{i:024x}",
+            "interests": {k: True for k in INTEREST_KEYS if rng.random() < p},
+        }
+        if cities:
+            body["city"] = rng.choice(CITIES)
+        bodies.append(json.dumps(body))
     return bodies
 
 
@@ -290,9 +309,13 @@ def main() -> None:
     args = parser.parse_args()
 
     bodies = random_bodies(1000)
+    with_cities = random_bodies(1000, cities=True)
     with tempfile.TemporaryDirectory() as work_dir:
         servers = bench_servers(Path(work_dir), args.against)
-        scripts = {name: write_script(server.path, bodies) for name, server in servers.items()}
+        scripts = {
+            name: write_script(server.path, with_cities if server.cities else bodies)
+            for name, server in servers.items()
+        }
         try:
             results = load_test(servers, scripts, args)
             launches: dict[str, list[float]] = {name: [] for name in servers}
