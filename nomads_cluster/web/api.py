@@ -1,6 +1,5 @@
 """The HTTP API: /cluster (the app's contract), the segments, the stored users, /health."""
 
-import re
 from typing import Any
 
 import numpy as np
@@ -51,8 +50,10 @@ from .binding import batch_problem, write_problem
 from .keys import requires_key
 from .problems import (
     RETRY_AFTER_SECONDS,
+    InvalidQuery,
     parse_body,
     problem_response,
+    query_integer,
     request_body,
 )
 
@@ -73,18 +74,6 @@ def only_storable_user_ids(endpoint: str | None, values: dict[str, Any] | None) 
     user_id = (values or {}).get("user_id")
     if user_id is not None and not storable_id(user_id):
         raise NotFound(f"no assignment is stored for user {user_id!r}")
-
-
-def query_integer(name: str, default: int, highest: int) -> int | Response:
-    """The query parameter ``name``: ASCII digits from 1 to ``highest``, else a 400."""
-    text = request.args.get(name, str(default))
-    if re.fullmatch(r"[0-9]{1,9}", text) and 1 <= int(text) <= highest:
-        return int(text)
-    return problem_response(
-        400,
-        "Invalid query parameter",
-        f"{name} must be an integer from 1 to {highest}, not {text!r}",
-    )
 
 
 def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = False) -> Response:
@@ -285,8 +274,6 @@ def drift_report(window: int) -> DriftReport:
 def clusters_drift() -> Response:
     """The segments of the latest assignments by the served model against training."""
     window = query_integer("window", current_app.config["DRIFT_WINDOW"], MAX_DRIFT_WINDOW)
-    if isinstance(window, Response):
-        return window
     return json_response(drift_report(window))
 
 
@@ -356,8 +343,6 @@ def user(user_id: str) -> Response:
 @requires_key("read")
 def user_history(user_id: str) -> Response:
     limit = query_integer("limit", HISTORY_LIMIT, MAX_HISTORY_LIMIT)
-    if isinstance(limit, Response):
-        return limit
     records = get_store().history(user_id, limit)
     if not records:
         return _unknown_user(user_id)
@@ -371,13 +356,9 @@ def user_history(user_id: str) -> Response:
 def similar_users(user_id: str) -> Response:
     """The stored users most like this one, by Jaccard similarity of their interests."""
     k = query_integer("k", SIMILAR_K, MAX_SIMILAR_K)
-    if isinstance(k, Response):
-        return k
     city = request.args.get("city")
     if city not in (None, "same"):
-        return problem_response(
-            400, "Invalid query parameter", f"city must be 'same' or absent, not {city!r}"
-        )
+        raise InvalidQuery(f"city must be 'same' or absent, not {city!r}")
     found = get_store().similar(user_id, k, same_city=city == "same")
     if found is None:
         return _unknown_user(user_id)

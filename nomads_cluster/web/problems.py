@@ -4,6 +4,7 @@ Each problem says what is wrong and, for a request body, where (a JSON pointer).
 """
 
 import logging
+import re
 from typing import TypeVar
 
 from flask import Flask, Response, request
@@ -30,6 +31,18 @@ class InvalidBody(Exception):
 
 class UnreadableBody(Exception):
     """The body's framing is broken (a bad chunk, or fewer bytes than announced)."""
+
+
+class InvalidQuery(Exception):
+    """A query parameter the route cannot take; the message says which and why."""
+
+
+def query_integer(name: str, default: int, highest: int) -> int:
+    """The query parameter ``name``: ASCII digits from 1 to ``highest``, else InvalidQuery."""
+    text = request.args.get(name, str(default))
+    if re.fullmatch(r"[0-9]{1,9}", text) and 1 <= int(text) <= highest:
+        return int(text)
+    raise InvalidQuery(f"{name} must be an integer from 1 to {highest}, not {text!r}")
 
 
 def request_body(limit: int) -> bytes:
@@ -97,6 +110,10 @@ def unreadable_body_problem(exc: UnreadableBody) -> Response:
     return problem_response(400, "Unreadable body", str(exc))
 
 
+def invalid_query_problem(exc: InvalidQuery) -> Response:
+    return problem_response(400, "Invalid query parameter", str(exc))
+
+
 def store_unavailable_problem(exc: StoreUnavailable) -> Response:
     """The database is down or locked: nothing was stored, the client may retry."""
     log.warning("%s %s: %s", request.method, request.path, exc)
@@ -131,6 +148,7 @@ def unexpected_problem(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     app.register_error_handler(InvalidBody, invalid_body_problem)
     app.register_error_handler(UnreadableBody, unreadable_body_problem)
+    app.register_error_handler(InvalidQuery, invalid_query_problem)
     app.register_error_handler(StoreUnavailable, store_unavailable_problem)
     app.register_error_handler(HTTPException, http_problem)
     app.register_error_handler(Exception, unexpected_problem)

@@ -6,9 +6,9 @@ from flask import Blueprint, Response, request
 from ..cities import city_key, city_problem
 from ..schemas import RoomMember, RoomMembers, RoomsList, RoomSummary
 from ..store.users import get_store
-from .api import json_response, query_integer
+from .api import json_response
 from .keys import requires_key
-from .problems import problem_response
+from .problems import InvalidQuery, problem_response, query_integer
 
 bp = Blueprint("rooms", __name__)
 
@@ -24,14 +24,12 @@ def _after() -> str | None:
 def rooms() -> Response:
     """The rooms, by id, with their member counts; ?city= only that city's."""
     limit = query_integer("limit", PAGE_SIZE, MAX_PAGE_SIZE)
-    if isinstance(limit, Response):
-        return limit
     city = request.args.get("city")
     key = None
     if city is not None:
         problem = city_problem(city)
         if problem is not None:
-            return problem_response(400, "Invalid query parameter", f"city {problem}, not {city!r}")
+            raise InvalidQuery(f"city {problem}, not {city!r}")
         key = city_key(city)
     found = get_store().rooms(key, _after(), limit)
     return json_response(
@@ -48,8 +46,6 @@ def rooms() -> Response:
 def room_members(room_id: str) -> Response:
     """A room's members, by user id, a page at a time (?after=, ?limit=)."""
     limit = query_integer("limit", PAGE_SIZE, MAX_PAGE_SIZE)
-    if isinstance(limit, Response):
-        return limit
     store = get_store()
     room = store.room(room_id)
     if room is None:
