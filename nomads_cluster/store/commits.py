@@ -104,8 +104,10 @@ class GroupCommitter:
                     self._commit([write])
                 return
         else:
-            for write in group:
-                write.rooms, placed = placed[: len(write.records)], placed[len(write.records) :]
+            start = 0
+            for write in group:  # the group's rooms, in its writes' order
+                write.rooms = placed[start : start + len(write.records)]
+                start += len(write.records)
         for write in group:
             write.done.set()
 

@@ -89,6 +89,14 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
     return engine
 
 
+def advisory_lock(conn: sa.Connection, key: int, shared: bool = False) -> None:
+    """On PostgreSQL, hold the advisory lock ``key`` (exclusive, or ``shared``) until the
+    transaction ends; elsewhere nothing (SQLite's writers already take turns)."""
+    if conn.dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": key})
+
+
 class WriterLock:
     """One writer at a time on a SQLite file, across processes, woken at once.
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
+from .engine import advisory_lock
 from .tables import assignments, store_state
 from .writes import CHANGES_LOCK
 
@@ -107,10 +108,12 @@ class NeighbourIndex:
         """The ``k`` users most like this one (never themself), most similar first; ties
         by user number (who was stored first). ``city_key``: only users of that city."""
         with self._lock:
-            similarity = jaccard(self.masks, mask)
             eligible = self.user_nos != user_no
             if city_key is not None:
-                eligible &= self.cities == self._city_codes.get(city_key, -2)
+                if city_key not in self._city_codes:  # nobody stored in that city
+                    return []
+                eligible &= self.cities == self._city_codes[city_key]
+            similarity = jaccard(self.masks, mask)
             found = top_similar(similarity, eligible, k)
             return [
                 Neighbour(int(self.user_nos[i]), float(similarity[i]), int(self.masks[i]))
@@ -127,7 +130,6 @@ def _committed_changes(conn: sa.Connection) -> tuple[int, int]:
     largest = sa.select(sa.func.coalesce(sa.func.max(assignments.c.seq), 0)).scalar_subquery()
     query = sa.select(largest, store_state.c.erasures).where(store_state.c.id == 1)
     with conn.begin():
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGES_LOCK})
+        advisory_lock(conn, CHANGES_LOCK)
         committed, erasures = conn.execute(query).one()
     return committed, erasures

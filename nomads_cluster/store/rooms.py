@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..cities import room_id
+from .engine import advisory_lock
 from .tables import assignments, rooms
 from .writes import ROOMS_LOCK
 
@@ -108,8 +109,7 @@ def place_in_rooms(
     """Give each row its room (``room_id``), in order: of several rows of one user, the
     last decides. Runs in the transaction that then writes the rows; the rooms, in the
     rows' order."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROOMS_LOCK})
+    advisory_lock(conn, ROOMS_LOCK)
     plan = RoomPlan(conn, room_size)
     plan.know_current(sorted({row["user_id"] for row in rows}))
     return [plan.place(row) for row in rows]

@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from .engine import advisory_lock
 from .tables import SEQ_SEQUENCE, USER_NO_SEQUENCE, assignment_history, assignments
 
 # PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
@@ -62,10 +63,8 @@ def next_seq(dialect: Dialect) -> sa.ColumnElement[int]:
 
 
 def take_changes_lock(conn: sa.Connection) -> None:
-    """Hold CHANGES_LOCK shared until the transaction ends (PostgreSQL; SQLite's
-    writers already take turns)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": CHANGES_LOCK})
+    """Hold CHANGES_LOCK shared until the transaction ends, as every writer does."""
+    advisory_lock(conn, CHANGES_LOCK, shared=True)
 
 
 def _updates(excluded: str) -> str:

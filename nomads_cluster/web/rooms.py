@@ -2,6 +2,7 @@
 (personal data: a read key)."""
 
 from flask import Blueprint, Response, request
+from sqlalchemy import Row
 
 from ..cities import city_key, city_problem
 from ..schemas import RoomMember, RoomMembers, RoomsList, RoomSummary
@@ -14,6 +15,11 @@ bp = Blueprint("rooms", __name__)
 
 PAGE_SIZE = 100  # rooms or members per page unless ?limit= says otherwise
 MAX_PAGE_SIZE = 1000
+
+
+def _summary(room: Row) -> RoomSummary:
+    """A row of the store's room counts (id, city, segment, members)."""
+    return RoomSummary.model_validate(room, from_attributes=True)
 
 
 def _after() -> str | None:
@@ -34,8 +40,7 @@ def rooms() -> Response:
     found = get_store().rooms(key, _after(), limit)
     return json_response(
         RoomsList(
-            rooms=[RoomSummary(id=r.id, city=r.city, segment=r.segment, members=r.members)
-                   for r in found],
+            rooms=[_summary(room) for room in found],
             next=found[-1].id if len(found) == limit else None,
         )
     )  # fmt: skip
@@ -53,9 +58,7 @@ def room_members(room_id: str) -> Response:
     members = store.room_members(room_id, _after(), limit)
     return json_response(
         RoomMembers(
-            room=RoomSummary(
-                id=room.id, city=room.city, segment=room.segment, members=room.members
-            ),
+            room=_summary(room),
             members=[
                 RoomMember(user_id=m.user_id, city=m.city, assigned_at=m.assigned_at)
                 for m in members

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from ..engine import writer_lock
+from ..engine import advisory_lock, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ def _migrating_alone(engine: Engine) -> AbstractContextManager[None]:
 
 def _upgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        advisory_lock(connection, _LOCK_KEY)
         before = _current_revision(connection)
         command.upgrade(alembic_config(connection), revision)
         return before, _current_revision(connection)
