@@ -28,8 +28,9 @@ sys.path.insert(0, str(REPO))
 from nomads_cluster.segmentation.interests import INTEREST_KEYS  # noqa: E402
 from nomads_cluster.testing import free_port  # noqa: E402
 
-PROCFILE_WEB = re.search(r"^web:\s*(.+)$", (REPO / "Procfile").read_text(), re.M).group(1)
-OURS = PROCFILE_WEB  # 2 workers: gunicorn.conf.py's default
+PROCFILE = (REPO / "Procfile").read_text()
+OURS = re.search(r"^web:\s*(.+)$", PROCFILE, re.M).group(1)  # 2 workers: gunicorn.conf.py's
+OURS_RELEASE = re.search(r"^release:\s*(.+)$", PROCFILE, re.M).group(1)  # migrates
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRES_BENCH_DB = "nomads_bench"
 
@@ -53,6 +54,12 @@ class Server(NamedTuple):
     env: dict[str, str]
     path: str = "/cluster"  # what wrk posts to
     cities: bool = False  # bodies with a city: a room to place each user in
+    release: str | None = None  # run before the server, as Heroku's release phase
+
+
+def ours(cwd: Path, env: dict[str, str], **options) -> Server:
+    """nomads-cluster as Heroku runs it: its release command, then its web command."""
+    return Server(OURS, cwd, env, release=OURS_RELEASE, **options)
 
 
 def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Server]:
@@ -61,15 +68,13 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
     servers = {
         "bare Flask endpoint": Server("gunicorn bare_app:app --workers 2", REPO / "bench", {}),
         "original service": Server("gunicorn original_app:app --workers 2", REPO / "bench", {}),
-        "nomads-cluster /cluster/preview": Server(
-            OURS,
+        "nomads-cluster /cluster/preview": ours(
             REPO,
             {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'preview.sqlite3'}"},
-            "/cluster/preview",
+            path="/cluster/preview",
         ),
-        "nomads-cluster, SQLite": Server(OURS, REPO, sqlite),
-        "nomads-cluster, SQLite, with a city": Server(
-            OURS,
+        "nomads-cluster, SQLite": ours(REPO, sqlite),
+        "nomads-cluster, SQLite, with a city": ours(
             REPO,
             {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'cities.sqlite3'}"},
             cities=True,
@@ -83,8 +88,7 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
             cwd=REPO,
             check=True,
         )
-        servers[f"nomads-cluster at {against}, SQLite"] = Server(
-            OURS,
+        servers[f"nomads-cluster at {against}, SQLite"] = ours(
             checkout,
             {
                 "NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'against.sqlite3'}",
@@ -93,9 +97,9 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
         )
     postgres_url = fresh_postgres_url()
     if postgres_url:
-        servers["nomads-cluster, PostgreSQL"] = Server(OURS, REPO, {"DATABASE_URL": postgres_url})
-        servers["nomads-cluster, PostgreSQL, with a city"] = Server(
-            OURS, REPO, {"DATABASE_URL": postgres_url}, cities=True
+        servers["nomads-cluster, PostgreSQL"] = ours(REPO, {"DATABASE_URL": postgres_url})
+        servers["nomads-cluster, PostgreSQL, with a city"] = ours(
+            REPO, {"DATABASE_URL": postgres_url}, cities=True
         )
     return servers
 
@@ -146,14 +150,29 @@ def post_cluster(port: int, body: str) -> int:
         return 0
 
 
-def launch(command: str, cwd: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
-    env = {
+def server_env(extra_env: dict[str, str], port: int = 0) -> dict[str, str]:
+    return {
         **os.environ,
-        "PORT": str(port),
+        "PORT": str(port),  # the release command ignores it
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "PYTHONPATH": str(REPO),
         **extra_env,
     }
+
+
+def release(server: Server) -> None:
+    if server.release:
+        subprocess.run(
+            shlex.split(server.release),
+            cwd=server.cwd,
+            env=server_env(server.env),
+            check=True,
+            capture_output=True,
+        )
+
+
+def launch(command: str, cwd: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
+    env = server_env(extra_env, port)
     return subprocess.Popen(
         shlex.split(command),
         cwd=cwd,
@@ -218,6 +237,8 @@ def load_test(
     connections: noise from the machine falls on all of them alike. Each figure is the
     median over the rounds; throughput's lowest and highest round are kept too."""
     ports = {name: free_port() for name in servers_to_run}
+    for server in servers_to_run.values():
+        release(server)
     servers = {
         name: launch(s.command, s.cwd, ports[name], s.env) for name, s in servers_to_run.items()
     }

@@ -1,4 +1,6 @@
 import logging
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -9,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from nomads_cluster.store.engine import normalize_url
-from nomads_cluster.store.migrations import head_revision
+from nomads_cluster.store.migrations import HEAD_REVISION, head_revision, upgrade
 from nomads_cluster.store.tables import assignment_history, assignments, metadata
 from nomads_cluster.store.users import Assignment, UserStore, default_database_url
 
@@ -53,6 +55,27 @@ def test_start_up_migrates_an_empty_database_to_head_and_matches_the_tables(stor
         context = MigrationContext.configure(conn)
         assert context.get_current_revision() == head_revision()
         assert compare_metadata(context, metadata) == []
+
+
+def test_the_revision_start_up_expects_is_the_head_of_the_migration_scripts():
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_server_starting_on_a_migrated_database_does_not_import_alembic(tmp_path):
+    """Alembic weighs 10 MB in each process; a server only needs it to migrate."""
+    from nomads_cluster.store.engine import create_store_engine
+
+    url = f"sqlite:///{tmp_path / 'migrated.sqlite3'}"
+    upgrade(create_store_engine(url, timeout=5))
+    start_up = (
+        "import sys; from nomads_cluster import create_app; create_app(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    env = {"NOMADS_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", start_up], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_instances_starting_together_on_one_empty_sqlite_file_migrate_it_once(tmp_path, caplog):
