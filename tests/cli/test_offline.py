@@ -47,6 +47,42 @@ def test_progress_reaches_the_whole_file(tmp_path, monkeypatch):
     assert seen[-1] == path.stat().st_size
 
 
+def test_chunks_written_by_the_writing_thread_come_out_whole_and_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(offline, "CHUNK_ROWS", 3)
+    path = tmp_path / "in.csv"
+    path.write_bytes(csv_bytes([good_row(i) for i in range(20)]).getvalue())
+    model = load_model(DEFAULT_MODEL_DIR)
+    offline.assign_file(path, tmp_path / "out.csv", model)
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0].startswith('"_id","cluster"')
+    assert [line.split(",")[0] for line in lines[1:]] == [f'"u{i}"' for i in range(20)]
+    features = np.eye(26)[[i % 26 for i in range(20)]]
+    segments, _ = model.assign_users(features)
+    assert [int(line.split(",")[1]) for line in lines[1:]] == segments.tolist()
+
+
+def test_a_write_that_fails_in_the_writing_thread_fails_the_command_and_leaves_no_file(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(offline, "CHUNK_ROWS", 3)
+    path = tmp_path / "in.csv"
+    path.write_bytes(csv_bytes([good_row(i) for i in range(20)]).getvalue())
+    written = []
+
+    class FullDisk(offline.pa_csv.CSVWriter):
+        def write_table(self, table, max_chunksize=None):  # the second chunk's fails
+            written.append(table.num_rows)
+            if len(written) == 2:
+                raise OSError("No space left on device")
+            super().write_table(table, max_chunksize)
+
+    monkeypatch.setattr(offline.pa_csv, "CSVWriter", FullDisk)
+    with pytest.raises(OSError, match="No space left"):
+        offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR))
+    assert written == [3, 3]  # nothing written after the failed chunk
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("1", 1.0), ("0", 0.0), ("true", 1.0), ("FALSE", 0.0), ("2", None), ("yes", None)],
