@@ -89,12 +89,23 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
     return engine
 
 
-def advisory_lock(conn: sa.Connection, key: int, shared: bool = False) -> None:
-    """On PostgreSQL, hold the advisory lock ``key`` (exclusive, or ``shared``) until the
-    transaction ends; elsewhere nothing (SQLite's writers already take turns)."""
-    if conn.dialect.name == "postgresql":
-        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-        conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": key})
+def advisory_lock(conn: sa.Connection, *keys: int, shared: bool = False) -> None:
+    """On PostgreSQL, hold the advisory locks ``keys`` (exclusive, or ``shared``) until
+    the transaction ends, taken in the order given, in one statement; elsewhere nothing
+    (SQLite's writers already take turns)."""
+    if conn.dialect.name != "postgresql" or not keys:
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    if len(keys) == 1:
+        conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": keys[0]})
+        return
+    conn.execute(
+        sa.text(
+            f"SELECT {function}(key) FROM unnest(CAST(:keys AS bigint[]))"
+            " WITH ORDINALITY AS taken(key, position) ORDER BY position"
+        ),
+        {"keys": list(keys)},
+    )
 
 
 class WriterLock:

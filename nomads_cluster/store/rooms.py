@@ -3,13 +3,19 @@ segment, and no room holds more than the room size.
 
 A user stays in their room while their city and segment stay the same; otherwise they
 join the first room of their city and segment with a free place (in the order the rooms
-were opened), or open the next one. Placing is race-free: on SQLite the writers take
-turns; on PostgreSQL whoever places takes ROOMS_LOCK until they commit, and counts the
-members only then. Users who leave a room (another city or segment, no city, erased)
-need no lock: they only free places.
+were opened), or open the next one. Each room's ``members`` is kept by the database
+(triggers on the assignments, migration 0004), so joining reads the group's rooms with
+a free place and its last one, not its members.
+
+Placing is race-free: on SQLite the writers take turns; on PostgreSQL whoever places
+users in a city's segment holds that group's advisory lock until they commit (the locks
+of a transaction's groups taken in one order, so two never wait on each other), and
+reads the counts only then. Groups apart are placed in parallel. Users who leave a room
+(another city or segment, no city, erased) need no lock: they only free places.
 """
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +24,18 @@ import sqlalchemy as sa
 from ..cities import room_id
 from .engine import advisory_lock
 from .tables import assignments, rooms
-from .writes import ROOMS_LOCK
 
 Row = dict[str, Any]  # Assignment.as_row()
+Group = tuple[str, int]  # a city's key and a segment: the users who share rooms
+# A room as read: its group, its ordinal, then the fields of a PlacedRoom.
+ROOM_COLUMNS = (
+    rooms.c.city_key,
+    rooms.c.segment,
+    rooms.c.ordinal,
+    rooms.c.id,
+    rooms.c.city,
+    rooms.c.members,
+)
 
 
 @dataclass
@@ -30,21 +45,40 @@ class PlacedRoom:
     members: int
 
 
-def _city_rooms(conn: sa.Connection, key: str, segment: int) -> dict[int, PlacedRoom]:
-    """Ordinal -> room, with its members, of a city's rooms of a segment."""
-    query = (
-        sa.select(rooms.c.ordinal, rooms.c.id, rooms.c.city, sa.func.count(assignments.c.user_id))
-        .select_from(rooms.outerjoin(assignments, assignments.c.room_id == rooms.c.id))
-        .where(rooms.c.city_key == key, rooms.c.segment == segment)
-        .group_by(rooms.c.ordinal, rooms.c.id, rooms.c.city)
+def group_lock(group: Group) -> int:
+    """The PostgreSQL advisory lock key of a group: 64 bits of its digest (two groups
+    that share one only take turns)."""
+    digest = hashlib.blake2b(f"rooms/{group[0]}/{group[1]}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _open_rooms(
+    conn: sa.Connection, groups: Iterable[Group], room_size: int
+) -> dict[Group, dict[int, PlacedRoom]]:
+    """Of each group, the rooms with a free place and the last one opened, by ordinal."""
+    in_groups = sa.tuple_(rooms.c.city_key, rooms.c.segment).in_(list(groups))
+    last = (
+        sa.select(rooms.c.city_key, rooms.c.segment, sa.func.max(rooms.c.ordinal).label("last"))
+        .where(in_groups)
+        .group_by(rooms.c.city_key, rooms.c.segment)
+        .subquery()
     )
-    return {o: PlacedRoom(id_, city, n) for o, id_, city, n in conn.execute(query)}
+    query = (
+        sa.select(*ROOM_COLUMNS)
+        .join(last, (last.c.city_key == rooms.c.city_key) & (last.c.segment == rooms.c.segment))
+        .where(sa.or_(rooms.c.members < room_size, rooms.c.ordinal == last.c.last))
+    )
+    found: dict[Group, dict[int, PlacedRoom]] = {}
+    for key, segment, ordinal, *room in conn.execute(query):
+        found.setdefault((key, segment), {})[ordinal] = PlacedRoom(*room)
+    return found
 
 
-def _ordinal_to_join(city_rooms: dict[int, PlacedRoom], room_size: int) -> int:
-    """The first room with a free place, or the next one to open."""
-    free = (o for o, room in sorted(city_rooms.items()) if room.members < room_size)
-    return next(free, max(city_rooms, default=0) + 1)
+def _ordinal_to_join(group_rooms: dict[int, PlacedRoom], room_size: int) -> int:
+    """The first room with a free place, or the next one to open (``group_rooms`` holds
+    every room of the group with a free place, and its last)."""
+    free = (o for o, room in sorted(group_rooms.items()) if room.members < room_size)
+    return next(free, max(group_rooms, default=0) + 1)
 
 
 class RoomPlan:
@@ -53,53 +87,78 @@ class RoomPlan:
     def __init__(self, conn: sa.Connection, room_size: int):
         self.conn = conn
         self.room_size = room_size
-        self._rooms: dict[tuple[str, int], dict[int, PlacedRoom]] = {}
-        self._place: dict[str, tuple[str, int, PlacedRoom] | None] = {}  # user -> room
+        self._rooms: dict[Group, dict[int, PlacedRoom]] = {}  # the rooms read, by group
+        self._loaded: set[Group] = set()  # groups whose open rooms are all read
+        self._place: dict[str, tuple[Group, PlacedRoom] | None] = {}  # user -> room
 
-    def _city_rooms(self, key: str, segment: int) -> dict[int, PlacedRoom]:
-        if (key, segment) not in self._rooms:
-            self._rooms[key, segment] = _city_rooms(self.conn, key, segment)
-        return self._rooms[key, segment]
+    def _known(self, group: Group, ordinal: int, room: PlacedRoom) -> PlacedRoom:
+        """The plan's room of that ordinal: the one read first, with this
+        transaction's changes to its members."""
+        return self._rooms.setdefault(group, {}).setdefault(ordinal, room)
+
+    def load(self, groups: Iterable[Group]) -> None:
+        """Read the open rooms of the groups not read yet (one query)."""
+        wanted = set(groups) - self._loaded
+        if not wanted:
+            return
+        for group, found in _open_rooms(self.conn, sorted(wanted), self.room_size).items():
+            for ordinal, room in found.items():
+                self._known(group, ordinal, room)
+        self._loaded |= wanted
 
     def know_current(self, user_ids: Sequence[str]) -> None:
         """Read the users' current rooms, locking their rows (PostgreSQL) so that no
         concurrent write moves them before this transaction commits."""
         query = (
-            sa.select(assignments.c.user_id, rooms.c.city_key, rooms.c.segment, rooms.c.id)
+            sa.select(assignments.c.user_id, *ROOM_COLUMNS)
             .join(rooms, rooms.c.id == assignments.c.room_id)
             .where(assignments.c.user_id.in_(user_ids))
             .with_for_update(of=assignments)
         )
-        for user_id, key, segment, id_ in self.conn.execute(query).all():
-            room = next(r for r in self._city_rooms(key, segment).values() if r.id == id_)
-            self._place[user_id] = (key, segment, room)
+        for user_id, key, segment, ordinal, *room in self.conn.execute(query):
+            group = (key, segment)
+            self._place[user_id] = (group, self._known(group, ordinal, PlacedRoom(*room)))
+
+    def groups_to_place(self, rows: Sequence[Row]) -> set[Group]:
+        """The groups some row joins (not the one its user is in already)."""
+        wanted = set()
+        for row in rows:
+            if row["city_key"] is None:
+                continue
+            group = (row["city_key"], row["cluster"])
+            now = self._place.get(row["user_id"])
+            if now is None or now[0] != group:
+                wanted.add(group)
+        return wanted
 
     def place(self, row: Row) -> PlacedRoom | None:
         """Set ``row["room_id"]`` to the user's room after this row (None without a
         city), and return that room."""
         now = self._place.get(row["user_id"])
         key, segment = row["city_key"], row["cluster"]
-        if now is not None and now[:2] == (key, segment):
-            row["room_id"] = now[2].id
-            return now[2]
+        if now is not None and now[0] == (key, segment):
+            row["room_id"] = now[1].id
+            return now[1]
         if now is not None:
-            now[2].members -= 1
+            now[1].members -= 1
         room = None
         if key is not None:
-            city_rooms = self._city_rooms(key, segment)
-            ordinal = _ordinal_to_join(city_rooms, self.room_size)
-            if ordinal not in city_rooms:
+            group = (key, segment)
+            self.load([group])
+            group_rooms = self._rooms.setdefault(group, {})
+            ordinal = _ordinal_to_join(group_rooms, self.room_size)
+            if ordinal not in group_rooms:
                 room = PlacedRoom(room_id(key, segment, ordinal), row["city"], 0)
                 self.conn.execute(
                     rooms.insert().values(
                         id=room.id, city_key=key, city=room.city, segment=segment, ordinal=ordinal
                     )
                 )
-                city_rooms[ordinal] = room
-            room = city_rooms[ordinal]
+                group_rooms[ordinal] = room
+            room = group_rooms[ordinal]
             room.members += 1
         row["room_id"] = None if room is None else room.id
-        self._place[row["user_id"]] = None if room is None else (key, segment, room)
+        self._place[row["user_id"]] = None if room is None else ((key, segment), room)
         return room
 
 
@@ -109,9 +168,11 @@ def place_in_rooms(
     """Give each row its room (``room_id``), in order: of several rows of one user, the
     last decides. Runs in the transaction that then writes the rows; the rooms, in the
     rows' order."""
-    advisory_lock(conn, ROOMS_LOCK)
+    groups = {(row["city_key"], row["cluster"]) for row in rows if row["city_key"] is not None}
+    advisory_lock(conn, *sorted(group_lock(group) for group in groups))
     plan = RoomPlan(conn, room_size)
     plan.know_current(sorted({row["user_id"] for row in rows}))
+    plan.load(plan.groups_to_place(rows))
     return [plan.place(row) for row in rows]
 
 
@@ -124,11 +185,8 @@ def room_counts(
 ) -> list:
     """Rooms (of a city's key, or all, or the one ``room_id``) with their member
     counts, by id after ``after``."""
-    members = sa.func.count(assignments.c.user_id).label("members")
     query = (
-        sa.select(rooms.c.id, rooms.c.city, rooms.c.segment, members)
-        .select_from(rooms.outerjoin(assignments, assignments.c.room_id == rooms.c.id))
-        .group_by(rooms.c.id, rooms.c.city, rooms.c.segment)
+        sa.select(rooms.c.id, rooms.c.city, rooms.c.segment, rooms.c.members)
         .order_by(rooms.c.id)
         .limit(limit)
     )
@@ -146,8 +204,8 @@ def room_to_join(
 ) -> tuple[str, str | None]:
     """The id of the room a user of this city and segment would join now, and its
     city's name (None for a room not opened yet)."""
-    city_rooms = _city_rooms(conn, key, segment)
-    ordinal = _ordinal_to_join(city_rooms, room_size)
-    if ordinal in city_rooms:
-        return city_rooms[ordinal].id, city_rooms[ordinal].city
+    group_rooms = _open_rooms(conn, [(key, segment)], room_size).get((key, segment), {})
+    ordinal = _ordinal_to_join(group_rooms, room_size)
+    if ordinal in group_rooms:
+        return group_rooms[ordinal].id, group_rooms[ordinal].city
     return room_id(key, segment, ordinal), None

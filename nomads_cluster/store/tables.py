@@ -52,6 +52,7 @@ assignment_history = sa.Table(
 )
 # Chat rooms: the users of one city and segment, NOMADS_ROOM_SIZE at most per room.
 # Members are the assignments whose room_id is the room's; a room, once opened, stays.
+# Their count is kept by triggers on the assignments (migration 0004).
 rooms = sa.Table(
     "rooms",
     metadata,
@@ -60,6 +61,7 @@ rooms = sa.Table(
     sa.Column("city", sa.String(100), nullable=False),  # as its first member wrote it
     sa.Column("segment", sa.Integer, nullable=False),
     sa.Column("ordinal", sa.Integer, nullable=False),  # 1, 2, ... per city and segment
+    sa.Column("members", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("city_key", "segment", "ordinal"),
 )
 # One row: erasures so far (a similar-users index reloads when it changes).

@@ -27,6 +27,10 @@ from .tables import assignment_history, assignments, store_state, survey_respons
 from .writes import assignment_writer, next_seq, take_changes_lock
 
 SQLITE_FILE = "nomads.sqlite3"
+# A write PostgreSQL chose to fail so that another could go on (deadlock_detected: two
+# writes took rooms' counts in opposite orders) was rolled back whole: it is run again.
+DEADLOCK_SQLSTATE = "40P01"
+WRITE_ATTEMPTS = 3
 
 
 ASSIGNMENTS = Counter(
@@ -119,14 +123,19 @@ class UserStore:
     def _run(self, work: Any, *, write: bool, autocommit: bool = False) -> Any:
         """``work(connection)``, in a transaction if it writes; without one if it is a
         single statement (``autocommit``: atomic alone, and no BEGIN and COMMIT)."""
-        exclusive = self._writer_lock.held() if write and self._writer_lock else nullcontext()
-        try:
-            with exclusive, self._connection(write, autocommit) as conn:
-                return work(conn)
-        except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(
-                f"the database is unavailable ({type(exc.orig or exc).__name__})"
-            ) from exc
+        attempts = 1
+        while True:
+            exclusive = self._writer_lock.held() if write and self._writer_lock else nullcontext()
+            try:
+                with exclusive, self._connection(write, autocommit) as conn:
+                    return work(conn)
+            except UNAVAILABLE_ERRORS as exc:
+                deadlock = getattr(exc.orig, "sqlstate", None) == DEADLOCK_SQLSTATE
+                if not (write and deadlock and attempts < WRITE_ATTEMPTS):
+                    raise StoreUnavailable(
+                        f"the database is unavailable ({type(exc.orig or exc).__name__})"
+                    ) from exc
+                attempts += 1
 
     def save(self, records: Sequence[Assignment]) -> list[PlacedRoom | None]:
         """Make each record its user's current assignment and add it to the history,

@@ -34,7 +34,6 @@ from .tables import SEQ_SEQUENCE, USER_NO_SEQUENCE, assignment_history, assignme
 
 # PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
 CHANGES_LOCK = 0x6E6F6D616474  # writers shared; the similar-users index exclusive
-ROOMS_LOCK = 0x6E6F6D616475  # whoever places users in rooms, one at a time
 
 NUMBERED = ("user_no", "seq")  # given by the database, not by the row
 # What a row gives: the current assignment's columns; the history takes some of them.

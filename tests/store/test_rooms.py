@@ -102,6 +102,78 @@ def test_erasure_leaves_no_trace_in_rooms(small_rooms):
     assert small_rooms.room("madrid-2").members == 2
 
 
+def stored_counts(store: UserStore) -> tuple[dict[str, int], dict[str, int]]:
+    """Each room's kept count of members, and its members counted."""
+    kept = {r.id: r.members for r in store.rooms(None, None, 10_000)}
+    counted = {room: len(users) for room, users in members_by_room(store).items()}
+    return kept, {room: counted.get(room, 0) for room in kept}
+
+
+class ReferenceRooms:
+    """The rooms' rule, followed with every member known: the store must agree while
+    it reads only the rooms with a free place."""
+
+    def __init__(self, room_size: int):
+        self.room_size = room_size
+        self.members: dict[str, set[str]] = {}  # room id -> user ids
+        self.order: dict[tuple[str, int], list[str]] = {}  # group -> its rooms' ids
+        self.room_of: dict[str, str | None] = {}
+
+    def save(self, record: Assignment) -> str | None:
+        uid, current = str(record.user_id), self.room_of.get(str(record.user_id))
+        group = None if record.city is None else (city_key(record.city), record.cluster)
+        if current is not None and group is not None and current in self.order.get(group, []):
+            return current
+        if current is not None:
+            self.members[current].discard(uid)
+        room = None
+        if group is not None:
+            opened = self.order.setdefault(group, [])
+            free = [r for r in opened if len(self.members[r]) < self.room_size]
+            room = free[0] if free else room_id(*group, len(opened) + 1)
+            if not free:
+                opened.append(room)
+                self.members[room] = set()
+            self.members[room].add(uid)
+        self.room_of[uid] = room
+        return room
+
+    def erase(self, user_id: str) -> None:
+        room = self.room_of.pop(user_id, None)
+        if room is not None:
+            self.members[room].discard(user_id)
+
+
+def test_rooms_follow_their_rule_and_keep_their_counts_through_any_writes(small_rooms):
+    """Random groups of sign-ups, moves, users leaving without a city, repeated users in
+    one group, and erasures: every room as the rule gives, and its count true."""
+    rng = random.Random(11)
+    reference = ReferenceRooms(room_size=3)
+    for _ in range(60):
+        if rng.random() < 0.15 and reference.room_of:
+            erased = rng.choice(sorted(reference.room_of))
+            assert small_rooms.erase(erased)
+            reference.erase(erased)
+            continue
+        group = [
+            user(
+                f"u{rng.randrange(30)}",
+                city=rng.choice(["Madrid", "Paris", "Lisboa", None]),
+                cluster=rng.choice([1, 2]),
+            )
+            for _ in range(rng.randint(1, 5))
+        ]
+        placed = small_rooms.save(group)
+        assert [None if room is None else room.id for room in placed] == [
+            reference.save(record) for record in group
+        ]
+        kept, counted = stored_counts(small_rooms)
+        assert kept == counted
+    assert {room: sorted(users) for room, users in members_by_room(small_rooms).items()} == {
+        room: sorted(users) for room, users in reference.members.items() if users
+    }
+
+
 def test_members_come_a_page_at_a_time_in_user_id_order(store):
     store.save([user(f"u{i:02d}") for i in range(25)])
     pages, after = [], None
@@ -147,6 +219,9 @@ def test_concurrent_sign_ups_from_several_processes_never_overfill_a_room(store,
         opened = {row.id: row for row in conn.execute(sa.select(rooms))}
     members = Counter(row.room_id for row in users if row.room_id is not None)
     assert members and max(members.values()) <= ROOM_SIZE
+    assert {id_: room.members for id_, room in opened.items()} == {
+        id_: members.get(id_, 0) for id_ in opened
+    }  # the counts the triggers kept, under concurrent writes
     for row in users:  # one room each, of their city and segment; none without a city
         if row.city is None:
             assert row.room_id is None
@@ -213,3 +288,88 @@ def test_room_ids_survive_a_retrain_with_previous(store, survey_path, tmp_path):
             assert now.room_id == old.room_id
     assert kept == report.reassigned - report.changed
     assert kept > survey.n_rows / 2  # the numbers followed the segments' meaning
+
+
+def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postgres_url):
+    """A placement in flight holds its group's lock until it commits: a newcomer of
+    another group is placed meanwhile, one of its group waits for it (and then counts
+    its member)."""
+    import threading
+
+    from nomads_cluster.store.migrations import upgrade
+    from nomads_cluster.store.rooms import place_in_rooms
+
+    store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
+    upgrade(store.engine)
+    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    try:
+        with store.engine.connect() as holder:
+            transaction = holder.begin()
+            rows = [user("first").as_row()]  # Madrid, segment 2
+            place_in_rooms(holder, rows, store.room_size)
+            store._writer.write(holder, rows)  # placed, not committed
+            other_group = threading.Thread(target=store.save, args=([user("paris", "Paris")],))
+            other_group.start()
+            other_group.join(30)
+            assert not other_group.is_alive(), "another city waited for the placement"
+            same_group = threading.Thread(target=store.save, args=([user("second")],))
+            same_group.start()
+            with store.engine.connect() as conn:
+                for _ in range(30_000):  # a guard against hanging, not a timing
+                    if conn.execute(waiting).scalar_one():
+                        break
+                    assert same_group.is_alive(), "placed past a placement in flight"
+                else:
+                    pytest.fail("the placement never waited for the one in flight")
+            transaction.commit()
+        same_group.join(30)
+        assert store.room("madrid-2").members == 2
+        assert [store.current(u).room_id for u in ("first", "second", "paris")] == [
+            "madrid-2", "madrid-2", "paris-2",
+        ]  # fmt: skip
+    finally:
+        store.engine.dispose()
+
+
+def test_on_postgresql_a_write_failed_by_a_deadlock_on_the_counts_is_run_again(postgres_url):
+    """Two writes that take users out of the same two rooms in opposite orders wait on
+    each other's counts; PostgreSQL fails the one that waited first, and the store runs
+    it again once the other has committed: both stored, the counts true."""
+    import threading
+
+    from nomads_cluster.store.migrations import upgrade
+
+    store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
+    upgrade(store.engine)
+    store.save([user("a"), user("d"), user("b", "Paris"), user("c", "Paris")])
+    failed = []
+
+    def leave_both() -> None:  # c leaves paris-2, then d leaves madrid-2
+        try:
+            store.save([user("c", None), user("d", None)])
+        except Exception as exc:  # reported by the assertion below
+            failed.append(exc)
+
+    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    try:
+        with store.engine.connect() as holder:
+            transaction = holder.begin()
+            store._writer.write(holder, [user("a", None).as_row()])  # holds madrid-2's count
+            other = threading.Thread(target=leave_both)
+            other.start()
+            with store.engine.connect() as conn:
+                for _ in range(30_000):  # a guard against hanging, not a timing
+                    if conn.execute(waiting).scalar_one():
+                        break
+                else:
+                    pytest.fail("the other write never waited")
+            store._writer.write(holder, [user("b", None).as_row()])  # waits: a deadlock
+            transaction.commit()
+        other.join(30)
+        assert failed == []
+        assert {r.id: r.members for r in store.rooms(None, None, 10)} == {
+            "madrid-2": 0, "paris-2": 0,
+        }  # fmt: skip
+        assert members_by_room(store) == {}
+    finally:
+        store.engine.dispose()

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -234,6 +235,35 @@ def test_migration_0003_numbers_existing_users_and_gives_them_no_room(database_u
         with engine.connect() as conn:
             new = conn.execute(sa.select(assignments).where(assignments.c.user_id == "d")).one()
         assert (new.user_no, new.seq) == (4, 4)
+    finally:
+        engine.dispose()
+
+
+def test_migration_0004_counts_the_members_of_rooms_opened_before_it(database_url):
+    from alembic import command
+
+    from nomads_cluster.store.engine import create_store_engine
+    from nomads_cluster.store.migrations import alembic_config, upgrade
+    from nomads_cluster.store.tables import rooms
+
+    engine = create_store_engine(database_url, timeout=5)
+    try:
+        upgrade(engine)
+        store = UserStore(engine, room_size=2)
+        cities = ["Madrid", "Madrid", "Madrid", "Paris", None]
+        store.save([replace(record(i), city=city) for i, city in enumerate(cities)])
+        with engine.begin() as conn:  # back to rooms without counts, and their triggers
+            command.downgrade(alembic_config(conn), "0003")
+            conn.execute(assignments.update().where(assignments.c.user_id == "0").values(
+                room_id=None
+            ))  # fmt: skip
+            assert "members" not in {c["name"] for c in sa.inspect(conn).get_columns("rooms")}
+        upgrade(engine)
+        with engine.connect() as conn:
+            counts = dict(conn.execute(sa.select(rooms.c.id, rooms.c.members)).all())
+        assert counts == {"madrid-1": 1, "madrid-1-2": 1, "paris-1": 1}
+        store.save([replace(record("5"), city="Madrid")])  # the triggers are back
+        assert store.room("madrid-1").members == 2
     finally:
         engine.dispose()
 
