@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 
+PING_AFTER_IDLE_SECONDS = 1.0
 # The errors that mean "the database cannot be reached or is too busy", not a bug.
 UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
@@ -49,8 +50,8 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
     SQLite: WAL (readers never wait for the writer), a busy timeout (writers queue
     instead of failing with "database is locked"), synchronous=FULL (a committed
     assignment survives a power cut, not only a crash). PostgreSQL: connect, TCP and
-    statement timeouts, and a ping before each checkout so that a restarted server is
-    noticed before a request uses a dead connection.
+    statement timeouts, and a ping before using a connection that has been idle, so
+    that a server restarted meanwhile is noticed before a request uses a dead one.
     """
     url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
@@ -61,7 +62,6 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
     else:
         engine = sa.create_engine(
             url,
-            pool_pre_ping=True,
             pool_timeout=timeout,
             connect_args={
                 "connect_timeout": max(1, round(timeout)),
@@ -71,6 +71,7 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
             },
         )
         pragmas = ()
+        _ping_when_idle(engine)
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -87,6 +88,31 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
     forked = weakref.ref(engine)
     os.register_at_fork(after_in_child=lambda: forked() and forked().dispose(close=False))
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a connection before its use only when it has been idle PING_AFTER_IDLE_SECONDS.
+
+    SQLAlchemy's pool_pre_ping pings at every checkout: a round trip per group commit,
+    a fifth of a one-row write (0.75 -> 0.59 ms). A connection in steady use needs none;
+    if the server went away while it was in use, the write fails (503, and SQLAlchemy
+    replaces the pool's connections) and the next one reconnects.
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _idle_from_now(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool throws this connection away and checks out another.
+            raise sa_exc.DisconnectionError(str(exc)) from exc
 
 
 def advisory_lock(conn: sa.Connection, *keys: int, shared: bool = False) -> None:

@@ -61,3 +61,48 @@ def test_postgres_going_away_gives_503_and_health_down_then_recovers(
     assert client.get("/health").get_json()["store"] == "ok"
     history = client.get("/users/outage/history", headers=READER).get_json()["history"]
     assert [entry["interests"] for entry in history] == [["coffee"], ["surf"]]
+
+
+def _backend_pid(store) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def _terminate(postgres_url: str, pid: int) -> None:
+    import psycopg
+
+    url = normalize_url(postgres_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+
+def test_a_connection_idle_long_enough_is_pinged_and_replaced_if_dead(postgres_url, monkeypatch):
+    """A server restarted while the pool's connection sat idle: the ping before its
+    use notices, and the write goes through on a new connection. A connection in steady
+    use is not pinged: its write fails (a 503 for the request), the next one reconnects."""
+    from nomads_cluster.store import engine as store_engine
+    from nomads_cluster.store.migrations import upgrade
+    from nomads_cluster.store.users import Assignment, StoreUnavailable, UserStore
+
+    def user(user_id: str) -> Assignment:
+        return Assignment(user_id=user_id, interests=(), cluster=1, scores={}, model_version="v")
+
+    store = UserStore(store_engine.create_store_engine(postgres_url, timeout=5), timeout=5)
+    upgrade(store.engine)
+    try:
+        monkeypatch.setattr(store_engine, "PING_AFTER_IDLE_SECONDS", 0)  # idle: pinged
+        killed = _backend_pid(store)
+        _terminate(postgres_url, killed)
+        store.save([user("after-idle")])
+        assert store.current("after-idle") is not None
+        assert _backend_pid(store) != killed
+
+        monkeypatch.setattr(store_engine, "PING_AFTER_IDLE_SECONDS", 3600)  # in use: not
+        _terminate(postgres_url, _backend_pid(store))
+        with pytest.raises(StoreUnavailable):
+            store.save([user("lost-connection")])
+        store.save([user("next")])
+        assert store.current("next") is not None
+        assert store.current("lost-connection") is None
+    finally:
+        store.engine.dispose()
