@@ -86,12 +86,15 @@ def when_ready(server) -> None:
 
 
 def post_request(worker, req, environ, resp) -> None:
-    # Let the other connections' greenlets run before this one reads its next request.
-    # A keep-alive connection whose next request is already in the socket never blocks,
+    # Let the other connections be served before this one reads its next request. A
+    # keep-alive connection whose next request is already in its socket never blocks,
     # so without this its greenlet serves it again and again while others wait: at 16
-    # connections /cluster/preview had a p99 of 0.3-1 s for a median of 1.3 ms. With it,
-    # p99 20-30 ms (docs/performance.md).
-    gevent.sleep(0)
+    # connections /cluster/preview had a p99 of 0.3-1 s for a median of 1.3 ms.
+    # gevent.idle() waits until the event loop has polled the sockets and run every
+    # greenlet ready; gevent.sleep(0), which only queued this one behind those already
+    # ready, still left a p99 of 35-230 ms at 64 connections (idle: 26-39 ms, for the
+    # same throughput; docs/performance.md).
+    gevent.idle()
 
 
 def child_exit(server, worker) -> None:
