@@ -126,13 +126,15 @@ CITIES = ["Madrid", "Barcelona", "Lisboa", "Paris", "Berlin", "Roma", "Porto", "
 
 
 def random_bodies(n: int, seed: int = 1, cities: bool = False) -> list[str]:
-    """/cluster bodies of random users; ``cities``: each with one of CITIES."""
+    """/cluster bodies of random users; ``cities``: each with one of CITIES, and ids of
+    their own (servers of both kinds share a PostgreSQL database)."""
     rng = random.Random(seed)
+    first_id = 10**9 if cities else 0
     bodies = []
     for i in range(n):
         p = rng.random()
         body = {
-            "_id": f"{i:024x}",
+            "_id": f"{first_id + i:024x}",
             "interests": {k: True for k in INTEREST_KEYS if rng.random() < p},
         }
         if cities:

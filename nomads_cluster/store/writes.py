@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from .engine import advisory_lock
-from .tables import SEQ_SEQUENCE, USER_NO_SEQUENCE, assignment_history, assignments
+from .tables import SEQ_SEQUENCE, USER_NO_SEQUENCE, assignment_history, assignments, rooms
 
 # PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
 CHANGES_LOCK = 0x6E6F6D616474  # writers shared; the similar-users index exclusive
@@ -126,10 +126,18 @@ def _postgresql_write(dialect: Dialect) -> Write:
         f" numbered AS (SELECT *, nextval('{USER_NO_SEQUENCE.name}') AS user_no FROM given"
         f" ORDER BY position),"
         f" history AS (INSERT INTO {assignment_history.name} ({history_names})"
-        f" SELECT {history_names} FROM given ORDER BY position)"
+        f" SELECT {history_names} FROM given ORDER BY position),"
+        # The rooms whose counts the rows change (migration 0004's triggers), locked in
+        # the order of their ids before any row is written: writes that take users out
+        # of the same rooms in other orders then wait for each other instead of
+        # deadlocking. (Evaluated first: an uncorrelated subquery of the WHERE below.)
+        f" counted_rooms AS (SELECT id FROM {rooms.name} WHERE id IN"
+        f" (SELECT room_id FROM {assignments.name} WHERE user_id IN (SELECT user_id FROM given)"
+        f" UNION SELECT room_id FROM given) ORDER BY id FOR UPDATE)"
         f" INSERT INTO {assignments.name} ({names}, user_no, seq)"
         f" SELECT DISTINCT ON (user_id) {names}, user_no, nextval('{SEQ_SEQUENCE.name}')"
-        f" FROM numbered ORDER BY user_id, position DESC"
+        f" FROM numbered WHERE (SELECT count(*) FROM counted_rooms) >= 0"
+        f" ORDER BY user_id, position DESC"
         f" ON CONFLICT (user_id) DO UPDATE SET {_updates('EXCLUDED')}"
     )
 

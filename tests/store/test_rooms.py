@@ -16,7 +16,7 @@ from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
 from nomads_cluster.store.engine import create_store_engine
 from nomads_cluster.store.reassign import reassign
 from nomads_cluster.store.tables import assignments, rooms
-from nomads_cluster.store.users import Assignment, UserStore
+from nomads_cluster.store.users import Assignment, StoreUnavailable, UserStore
 
 
 def user(user_id, city="Madrid", cluster=2, interests=("surf",), version="v1") -> Assignment:
@@ -331,14 +331,20 @@ def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postg
         store.engine.dispose()
 
 
-def test_on_postgresql_a_write_failed_by_a_deadlock_on_the_counts_is_run_again(postgres_url):
-    """Two writes that take users out of the same two rooms in opposite orders wait on
-    each other's counts; PostgreSQL fails the one that waited first, and the store runs
-    it again once the other has committed: both stored, the counts true."""
+def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never_deadlock(
+    postgres_url, monkeypatch
+):
+    """Two writes that take users out of the same two rooms in opposite orders: each
+    locks the rooms whose counts it changes, in the order of their ids, before writing,
+    so one waits for the other instead of deadlocking (which PostgreSQL would end by
+    failing one of them after a second). Both stored, the counts true, no attempt
+    failed (the store's retries are off)."""
     import threading
 
+    from nomads_cluster.store import users
     from nomads_cluster.store.migrations import upgrade
 
+    monkeypatch.setattr(users, "WRITE_ATTEMPTS", 1)
     store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
     upgrade(store.engine)
     store.save([user("a"), user("d"), user("b", "Paris"), user("c", "Paris")])
@@ -363,7 +369,7 @@ def test_on_postgresql_a_write_failed_by_a_deadlock_on_the_counts_is_run_again(p
                         break
                 else:
                     pytest.fail("the other write never waited")
-            store._writer.write(holder, [user("b", None).as_row()])  # waits: a deadlock
+            store._writer.write(holder, [user("b", None).as_row()])  # paris-2: still free
             transaction.commit()
         other.join(30)
         assert failed == []
@@ -373,3 +379,32 @@ def test_on_postgresql_a_write_failed_by_a_deadlock_on_the_counts_is_run_again(p
         assert members_by_room(store) == {}
     finally:
         store.engine.dispose()
+
+
+def test_a_write_failed_by_a_deadlock_is_run_again_and_other_failures_are_not(store):
+    """A deadlock that remains (two writes of one user, one placing it and one not, in
+    flight at once) is rolled back whole by PostgreSQL: the store runs it again."""
+    import psycopg
+
+    class Deadlock(psycopg.errors.DeadlockDetected):
+        sqlstate = "40P01"
+
+    attempts = []
+
+    def deadlocked_once(conn):
+        attempts.append(conn)
+        if len(attempts) == 1:
+            raise sa.exc.OperationalError("UPDATE rooms ...", {}, Deadlock("deadlock detected"))
+        return "written"
+
+    assert store._run(deadlocked_once, write=True) == "written"
+    assert len(attempts) == 2
+
+    def unreachable(conn):
+        attempts.append(conn)
+        raise sa.exc.OperationalError("SELECT 1", {}, psycopg.OperationalError("gone"))
+
+    attempts.clear()
+    with pytest.raises(StoreUnavailable):
+        store._run(unreachable, write=True)
+    assert len(attempts) == 1
