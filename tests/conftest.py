@@ -137,6 +137,22 @@ def survey_path() -> Path:
     return DEFAULT_SURVEY
 
 
+@pytest.fixture(scope="session")
+def survey(survey_path):
+    """The real survey, read once for the tests that train on it."""
+    from nomads_cluster.segmentation.survey import read_survey
+
+    return read_survey(survey_path)
+
+
+@pytest.fixture(scope="session")
+def committed():
+    """The committed model, loaded once."""
+    from nomads_cluster.segmentation.model import load_model
+
+    return load_model(DEFAULT_MODEL_DIR)
+
+
 @pytest.fixture
 def model_copy(tmp_path) -> Path:
     """A copy of the committed model directory, free to tamper with."""

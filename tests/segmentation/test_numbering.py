@@ -9,22 +9,12 @@ from conftest import READER
 
 from nomads_cluster.segmentation.fitting import fit_nmf
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
-from nomads_cluster.segmentation.survey import Survey, read_survey
+from nomads_cluster.segmentation.survey import Survey
 from nomads_cluster.segmentation.training import MATCH_THRESHOLD, _unit_rows, train
 
 # Resamples, and 3 or 5 segments, can take NMF past its 200 iterations (a warning, which
 # this project's tests turn into errors): the numbering, tested here, is not affected.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(scope="module")
-def survey(survey_path) -> Survey:
-    return read_survey(survey_path)
-
-
-@pytest.fixture(scope="module")
-def committed():
-    return load_model(DEFAULT_MODEL_DIR)
 
 
 def profile_of(model, number: int) -> np.ndarray:

@@ -9,12 +9,6 @@ from nomads_cluster.segmentation.fitting import fit_nmf
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model, sha256_of
 from nomads_cluster.segmentation.scoring import assign_segments
-from nomads_cluster.segmentation.survey import read_survey
-
-
-@pytest.fixture(scope="module")
-def survey(survey_path):
-    return read_survey(survey_path)
 
 
 @pytest.fixture(scope="module")

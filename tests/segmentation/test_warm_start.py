@@ -9,20 +9,10 @@ import pytest
 from nomads_cluster.cli import main
 from nomads_cluster.segmentation.fitting import anchored_updates, fit_anchored_nmf, fit_nmf
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
-from nomads_cluster.segmentation.survey import Survey, read_survey
+from nomads_cluster.segmentation.survey import Survey
 from nomads_cluster.segmentation.training import number_segments, segments_of, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(scope="module")
-def survey(survey_path) -> Survey:
-    return read_survey(survey_path)
-
-
-@pytest.fixture(scope="module")
-def committed():
-    return load_model(DEFAULT_MODEL_DIR)
 
 
 def test_on_the_same_data_it_keeps_the_previous_components(survey, committed, tmp_path):
