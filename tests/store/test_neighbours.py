@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+from helpers.pg_locks import wait_until_blocked
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -139,8 +140,6 @@ def test_on_postgresql_the_index_waits_for_writers_in_flight(make_app, config_fo
     SQLite the writers take turns, so they commit in order)."""
     import threading
 
-    import sqlalchemy as sa
-
     store = make_app(config_for(postgres_url)).extensions["user_store"]
     store.save(random_users(random.Random(6), 5, "z"))
     late = Assignment(user_id="late", interests=("surf",), cluster=1, scores={},
@@ -151,15 +150,9 @@ def test_on_postgresql_the_index_waits_for_writers_in_flight(make_app, config_fo
         store._writer.write(writer, [late.as_row()])  # numbered, not committed
         reader = threading.Thread(target=lambda: found.update(r=store.similar("z1", 10, False)))
         reader.start()
-        with store.engine.connect() as conn:  # the reader waits for the lock, as it should
-            waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                              "AND NOT granted")  # fmt: skip
-            for _ in range(30_000):  # a guard against hanging, not a timing
-                if conn.execute(waiting).scalar_one():
-                    break
-                assert reader.is_alive(), "the index read past a write in flight"
-            else:
-                pytest.fail("the index never waited for the write in flight")
+        wait_until_blocked(store.engine, reader, "advisory",  # as it should
+                           "the index read past a write in flight",
+                           "the index never waited for the write in flight")  # fmt: skip
         transaction.commit()
     reader.join(30)
     assert "late" in [other.user_id for _, other in found["r"][1]]

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from helpers.pg_locks import wait_until_blocked
 
 from nomads_cluster.cities import city_key, room_id
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
@@ -301,7 +302,6 @@ def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postg
 
     store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
     upgrade(store.engine)
-    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
     try:
         with store.engine.connect() as holder:
             transaction = holder.begin()
@@ -314,13 +314,9 @@ def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postg
             assert not other_group.is_alive(), "another city waited for the placement"
             same_group = threading.Thread(target=store.save, args=([user("second")],))
             same_group.start()
-            with store.engine.connect() as conn:
-                for _ in range(30_000):  # a guard against hanging, not a timing
-                    if conn.execute(waiting).scalar_one():
-                        break
-                    assert same_group.is_alive(), "placed past a placement in flight"
-                else:
-                    pytest.fail("the placement never waited for the one in flight")
+            wait_until_blocked(store.engine, same_group, "advisory",
+                               "placed past a placement in flight",
+                               "the placement never waited for the one in flight")  # fmt: skip
             transaction.commit()
         same_group.join(30)
         assert store.room("madrid-2").members == 2
@@ -356,19 +352,14 @@ def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never
         except Exception as exc:  # reported by the assertion below
             failed.append(exc)
 
-    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
     try:
         with store.engine.connect() as holder:
             transaction = holder.begin()
             store._writer.write(holder, [user("a", None).as_row()])  # holds madrid-2's count
             other = threading.Thread(target=leave_both)
             other.start()
-            with store.engine.connect() as conn:
-                for _ in range(30_000):  # a guard against hanging, not a timing
-                    if conn.execute(waiting).scalar_one():
-                        break
-                else:
-                    pytest.fail("the other write never waited")
+            wait_until_blocked(store.engine, other, None, "the other write did not wait",
+                               "the other write never waited")  # fmt: skip
             store._writer.write(holder, [user("b", None).as_row()])  # paris-2: still free
             transaction.commit()
         other.join(30)
