@@ -122,9 +122,6 @@ def advisory_lock(conn: sa.Connection, *keys: int, shared: bool = False) -> None
     if conn.dialect.name != "postgresql" or not keys:
         return
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    if len(keys) == 1:
-        conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": keys[0]})
-        return
     conn.execute(
         sa.text(
             f"SELECT {function}(key) FROM unnest(CAST(:keys AS bigint[]))"
