@@ -31,6 +31,9 @@ def _interest_value(value: Any) -> bool:
     raise PydanticCustomError("interest_value", "must be true, false, 0 or 1")
 
 
+NO_NUL = r"^[^\x00]*$"  # the pattern the OpenAPI document gives for storable_id's rule
+
+
 def storable_id(text: str) -> bool:
     """Whether a user id, as text, is one that SQLite and PostgreSQL both store: 1 to
     MAX_ID_LENGTH characters and no NUL (PostgreSQL's text cannot hold it). (A lone
@@ -87,7 +90,7 @@ UserId = Annotated[
     PlainValidator(
         _user_id,
         json_schema_input_type=Annotated[
-            str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)
+            str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL)
         ]
         | int,
     ),

@@ -70,6 +70,15 @@ def test_schemas_are_the_classes_that_validate_and_answer(document):
     assert components["Interests"]["additionalProperties"] is False
 
 
+@pytest.mark.parametrize("user_id", ["u-1", "\x00", "a\x00b", "é" * 256, "x" * 257, ""])
+def test_the_documented_user_id_is_the_one_accepted(document, user_id):
+    """A generated client (or schemathesis) that follows the document sends only ids
+    the service takes, and the document refuses the ones it refuses."""
+    id_schema = document["components"]["schemas"]["ClusterRequest"]["properties"]["_id"]
+    documented = Draft202012Validator(id_schema).is_valid(user_id)
+    assert documented == schemas.storable_id(user_id)
+
+
 def test_examples_fit_their_schemas_and_are_the_live_answers(client, document):
     operation = document["paths"]["/cluster"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["example"] == CLUSTER_EXAMPLE
