@@ -1,5 +1,6 @@
 """Logs: a JSON line per request with its request id, which the answer carries back."""
 
+import datetime
 import json
 import logging
 import re
@@ -78,3 +79,20 @@ def test_text_format_is_readable(capsys):
     configure_logging("json", "INFO")
     assert re.search(r" INFO nomads_cluster\.access \[-\] GET /health 200 1\.0 ms$",
                      capsys.readouterr().err.strip())  # fmt: skip
+
+
+def test_other_logs_are_json_lines_with_their_fields_and_traceback(capsys):
+    configure_logging("json", "INFO")
+    try:
+        raise ValueError("bad model file")
+    except ValueError:
+        logging.getLogger("nomads_cluster.x").exception(
+            "the model could not be read", extra={"path": "/m", "when": datetime.date(2026, 1, 2)}
+        )
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["level"] == "ERROR" and line["logger"] == "nomads_cluster.x"
+    assert line["message"] == "the model could not be read" and line["request_id"] == "-"
+    assert line["path"] == "/m" and line["when"] == "2026-01-02"  # not JSON: as text
+    assert "ValueError: bad model file" in line["exc_info"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", line["time"])
+    assert "msg" not in line and "args" not in line  # the record's own attributes stay out
