@@ -5,10 +5,11 @@ The drift of the segments is computed at each scrape from the store, as at
 ``nomads_cluster.metrics``).
 """
 
-import time
+import functools
 from collections.abc import Iterator
+from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from ..metrics.registry import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +21,7 @@ from ..metrics.registry import (
 )
 from ..schemas import DriftReport
 from .api import drift_report
+from .logs import request_seconds
 
 bp = Blueprint("metrics", __name__)
 
@@ -66,6 +68,18 @@ class _DriftCollector(Collector):
         yield count
 
 
+# Each series' child, looked up once: labels() takes a lock and checks its values at
+# every call. The labels come from closed sets (above), so the caches stay small.
+@functools.cache
+def _requests_answered(method: str, route: str, status: int) -> Any:
+    return REQUESTS.labels(method, route, str(status))
+
+
+@functools.cache
+def _request_latency(route: str) -> Any:
+    return LATENCY.labels(route)
+
+
 # The methods counted by name; any other (invented by a client) is "other".
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
@@ -79,17 +93,13 @@ def metrics() -> Response:
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
-    @app.before_request
-    def start_timer() -> None:
-        g.request_started = time.perf_counter()
-
     @app.after_request
     def count_request(response: Response) -> Response:
         # Every label from a closed set: a client must not create series at will.
         route = request.url_rule.rule if request.url_rule else "unmatched"
         method = request.method if request.method in HTTP_METHODS else "other"
-        REQUESTS.labels(method, route, str(response.status_code)).inc()
-        started = g.get("request_started")
-        if started is not None:
-            LATENCY.labels(route).observe(time.perf_counter() - started)
+        _requests_answered(method, route, response.status_code).inc()
+        seconds = request_seconds()
+        if seconds is not None:
+            _request_latency(route).observe(seconds)
         return response
