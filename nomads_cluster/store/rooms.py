@@ -107,15 +107,20 @@ class RoomPlan:
         self._loaded |= wanted
 
     def know_current(self, user_ids: Sequence[str]) -> None:
-        """Read the users' current rooms, locking their rows (PostgreSQL) so that no
-        concurrent write moves them before this transaction commits."""
+        """Read the users' current rooms, locking their rows (PostgreSQL), in the order
+        of their ids, as every write does first (``writes.py``): no concurrent write
+        moves them before this transaction commits, and none waits for this one while
+        holding what this one needs next."""
         query = (
             sa.select(assignments.c.user_id, *ROOM_COLUMNS)
-            .join(rooms, rooms.c.id == assignments.c.room_id)
+            .outerjoin(rooms, rooms.c.id == assignments.c.room_id)
             .where(assignments.c.user_id.in_(user_ids))
+            .order_by(assignments.c.user_id)
             .with_for_update(of=assignments)
         )
         for user_id, key, segment, ordinal, *room in self.conn.execute(query):
+            if key is None:  # stored without a room
+                continue
             group = (key, segment)
             self._place[user_id] = (group, self._known(group, ordinal, PlacedRoom(*room)))
 

@@ -27,8 +27,9 @@ from .tables import assignment_history, assignments, store_state, survey_respons
 from .writes import assignment_writer, next_seq, take_changes_lock
 
 SQLITE_FILE = "nomads.sqlite3"
-# A write PostgreSQL chose to fail so that another could go on (deadlock_detected: two
-# writes took rooms' counts in opposite orders) was rolled back whole: it is run again.
+# A write PostgreSQL chose to fail so that another could go on (deadlock_detected) was
+# rolled back whole: it is run again. (Writes lock in one order, writes.py: none is
+# known to deadlock; this is the net under that rule.)
 DEADLOCK_SQLSTATE = "40P01"
 WRITE_ATTEMPTS = 3
 

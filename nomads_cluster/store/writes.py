@@ -127,13 +127,16 @@ def _postgresql_write(dialect: Dialect) -> Write:
         f" ORDER BY position),"
         f" history AS (INSERT INTO {assignment_history.name} ({history_names})"
         f" SELECT {history_names} FROM given ORDER BY position),"
-        # The rooms whose counts the rows change (migration 0004's triggers), locked in
-        # the order of their ids before any row is written: writes that take users out
-        # of the same rooms in other orders then wait for each other instead of
-        # deadlocking. (Evaluated first: an uncorrelated subquery of the WHERE below.)
+        # Before any row is written, what the write will change is locked in one order
+        # that every writer follows: the users' current rows, by user id, then the rooms
+        # whose counts change (migration 0004's triggers), by room id. Two writes that
+        # touch the same users or rooms then wait for each other instead of deadlocking
+        # (``rooms.RoomPlan.know_current`` locks the same rows, in the same order).
+        # (Evaluated first: an uncorrelated subquery of the WHERE below.)
+        f" present AS (SELECT user_id, room_id FROM {assignments.name}"
+        f" WHERE user_id IN (SELECT user_id FROM given) ORDER BY user_id FOR UPDATE),"
         f" counted_rooms AS (SELECT id FROM {rooms.name} WHERE id IN"
-        f" (SELECT room_id FROM {assignments.name} WHERE user_id IN (SELECT user_id FROM given)"
-        f" UNION SELECT room_id FROM given) ORDER BY id FOR UPDATE)"
+        f" (SELECT room_id FROM present UNION SELECT room_id FROM given) ORDER BY id FOR UPDATE)"
         f" INSERT INTO {assignments.name} ({names}, user_no, seq)"
         f" SELECT DISTINCT ON (user_id) {names}, user_no, nextval('{SEQ_SEQUENCE.name}')"
         f" FROM numbered WHERE (SELECT count(*) FROM counted_rooms) >= 0"

@@ -372,9 +372,58 @@ def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never
         store.engine.dispose()
 
 
+def test_on_postgresql_one_user_placed_and_unplaced_at_once_never_deadlocks(
+    postgres_url, monkeypatch
+):
+    """Two writes of one user in flight at once: one places them in a room of another
+    city, one stores them without a city. Every write locks its users' rows, then the
+    rooms whose counts it changes, each in order, so the second waits for the first
+    instead of deadlocking (it used to lock the user's old room first, while the first
+    held the user and waited for that room). Both stored, the last one current, the
+    counts true, no attempt failed (the store's retries are off)."""
+    import threading
+
+    from nomads_cluster.store import users
+    from nomads_cluster.store.migrations import upgrade
+    from nomads_cluster.store.rooms import place_in_rooms
+
+    monkeypatch.setattr(users, "WRITE_ATTEMPTS", 1)
+    store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
+    upgrade(store.engine)
+    store.save([user("u")])  # in madrid-2
+    failed = []
+
+    def without_city() -> None:
+        try:
+            store.save([user("u", None)])
+        except Exception as exc:  # reported by the assertion below
+            failed.append(exc)
+
+    try:
+        with store.engine.connect() as holder:
+            transaction = holder.begin()
+            rows = [user("u", "Paris").as_row()]
+            place_in_rooms(holder, rows, store.room_size)  # u's row held; paris-2 opened
+            other = threading.Thread(target=without_city)
+            other.start()
+            wait_until_blocked(store.engine, other, None, "the other write did not wait",
+                               "the other write never waited")  # fmt: skip
+            store._writer.write(holder, rows)  # takes u out of madrid-2
+            transaction.commit()
+        other.join(30)
+        assert failed == []
+        assert store.current("u").room_id is None and store.current("u").city is None
+        assert {r.id: r.members for r in store.rooms(None, None, 10)} == {
+            "madrid-2": 0, "paris-2": 0,
+        }  # fmt: skip
+        assert [entry.city for entry in store.history("u", 10)] == [None, "Paris", "Madrid"]
+    finally:
+        store.engine.dispose()
+
+
 def test_a_write_failed_by_a_deadlock_is_run_again_and_other_failures_are_not(store):
-    """A deadlock that remains (two writes of one user, one placing it and one not, in
-    flight at once) is rolled back whole by PostgreSQL: the store runs it again."""
+    """A write that PostgreSQL rolls back whole to end a deadlock (none is known to
+    remain: the writes lock in one order) is run again; other failures are not."""
     import psycopg
 
     class Deadlock(psycopg.errors.DeadlockDetected):
