@@ -72,3 +72,44 @@ def test_preflight_from_unknown_origin_gets_no_grant(monkeypatch, make_app, data
 
 def test_no_origin_header_still_gets_wildcard(client):
     assert client.get("/health").headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_preflight_grants_the_asked_headers_methods_and_a_day(client):
+    response = client.options(
+        "/users/u-1",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "get",
+                 "Access-Control-Request-Headers": "X-Request-ID, authorization"},
+    )  # fmt: skip
+    assert response.headers["Access-Control-Allow-Headers"] == "X-Request-ID, authorization"
+    assert response.headers["Access-Control-Max-Age"] == "86400"
+    methods = response.headers["Access-Control-Allow-Methods"].split(", ")
+    assert {"GET", "POST", "DELETE", "OPTIONS"} <= set(methods)
+
+
+def test_an_options_request_that_is_not_a_preflight_gets_only_the_origin(client):
+    plain = client.options("/cluster", headers={"Origin": "https://app.example"})
+    unknown = client.options(
+        "/cluster",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PURGE"},
+    )
+    for response in (plain, unknown):
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Access-Control-Allow-Methods" not in response.headers
+        assert "Access-Control-Max-Age" not in response.headers
+
+
+def test_configured_origins_match_without_regard_to_case(monkeypatch, make_app, database_url):
+    client = app_with_origins(monkeypatch, make_app, "https://app.example", database_url)
+    response = client.post("/cluster", json=APP_EXAMPLE, headers={"Origin": "https://APP.Example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://APP.Example"
+    without_origin = client.get("/health")
+    assert "Access-Control-Allow-Origin" not in without_origin.headers
+    assert "Origin" in without_origin.headers["Vary"]
+
+
+def test_private_network_access_is_not_granted(client):
+    response = client.get(
+        "/health",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Private-Network": "true"},
+    )
+    assert response.headers["Access-Control-Allow-Private-Network"] == "false"
