@@ -88,13 +88,13 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
             cwd=REPO,
             check=True,
         )
-        servers[f"nomads-cluster at {against}, SQLite"] = ours(
-            checkout,
-            {
-                "NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'against.sqlite3'}",
-                "PYTHONPATH": str(checkout),
-            },
-        )
+        for name, path in (("/cluster/preview", "/cluster/preview"), ("SQLite", "/cluster")):
+            database = work_dir / f"against-{path.strip('/').replace('/', '-')}.sqlite3"
+            servers[f"nomads-cluster at {against}, {name}"] = ours(
+                checkout,
+                {"NOMADS_DATABASE_URL": f"sqlite:///{database}", "PYTHONPATH": str(checkout)},
+                path=path,
+            )
     postgres_url = fresh_postgres_url()
     if postgres_url:
         servers["nomads-cluster, PostgreSQL"] = ours(REPO, {"DATABASE_URL": postgres_url})
@@ -327,7 +327,8 @@ def main() -> None:
     parser.add_argument(
         "--against",
         metavar="GIT_REF",
-        help="also serve nomads-cluster at this commit (SQLite), to measure a change",
+        help="also serve nomads-cluster at this commit (/cluster/preview, and /cluster on "
+        "SQLite), to measure a change",
     )
     args = parser.parse_args()
 
