@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is kept if it is plainly an id; anything else is replaced, not logged.
@@ -34,8 +34,6 @@ class _RequestIdFilter(logging.Filter):
     """Adds the request id to every record logged while a request is handled."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from flask import has_request_context
-
         if not hasattr(record, "request_id"):
             record.request_id = request_id() if has_request_context() else "-"
         return True
