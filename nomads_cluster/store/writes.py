@@ -134,9 +134,9 @@ def _postgresql_write(dialect: Dialect) -> Write:
         # (``rooms.RoomPlan.know_current`` locks the same rows, in the same order).
         # (Evaluated first: an uncorrelated subquery of the WHERE below.)
         f" present AS (SELECT user_id, room_id FROM {assignments.name}"
-        f" WHERE user_id IN (SELECT user_id FROM given) ORDER BY user_id FOR UPDATE),"
-        f" counted_rooms AS (SELECT id FROM {rooms.name} WHERE id IN"
-        f" (SELECT room_id FROM present UNION SELECT room_id FROM given) ORDER BY id FOR UPDATE)"
+        f" WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE),"
+        f" counted_rooms AS (SELECT id FROM {rooms.name} WHERE id = ANY(ARRAY("
+        f"SELECT room_id FROM present UNION SELECT room_id FROM given)) ORDER BY id FOR UPDATE)"
         f" INSERT INTO {assignments.name} ({names}, user_no, seq)"
         f" SELECT DISTINCT ON (user_id) {names}, user_no, nextval('{SEQ_SEQUENCE.name}')"
         f" FROM numbered WHERE (SELECT count(*) FROM counted_rooms) >= 0"
@@ -145,7 +145,8 @@ def _postgresql_write(dialect: Dialect) -> Write:
     )
 
     def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
-        conn.exec_driver_sql(statement, (json.dumps(rows, default=datetime.isoformat),))
+        given = json.dumps(rows, default=datetime.isoformat)
+        conn.exec_driver_sql(statement, (given, sorted({row["user_id"] for row in rows})))
 
     return write
 
