@@ -146,7 +146,7 @@ def _postgresql_write(dialect: Dialect) -> Write:
 
     def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
         given = json.dumps(rows, default=datetime.isoformat)
-        conn.exec_driver_sql(statement, (given, sorted({row["user_id"] for row in rows})))
+        conn.exec_driver_sql(statement, (given, [row["user_id"] for row in rows]))
 
     return write
 
