@@ -12,7 +12,6 @@ from gevent import monkey
 monkey.patch_all()
 
 import gc  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -20,6 +19,9 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 from gunicorn import util  # noqa: E402
+from gunicorn.http import wsgi  # noqa: E402
+
+from nomads_cluster.web import wire  # noqa: E402
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"
@@ -39,20 +41,9 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 
 
-def _write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
-    """gunicorn's own error answers (a malformed request line, too long a URL, too many
-    headers, a bad chunk) as RFC 9457 problems, like the app's, instead of HTML. (No
-    "instance": gunicorn does not say which request, if it could read one.)"""
-    problem = {"type": "about:blank", "title": reason, "status": status_int}
-    body = json.dumps({**problem, "detail": mesg or reason}).encode()
-    head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    util.write_nonblock(sock, head.encode("latin1") + body)
-
-
-util.write_error = _write_problem  # the workers call util.write_error for these
+# gunicorn's own error answers as problems, and each answer in one write (wire.py).
+util.write_error = wire.write_problem
+wsgi.Response = wire.OneWriteResponse
 
 
 class _NoQueryStrings(logging.Filter):
