@@ -18,9 +18,6 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-from gunicorn import util  # noqa: E402
-from gunicorn.http import wsgi  # noqa: E402
-
 from nomads_cluster.web import wire  # noqa: E402
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -41,9 +38,8 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 
 
-# gunicorn's own error answers as problems, and each answer in one write (wire.py).
-util.write_error = wire.write_problem
-wsgi.Response = wire.OneWriteResponse
+# gunicorn's own error answers as problems, each answer in one write (wire.py).
+wire.install()
 
 
 class _NoQueryStrings(logging.Filter):

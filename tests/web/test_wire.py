@@ -1,11 +1,14 @@
 """gunicorn's response as the service changes it: the head and a body of one piece in
 one write; every other kind of answer on the wire as gunicorn sends it."""
 
+import time
+
+from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
 
-from nomads_cluster.web.wire import OneWriteResponse
+from nomads_cluster.web.wire import OneWriteResponse, http_date
 
 
 class RecordingSocket:
@@ -96,3 +99,11 @@ def test_a_file_is_sent_after_its_head(tmp_path):
     assert len(sent) == 2
     assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n") and sent[0].endswith(b"\r\n\r\n")
     assert sent[1] == b"hello"
+
+
+def test_the_date_header_is_gunicorns_for_the_current_second():
+    before = util.http_date(int(time.time()))
+    date = http_date()
+    after = util.http_date(int(time.time()))
+    assert date in (before, after)
+    assert http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"  # a given time: as gunicorn's
