@@ -18,8 +18,6 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-from nomads_cluster.web import wire  # noqa: E402
-
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"
 worker_connections = 1000  # per worker: open connections, slow ones included
@@ -36,10 +34,6 @@ keepalive = 5
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
-
-
-# gunicorn's own error answers as problems, each answer in one write (wire.py).
-wire.install()
 
 
 class _NoQueryStrings(logging.Filter):
@@ -62,6 +56,12 @@ logging.getLogger("gunicorn.error").addFilter(_NoQueryStrings())
 _created_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _created_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nomads-metrics-")
+
+# gunicorn's own error answers as problems, each answer in one write (wire.py). Imported
+# only now: the package imports prometheus_client, which picks its mode on import.
+from nomads_cluster.web import wire  # noqa: E402
+
+wire.install()
 
 
 def when_ready(server) -> None:
