@@ -173,13 +173,21 @@ def bring_up_stack() -> None:
 def check_stack() -> None:
     timed("stack: db, migrate, 3 apps and nginx up, /health through nginx", bring_up_stack)
     replicas = [f"{PROJECT}_app_{n}" for n in (1, 2, 3)]
-    for n in range(60):
-        assert (
-            http(f"{STACK_URL}/cluster", {"_id": f"spread-{n}", "interests": {"coffee": True}})[0]
-            == 200
-        )
-    spread = {name: replica_requests(name) for name in replicas}
-    print(f"stack: 60 requests through nginx, by replica: {spread}")
+    # nginx looks `app` up at most every 10 s: a replica that reached the network's DNS
+    # after its last lookup gets requests from the next one. Requests in rounds of 20
+    # until each replica has answered some, for up to 30 s (one CI run saw 44, 16 and 0
+    # after 60 requests sent at once).
+    sent, deadline = 0, time.monotonic() + 30
+    while True:
+        for _ in range(20):
+            body = {"_id": f"spread-{sent}", "interests": {"coffee": True}}
+            assert http(f"{STACK_URL}/cluster", body)[0] == 200
+            sent += 1
+        spread = {name: replica_requests(name) for name in replicas}
+        if all(spread.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    print(f"stack: {sent} requests through nginx, by replica: {spread}")
     assert all(spread.values()), spread
 
     acknowledged, stop = [], threading.Event()
