@@ -50,11 +50,12 @@ class OneWriteResponse(wsgi.Response):
             util.write(self.sock, head)
 
     def _emit_body(self, data: bytes) -> None:
-        if self._held_head and not self.chunked:
+        if self.chunked:  # each chunk is framed on its own: the head goes first
+            self._send_held_head()
+            util.write(self.sock, data, chunked=True)
+        else:
             head, self._held_head = self._held_head, b""
-            data = head + data
-        self._send_held_head()
-        util.write(self.sock, data, self.chunked)
+            util.write(self.sock, head + data)
 
     def sendfile(self, respiter) -> bool:
         self.send_headers()
