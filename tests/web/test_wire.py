@@ -25,15 +25,22 @@ class RecordingSocket:
         self.sent.append(file.read(count))
 
 
-def respond(response_class, method: str, headers: list[tuple[str, str]], body: list[bytes],
-            version: str = "1.1") -> list[bytes]:  # fmt: skip
-    """The sends of an answer to one request, written as gunicorn's workers write it."""
+def started_response(response_class, method: str, headers: list[tuple[str, str]],
+                     version: str = "1.1") -> tuple[wsgi.Response, RecordingSocket]:  # fmt: skip
+    """A response to one parsed request, started, over a socket that records its sends."""
     cfg = Config()
     raw = f"{method} /health HTTP/{version}\r\nHost: x\r\n\r\n".encode()
     request = next(RequestParser(cfg, [raw], ("127.0.0.1", 1)))
     sock = RecordingSocket()
     response = response_class(request, sock, cfg)
     response.start_response("200 OK", headers)
+    return response, sock
+
+
+def respond(response_class, method: str, headers: list[tuple[str, str]], body: list[bytes],
+            version: str = "1.1") -> list[bytes]:  # fmt: skip
+    """The sends of an answer to one request, written as gunicorn's workers write it."""
+    response, sock = started_response(response_class, method, headers, version)
     for piece in body:
         response.write(piece)
     response.close()
@@ -86,11 +93,7 @@ def test_an_answer_without_a_body_sends_its_head_when_closed():
 
 
 def test_a_file_is_sent_after_its_head(tmp_path):
-    cfg = Config()
-    request = next(RequestParser(cfg, [b"GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n"], ("x", 1)))
-    sock = RecordingSocket()
-    response = OneWriteResponse(request, sock, cfg)
-    response.start_response("200 OK", [("Content-Length", "5")])
+    response, sock = started_response(OneWriteResponse, "GET", [("Content-Length", "5")])
     (tmp_path / "app.js").write_bytes(b"hello")
     with (tmp_path / "app.js").open("rb") as file:
         assert response.sendfile(wsgi.FileWrapper(file))
