@@ -1,12 +1,13 @@
 """nomads-cluster: the user-segmentation service of the DigitalAndNomads app."""
 
 import os
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from .segmentation.model import DEFAULT_MODEL_DIR
 from .settings import ConfigError, validate_settings
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["ConfigError", "create_app"]
 
@@ -36,11 +37,15 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
     """The application factory: settings from NOMADS_* environment variables.
 
     DATABASE_URL is also read unprefixed, as Heroku's PostgreSQL add-on sets it.
     """
+    # Imported here, as the web layer below: the command line's offline work (assign,
+    # train) starts without Flask.
+    from flask import Flask
+
     app = Flask(
         __name__,
         instance_relative_config=True,
@@ -64,7 +69,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     # Imported here, as in Flask's tutorial: the command line's offline work needs
     # neither the web layer nor the database unless it asks for them.
-    from .segmentation import model
     from .store import commits, users
     from .web import (
         api,
@@ -79,12 +83,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         rooms,
         routing,
         security,
+        served_model,
     )
 
     routing.init_app(app)
     logs.init_app(app)
     problems.init_app(app)
-    model.init_app(app)
+    served_model.init_app(app)
     users.init_app(app)
     commits.init_app(app)
     cors.init_app(app)

@@ -4,15 +4,18 @@ counts."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
-from flask import Flask
 
 from ..segmentation.model import ModelError
 
+if TYPE_CHECKING:
+    from flask import Flask
+
 
 @contextmanager
-def service() -> Iterator[Flask]:
+def service() -> Iterator["Flask"]:
     """The app as the service builds it; its database connections closed at the end."""
     from .. import ConfigError, create_app
     from ..store.users import StoreUnavailable

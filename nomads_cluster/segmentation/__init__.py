@@ -1,3 +1,3 @@
 """The segmentation model: the interests, the scorer, loading and training models, and
-drift. Arrays in, arrays out: nothing here speaks HTTP or SQL (``model.init_app`` only
-hands the loaded model to the app)."""
+drift. Arrays in, arrays out: nothing here speaks HTTP or SQL (``web.served_model`` hands
+the loaded model to the app)."""

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flask import Flask, current_app
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 from pydantic import ValidationError
 
-from ..metrics.registry import Gauge
 from ..validation import error_details, summarize
 from .card import ModelCard, SegmentSummary
 from .interests import INTEREST_KEYS
@@ -307,33 +305,3 @@ class ModelSource:
         except (ModelError, OSError) as exc:
             log.error("keeping model %s: %s", self.model.version, exc)
         return self.model
-
-
-MODEL_INFO = Gauge(
-    "nomads_model_info",
-    "1 for the model version a worker serves.",
-    ["version"],
-    multiprocess_mode="liveall",
-)
-
-
-def init_app(app: Flask) -> None:
-    """Load the model named by the MODEL_DIR setting, and follow its promotions."""
-    source = ModelSource(app.config["MODEL_DIR"], float(app.config["MODEL_CHECK_SECONDS"]))
-    app.extensions["model_source"] = source
-    app.extensions["segment_model"] = source.model
-    served: dict[str, str | None] = {"version": None}  # per process: copied at fork
-
-    @app.before_request
-    def follow_promotions() -> None:
-        # One model per request: swapped between requests only.
-        model = app.extensions["segment_model"] = source.refresh()
-        if model.version != served["version"]:
-            if served["version"] is not None:
-                MODEL_INFO.labels(version=served["version"]).set(0)
-            MODEL_INFO.labels(version=model.version).set(1)
-            served["version"] = model.version
-
-
-def get_model() -> SegmentModel:
-    return current_app.extensions["segment_model"]

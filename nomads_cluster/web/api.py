@@ -33,7 +33,6 @@ from ..schemas import (
     user_id_or_none,
 )
 from ..segmentation import drift
-from ..segmentation import model as segment_model
 from ..segmentation.card import ModelCard
 from ..segmentation.interests import INTEREST_KEYS, encode_interests, interest_mask, mask_interests
 from ..store.commits import get_committer
@@ -46,6 +45,7 @@ from ..store.users import (
     get_store,
 )
 from ..validation import MAX_LISTED, summarize
+from . import served_model
 from .binding import batch_problem, write_problem
 from .keys import requires_key
 from .problems import (
@@ -94,7 +94,7 @@ def _assignment(
         interests=tuple(key for key, chosen in interests.items() if chosen),
         cluster=int(segment),
         scores=scores,
-        model_version=segment_model.get_model().version,
+        model_version=served_model.get_model().version,
         source=source,
         city=request_.city,
     )
@@ -109,7 +109,7 @@ def _with_room(answer: ClusterResponse, placed: PlacedRoom | None) -> ClusterRes
 def _cluster_response(
     record: Assignment, features: np.ndarray, schema: type[ClusterResponse] = ClusterResponse
 ) -> ClusterResponse:
-    model = segment_model.get_model()
+    model = served_model.get_model()
     top = model.top_interests(features, record.cluster)
     return schema(
         user_id=record.user_id,
@@ -133,7 +133,7 @@ def cluster_answer(body: ClusterRequest, source: str) -> tuple[Assignment, Clust
     # vars(): the validated fields themselves, without model_dump's copy (13 µs).
     interests = vars(body.interests)
     features = encode_interests(interests)
-    segment, scores = segment_model.get_model().assign_user(features)
+    segment, scores = served_model.get_model().assign_user(features)
     record = _assignment(body, interests, segment, scores, source)
     return record, _cluster_response(record, features)
 
@@ -197,7 +197,7 @@ def cluster_batch() -> Response:
     if valid:
         interests = [vars(request_.interests) for _, request_ in valid]
         features = np.array([encode_interests(chosen) for chosen in interests])
-        model = segment_model.get_model()
+        model = served_model.get_model()
         segments, scores = model.assign_users(features)
         records = [
             _assignment(
@@ -222,7 +222,7 @@ def cluster_batch() -> Response:
             results=results,
             assigned=len(records),
             failed=len(batch.users) - len(records),
-            model_version=segment_model.get_model().version,
+            model_version=served_model.get_model().version,
         )
     )
 
@@ -230,7 +230,7 @@ def cluster_batch() -> Response:
 @bp.get("/clusters")
 def clusters() -> Response:
     """Every segment of the loaded model: label, top interests, share of training users."""
-    model = segment_model.get_model()
+    model = served_model.get_model()
     return json_response(
         SegmentsOverview(
             model_version=model.version,
@@ -242,7 +242,7 @@ def clusters() -> Response:
 
 def drift_report(window: int) -> DriftReport:
     """The latest ``window`` live assignments of the served model against training."""
-    model = segment_model.get_model()
+    model = served_model.get_model()
     counts = get_store().recent_segments(model.version, window, drift.LIVE_SOURCES)
     expected = {segment.segment: segment.share for segment in model.card.segments}
     # A model imported without its training data has no shares to drift from.
@@ -279,7 +279,7 @@ def clusters_drift() -> Response:
 
 @bp.get("/clusters/<int(signed=True):number>")
 def cluster_segment(number: int) -> Response:
-    model = segment_model.get_model()
+    model = served_model.get_model()
     segment = model.segment(number)
     if segment is None:
         numbers = ", ".join(map(str, model.numbers))
@@ -292,7 +292,7 @@ def cluster_segment(number: int) -> Response:
 @bp.get("/clusters/heatmap.png")
 def clusters_heatmap() -> Response:
     """The heatmap drawn beside the model when it was trained."""
-    model = segment_model.get_model()
+    model = served_model.get_model()
     if model.heatmap_png is None:
         return problem_response(
             404,
@@ -308,7 +308,7 @@ def clusters_heatmap() -> Response:
 @bp.get("/version")
 def version() -> Response:
     """The model card of the model that answers."""
-    card: ModelCard = segment_model.get_model().card
+    card: ModelCard = served_model.get_model().card
     return Response(card.model_dump_json(exclude_unset=True), mimetype="application/json")
 
 
@@ -404,7 +404,7 @@ def reload_model() -> Response:
 @bp.get("/health")
 def health() -> Response:
     """200 when the service can assign; 503 when its store is down."""
-    model_version = segment_model.get_model().version
+    model_version = served_model.get_model().version
     try:
         get_store().ping()
     except StoreUnavailable as exc:

@@ -16,7 +16,6 @@ from pydantic.json_schema import models_json_schema
 from .. import schemas
 from ..cities import CITY_PATTERN, MAX_CITY_LENGTH
 from ..segmentation.card import ModelCard, SegmentSummary
-from ..segmentation.model import get_model
 from .api import (
     HISTORY_LIMIT,
     MAX_DRIFT_WINDOW,
@@ -28,6 +27,7 @@ from .api import (
 from .keys import KEYS_GRANTING, Right, key_variables
 from .problems import PROBLEM_MIMETYPE
 from .rooms import MAX_PAGE_SIZE, PAGE_SIZE
+from .served_model import get_model
 
 bp = Blueprint("openapi", __name__)
 

@@ -4,8 +4,8 @@ chat room; the segments."""
 from flask import Blueprint, Response, current_app, render_template, send_from_directory
 
 from ..cities import MAX_CITY_LENGTH
-from ..segmentation import model as segment_model
 from ..segmentation.interests import INTEREST_GROUPS, key_to_label
+from . import served_model
 
 bp = Blueprint("pages", __name__)
 
@@ -14,7 +14,7 @@ bp = Blueprint("pages", __name__)
 def index() -> str:
     return render_template(
         "index.html",
-        model=segment_model.get_model(),
+        model=served_model.get_model(),
         interest_groups=INTEREST_GROUPS,
         label_of=key_to_label,
         max_city_length=MAX_CITY_LENGTH,

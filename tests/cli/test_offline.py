@@ -1,6 +1,9 @@
 """Reading files in chunks: line numbers across chunks, progress, and the survey reader."""
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
 
 HEADER = ",".join(["_id", *INTEREST_KEYS])
+REPO = Path(__file__).resolve().parents[2]
 
 
 def csv_bytes(rows: list[str]) -> io.BytesIO:
@@ -106,3 +110,19 @@ def test_survey_reader_names_unknown_options_by_line():
     assert [(b.line, b.reason) for b in chunk.bad_rows] == [(3, "unknown option 'Yoga'")]
     chosen = [INTEREST_KEYS[j] for j in np.flatnonzero(chunk.features[0])]
     assert chosen == ["running", "surf", "concerts", "sushi", "coffee"]
+
+
+def test_assign_starts_without_the_web_layer_or_the_store():
+    # What `nomads-cluster assign` imports to load a model and read a file: a million
+    # rows take seconds, and Flask and its kin would add a tenth to them.
+    code = (
+        "import sys; from nomads_cluster.cli import main, offline; "
+        "from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model; "
+        "load_model(DEFAULT_MODEL_DIR); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'flask', 'werkzeug', 'prometheus_client', 'sqlalchemy', 'sklearn'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stderr
