@@ -4,7 +4,8 @@ Each server is a real gunicorn with 2 workers on loopback; wrk sends random /clu
 bodies. Reported per server: time from launch to the first answer, throughput and
 latency under load, and the memory of the whole server (master + workers).
 nomads-cluster runs twice: on SQLite (a fresh file) and, when the local server answers,
-on PostgreSQL (a fresh database, nomads_bench); each of its answers is committed first.
+on PostgreSQL (a fresh database each: nomads_bench, nomads_bench_cities); each of its
+answers is committed first.
 """
 
 import argparse
@@ -35,17 +36,17 @@ POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRES_BENCH_DB = "nomads_bench"
 
 
-def fresh_postgres_url() -> str | None:
-    """A new, empty database on the local PostgreSQL server, or None without one."""
+def fresh_postgres_url(name: str = POSTGRES_BENCH_DB) -> str | None:
+    """A new, empty database ``name`` on the local PostgreSQL server, or None without one."""
     import psycopg
 
     try:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=2) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {POSTGRES_BENCH_DB}")
-            conn.execute(f"CREATE DATABASE {POSTGRES_BENCH_DB}")
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            conn.execute(f"CREATE DATABASE {name}")
     except psycopg.OperationalError:
         return None
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + POSTGRES_BENCH_DB
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
 class Server(NamedTuple):
@@ -95,11 +96,14 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
                 {"NOMADS_DATABASE_URL": f"sqlite:///{database}", "PYTHONPATH": str(checkout)},
                 path=path,
             )
+    # Each server its own database, as each SQLite one has its own file: on a database
+    # that holds rooms, a PostgreSQL write also locks the rows it moves users from
+    # (store/writes.py), and the other server's dead rows are vacuumed meanwhile.
     postgres_url = fresh_postgres_url()
     if postgres_url:
         servers["nomads-cluster, PostgreSQL"] = ours(REPO, {"DATABASE_URL": postgres_url})
         servers["nomads-cluster, PostgreSQL, with a city"] = ours(
-            REPO, {"DATABASE_URL": postgres_url}, cities=True
+            REPO, {"DATABASE_URL": fresh_postgres_url(f"{POSTGRES_BENCH_DB}_cities")}, cities=True
         )
     return servers
 
@@ -126,15 +130,13 @@ CITIES = ["Madrid", "Barcelona", "Lisboa", "Paris", "Berlin", "Roma", "Porto", "
 
 
 def random_bodies(n: int, seed: int = 1, cities: bool = False) -> list[str]:
-    """/cluster bodies of random users; ``cities``: each with one of CITIES, and ids of
-    their own (servers of both kinds share a PostgreSQL database)."""
+    """/cluster bodies of random users; ``cities``: each with one of CITIES."""
     rng = random.Random(seed)
-    first_id = 10**9 if cities else 0
     bodies = []
     for i in range(n):
         p = rng.random()
         body = {
-            "_id": f"{first_id + i:024x}",
+            "_id": f"{i:024x}",
             "interests": {k: True for k in INTEREST_KEYS if rng.random() < p},
         }
         if cities:
