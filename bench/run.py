@@ -97,8 +97,8 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
                 path=path,
             )
     # Each server its own database, as each SQLite one has its own file: on a database
-    # that holds rooms, a PostgreSQL write also locks the rows it moves users from
-    # (store/writes.py), and the other server's dead rows are vacuumed meanwhile.
+    # that holds rooms, every PostgreSQL write also runs its lock-ordering step (present,
+    # store/writes.py), and the other server's dead rows are vacuumed meanwhile.
     postgres_url = fresh_postgres_url()
     if postgres_url:
         servers["nomads-cluster, PostgreSQL"] = ours(REPO, {"DATABASE_URL": postgres_url})
