@@ -2,13 +2,14 @@
 
 Inputs: the survey export, a CSV with an id column and the 26 interest columns (0/1 or
 true/false), or JSON Lines of /cluster bodies. Each is read in chunks of ids and a 0/1
-matrix; bad rows are reported with their line numbers. Outputs: CSV (written by
-pyarrow: pandas' ``to_csv`` alone took longer than the whole of the rest) or JSON Lines.
+matrix; bad rows are reported with their line numbers. CSVs are read by pyarrow's
+streaming reader and written by its writer: the command never imports pandas (a
+million rows: pandas' parser took twice as long, its import a tenth of the whole).
+Outputs: CSV or JSON Lines.
 """
 
+import csv
 import json
-import re
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
@@ -31,8 +31,9 @@ if TYPE_CHECKING:  # the store (and SQLAlchemy) is imported only with --store
 
 ID_COLUMNS = ("_id", "id", "user_id")  # looked for in this order
 CITY_COLUMN = "city"  # optional: the user's city, as in a /cluster body
-CHUNK_ROWS = 50_000  # ~10 MB of features and scores per chunk
-TRUTH = {"0": 0.0, "1": 1.0, "false": 0.0, "true": 1.0}  # cell text, lower case
+CHUNK_BYTES = 2 << 20  # of a CSV: ~30,000 rows of the 26-column format, ~7 MB of features
+CHUNK_ROWS = 50_000  # of JSON Lines: ~10 MB of features and scores
+TRUTH = {b"0": 0.0, b"1": 1.0, b"false": 0.0, b"true": 1.0}  # a cell's bytes, lower case
 
 
 class InputFormatError(ValueError):
@@ -77,58 +78,93 @@ def detect_format(path: Path) -> str:
 
 def csv_header(file: IO[bytes], name: str) -> list[str]:
     """The column names of a CSV; the file is left at its start."""
-    try:
-        columns = [str(column) for column in pd.read_csv(file, nrows=0).columns]
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputFormatError(f"{name}: not a CSV with a header ({exc})") from None
+    first_line = file.readline()
     file.seek(0)
+    try:
+        columns = next(csv.reader([first_line.decode("utf-8-sig")]), [])
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InputFormatError(f"{name}: not a CSV with a header ({exc})") from None
+    if not columns:
+        raise InputFormatError(f"{name}: not a CSV with a header (its first line is empty)")
     return columns
 
 
-def _parser_skips(caught: list[warnings.WarningMessage]) -> list[BadRow]:
-    """The lines pandas skipped (wrong number of fields), from its warnings."""
-    skipped = []
-    for warning in caught:
-        for line, reason in re.findall(r"Skipping line (\d+): (.+)", str(warning.message)):
-            skipped.append(BadRow(int(line), reason.strip()))
-    return skipped
+def _csv_batches(
+    file: IO[bytes], name: str, columns: list[str], text_columns: list[str]
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[BadRow]]]:
+    """(the columns' cells, as text in ``text_columns`` and as bytes in the others, the
+    line number of each row, the rows skipped for a wrong number of fields) per chunk of
+    a CSV. Text that is not UTF-8 stops it.
 
-
-def _csv_chunks(file: IO[bytes], name: str, dtype: Any) -> Iterator[tuple]:
-    """(frame, line number of each row, rows pandas skipped) per chunk of a CSV.
-
-    Every column is read (no usecols): with usecols pandas silently accepts a row
-    with too many fields instead of reporting it.
+    Every row's fields are counted, whichever columns are kept: a row with too many is
+    reported, not read. A blank line is a row of empty cells, so that line numbers hold.
     """
-    reader = pd.read_csv(
-        file,
-        dtype=dtype,
-        chunksize=CHUNK_ROWS,
-        skip_blank_lines=False,  # a blank line stays a (bad) row: line numbers hold
-        keep_default_na=False,
-        na_values=[""],
-        true_values=["true", "True", "TRUE"],
-        false_values=["false", "False", "FALSE"],
-        on_bad_lines="warn",
-    )
-    rows_before, skipped_lines = 0, []
-    while True:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    skipped: list[BadRow] = []
+
+    def skip(row: pa_csv.InvalidRow) -> str:
+        reason = f"expected {row.expected_columns} fields, saw {row.actual_columns}"
+        skipped.append(BadRow(row.number, reason))
+        return "skip"
+
+    try:
+        reader = pa_csv.open_csv(
+            file,
+            # One thread: the rows' numbers are known only then, and the other core
+            # writes the results (ResultWriter).
+            read_options=pa_csv.ReadOptions(block_size=CHUNK_BYTES, use_threads=False),
+            parse_options=pa_csv.ParseOptions(
+                newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=skip
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                # Bytes, turned into text by _as_text: it can say on which line they
+                # are not UTF-8, where the reader's own error names no line. The
+                # interests stay bytes: checking that they are text took a quarter of
+                # the reading, and a cell that is not 0, 1, true or false is bad anyway.
+                include_columns=columns,
+                column_types=dict.fromkeys(columns, pa.binary()),
+            ),
+        )
+        rows_before, skipped_lines = 0, []
+        for batch in reader:
+            # Row r is on line r + 2 (the header is line 1), after the lines skipped.
+            lines = np.arange(rows_before, rows_before + batch.num_rows) + 2
+            skipped_lines += [bad.line for bad in skipped]
+            for line in sorted(skipped_lines):
+                lines[lines >= line] += 1
+            rows_before += batch.num_rows
+            yield _as_text(batch, text_columns, lines, name), lines, skipped
+            skipped = []
+    except pa.ArrowInvalid as exc:
+        raise InputFormatError(f"{name}: {exc}") from None
+
+
+def _as_text(
+    batch: pa.RecordBatch, text_columns: list[str], lines: np.ndarray, name: str
+) -> pa.RecordBatch:
+    """The batch with ``text_columns`` as UTF-8 text; else an error naming the first line
+    where one is not."""
+    names = batch.schema.names
+    try:
+        return batch.cast(
+            pa.schema([(c, pa.string() if c in text_columns else pa.binary()) for c in names])
+        )
+    except pa.ArrowInvalid as exc:
+        problem = _first_non_utf8_cell(batch.select(text_columns), lines, name)
+        raise InputFormatError(problem or f"{name}: {exc}") from None
+
+
+def _first_non_utf8_cell(batch: pa.RecordBatch, lines: np.ndarray, name: str) -> str | None:
+    rows = zip(lines, *(column.to_pylist() for column in batch.columns), strict=True)
+    for line, *cells in rows:
+        for column, cell in zip(batch.schema.names, cells, strict=True):
             try:
-                frame = next(reader)
-            except StopIteration:
-                return
-            except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-                raise InputFormatError(f"{name}: {str(exc).strip()}") from None
-        skipped = _parser_skips(caught)
-        skipped_lines += [bad.line for bad in skipped]
-        # Row r is on line r + 2 (the header is line 1), after the lines pandas skipped.
-        lines = np.arange(rows_before, rows_before + len(frame)) + 2
-        for line in sorted(skipped_lines):
-            lines[lines >= line] += 1
-        rows_before += len(frame)
-        yield frame, lines, skipped
+                cell.decode()
+            except UnicodeDecodeError as exc:
+                return (
+                    f"{name}, line {line}: {column} is not UTF-8 text ({exc.reason} at byte "
+                    f"{exc.start + 1} of {cell!r})"
+                )
+    return None
 
 
 def read_interest_csv(file: IO[bytes], name: str, id_column: str | None) -> Iterator[Chunk]:
@@ -145,77 +181,85 @@ def read_interest_csv(file: IO[bytes], name: str, id_column: str | None) -> Iter
             )
     elif id_column not in columns:
         raise InputFormatError(f"{name}: no column {id_column!r}")
-    # Default parsing is the fastest: a column of 0/1 arrives as integers, of
-    # true/false as booleans; only a mixed or broken column arrives as text.
-    text = pd.ArrowDtype(pa.string())  # as written: an id "007" stays "007"
-    dtypes = {id_column: text} | ({CITY_COLUMN: text} if CITY_COLUMN in columns else {})
-    for frame, lines, skipped in _csv_chunks(file, name, dtypes):
-        values = np.empty((len(frame), len(INTEREST_KEYS)), order="F")  # filled by column
+    text_columns = [id_column, *([CITY_COLUMN] if CITY_COLUMN in columns else [])]
+    kept = [*text_columns, *INTEREST_KEYS]
+    for batch, lines, skipped in _csv_batches(file, name, kept, text_columns):
+        values = np.empty((batch.num_rows, len(INTEREST_KEYS)), order="F")  # by column
         for j, key in enumerate(INTEREST_KEYS):
-            values[:, j] = truth_values(frame[key])
-        # One Arrow array, whether pandas holds the column in one chunk or several.
-        ids = pa.chunked_array(pa.array(frame[id_column].array)).combine_chunks()
-        bad = np.isnan(values).any(axis=1) | frame[id_column].isna().to_numpy()
+            values[:, j] = truth_values(batch.column(key))
+        ids = batch.column(id_column)  # as written: an id "007" stays "007"
+        bad = np.isnan(values).any(axis=1) | (np.diff(_offsets(ids)) == 0)
         cities = None
-        if CITY_COLUMN in frame:
-            cities = [None if pd.isna(c) else c for c in frame[CITY_COLUMN].tolist()]
+        if CITY_COLUMN in columns:
+            cities = [city or None for city in batch.column(CITY_COLUMN).to_pylist()]
             bad |= np.array([c is not None and city_problem(c) is not None for c in cities])
             cities = [None if c is None else display_city(c) for c in cities]
         if not bad.any():
-            yield Chunk(ids, values, list(skipped), file.tell(), cities)
+            yield Chunk(ids, values, skipped, file.tell(), cities)
             continue
-        bad_rows = [*skipped, *(_describe_bad_row(frame.iloc[i], lines[i], id_column)
-                                for i in np.flatnonzero(bad))]  # fmt: skip
+        described = (
+            _describe_bad_row(batch.slice(i, 1).to_pylist()[0], lines[i], id_column)
+            for i in np.flatnonzero(bad)
+        )
+        bad_rows = [*skipped, *described]
         if cities is not None:
             cities = [city for city, is_bad in zip(cities, bad, strict=True) if not is_bad]
         yield Chunk(ids.filter(pa.array(~bad)), values[~bad], bad_rows, file.tell(), cities)
 
 
-def truth_values(column: pd.Series) -> np.ndarray:
-    """A column as 0.0/1.0, NaN where it holds anything but 0, 1, true or false."""
-    if pd.api.types.is_bool_dtype(column):
-        return column.to_numpy(dtype=np.float64)
-    if pd.api.types.is_integer_dtype(column):
-        integers = column.to_numpy()
-        values = integers.astype(np.float64)
-        if (integers & ~1).any():  # anything but 0 and 1
-            values[(integers != 0) & (integers != 1)] = np.nan
-        return values
-    if pd.api.types.is_float_dtype(column):  # empty cells (NaN) or decimals
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-        values[(values != 0) & (values != 1)] = np.nan
-        return values
-    text = column.astype(object).map(lambda cell: TRUTH.get(str(cell).strip().lower()))
-    return text.to_numpy(dtype=np.float64, na_value=np.nan)
+def _offsets(column: pa.StringArray) -> np.ndarray:
+    """Where each cell starts in the array's text, and where the last ends (no copy)."""
+    return np.frombuffer(column.buffers()[1], np.int32, len(column) + 1, column.offset * 4)
 
 
-def _describe_bad_row(row: pd.Series, line: int, id_column: str) -> BadRow:
-    if row.isna().all():
+def truth_values(column: pa.BinaryArray) -> np.ndarray:
+    """Cells (bytes) as 0.0/1.0, NaN where one holds anything but 0, 1, true or false."""
+    offsets = _offsets(column)
+    if column.null_count == 0 and (np.diff(offsets) == 1).all():
+        # Every cell one character, as in nearly every file: its byte is its value
+        # (looking each cell up took three times as long as reading the file).
+        chars = np.frombuffer(column.buffers()[2], np.uint8, len(column), offsets[0])
+        values = chars - np.float64(ord("0"))
+        values[(chars != ord("0")) & (chars != ord("1"))] = np.nan
+        return values
+    encoded = column.dictionary_encode()
+    texts = encoded.dictionary.to_pylist()
+    by_text = np.array([TRUTH.get(text.strip().lower(), np.nan) for text in texts] + [np.nan])
+    indices = encoded.indices.fill_null(len(texts)).to_numpy()
+    return by_text[indices]
+
+
+def _describe_bad_row(cells: dict[str, Any], line: int, id_column: str) -> BadRow:
+    """What is wrong with a row: its id and city are text, its interests bytes."""
+    if not any(cells.values()):
         return BadRow(int(line), "empty line")
-    problems = [f"{id_column} is empty"] if pd.isna(row[id_column]) else []
-    city = row.get(CITY_COLUMN)
-    if city is not None and not pd.isna(city) and (problem := city_problem(city)):
+    problems = [] if cells[id_column] else [f"{id_column} is empty"]
+    city = cells.get(CITY_COLUMN)
+    if city and (problem := city_problem(city)):
         problems.append(f"{CITY_COLUMN} {problem}")
     for key in INTEREST_KEYS:
-        cell = row[key]
-        if pd.isna(cell):
+        cell = cells[key]
+        if not cell:
             problems.append(f"{key} is empty")
-        elif np.isnan(truth_values(pd.Series([cell]))[0]):
-            problems.append(f"{key} is {cell!r}, not 0, 1, true or false")
+        elif cell.strip().lower() not in TRUTH:
+            text = cell.decode(errors="backslashreplace")
+            problems.append(f"{key} is {text!r}, not 0, 1, true or false")
     return BadRow(int(line), "; ".join(problems))
 
 
 def read_survey_csv(file: IO[bytes], name: str) -> Iterator[Chunk]:
     """Chunks of the survey export; a user's id is their row number (1 = first answer)."""
-    for frame, lines, skipped in _csv_chunks(file, name, str):
+    columns = csv_header(file, name)
+    for batch, lines, skipped in _csv_batches(file, name, columns, text_columns=columns):
         ids, rows, bad_rows = [], [], list(skipped)
-        for line, row in zip(lines, frame.itertuples(index=False), strict=True):
-            if all(pd.isna(cell) for cell in row):
+        cells_by_row = zip(*(column.to_pylist() for column in batch.columns), strict=True)
+        for line, row in zip(lines, cells_by_row, strict=True):
+            if not any(row):
                 bad_rows.append(BadRow(int(line), "empty line"))
                 continue
-            cells = [cell for cell in row[1:] if isinstance(cell, str)]  # after the timestamp
+            answers = list(row[1:])  # after the timestamp
             try:
-                rows.append(parse_answer_cells(cells, f"line {line}"))
+                rows.append(parse_answer_cells(answers, f"line {line}"))
                 ids.append(int(line) - 1)
             except SurveyFormatError as exc:
                 bad_rows.append(BadRow(int(line), str(exc).split(": ", 1)[1]))
@@ -305,6 +349,9 @@ class ResultWriter:
 
     def close(self) -> None:
         """Write what is left; on error, stop writing (the output is thrown away)."""
+        if self._csv is None and not self.jsonl:  # no user at all: the header alone
+            n_scores = len(self.model.score_keys)
+            self.write(pa.array([], pa.string()), np.empty(0, int), np.empty((0, n_scores)))
         try:
             self._wait()
             if self._csv is not None:

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .interests import INTEREST_INDEX, INTEREST_KEYS, label_to_key
 
@@ -48,6 +47,8 @@ class SurveyAnswer:
 
 def read_survey_answers(path: Path) -> list[SurveyAnswer]:
     """Each answer of the survey CSV: a timestamp column, then the multi-select questions."""
+    import pandas as pd  # here only: `assign` parses answers without pandas (cli/offline.py)
+
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if frame.shape[1] < 2:
         raise SurveyFormatError(f"{path}: expected a timestamp column and answer columns")

@@ -114,6 +114,7 @@ BAD_ROWS = [
     ("," + ",".join(["0"] * 26), "_id is empty"),
     ("u7," + ",".join([""] + ["0"] * 25), "climbing is empty"),
     ("u8," + ",".join(["0"] * 26), None),
+    ("u9,1,0", "expected 27 fields, saw 3"),
 ]
 
 
@@ -138,7 +139,7 @@ def test_assign_skips_bad_rows_and_names_each_line(runner, tmp_path):
         if reason:
             assert f"in.csv, line {line}: " in result.output
             assert reason in result.output.split(f"line {line}: ")[1].splitlines()[0]
-    assert "skipped 6 bad rows" in result.output
+    assert "skipped 7 bad rows" in result.output
     assert [row["_id"] for row in read_results(out)] == ["u1", "u8"]
 
 
@@ -176,6 +177,26 @@ def test_assign_unreadable_csv_is_a_clear_error(runner, tmp_path, content, messa
     assert result.exit_code == 1
     assert message in result.output
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_assign_names_the_line_whose_text_is_not_utf8(runner, tmp_path):
+    rows = ["u1," + ",".join(["0"] * 26), "M\xe1laga," + ",".join(["1"] * 26)]
+    (tmp_path / "in.csv").write_bytes("\n".join([HEADER, *rows, ""]).encode("latin-1"))
+    result = runner.invoke(
+        main, ["assign", str(tmp_path / "in.csv"), "-o", str(tmp_path / "o.csv")]
+    )
+    assert result.exit_code == 1
+    assert "in.csv, line 3: _id is not UTF-8 text" in result.output
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_assign_of_a_header_alone_writes_the_header_alone(runner, tmp_path):
+    write_csv(tmp_path / "in.csv", [])
+    out = tmp_path / "out.csv"
+    result = runner.invoke(main, ["assign", str(tmp_path / "in.csv"), "-o", str(out)])
+    assert "assigned 0 users" in result.output
+    [header] = out.read_text().splitlines()
+    assert header.startswith('"_id","cluster","score_')
 
 
 def test_assign_missing_interest_columns_are_named(runner, tmp_path):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from nomads_cluster.cli import offline
@@ -14,6 +15,7 @@ from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
 
 HEADER = ",".join(["_id", *INTEREST_KEYS])
 REPO = Path(__file__).resolve().parents[2]
+SMALL_CHUNK = 256  # bytes of CSV: the header and a few rows of ~60 bytes
 
 
 def csv_bytes(rows: list[str]) -> io.BytesIO:
@@ -25,12 +27,13 @@ def good_row(i: int) -> str:
 
 
 def test_line_numbers_hold_across_chunks_and_skipped_lines(monkeypatch):
-    monkeypatch.setattr(offline, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(offline, "CHUNK_BYTES", SMALL_CHUNK)
     rows = [good_row(i) for i in range(10)]
     rows[1] += ",extra"  # line 3: skipped by the parser
     rows[5] = "u5," + ",".join(["x"] * 26)  # line 7: bad values, in a later chunk
     rows[8] += ",extra"  # line 10
     chunks = list(offline.read_interest_csv(csv_bytes(rows), "f.csv", None))
+    assert len(chunks) >= 3
     bad = sorted((b.line, b.reason.split(",")[0]) for c in chunks for b in c.bad_rows)
     assert [line for line, _ in bad] == [3, 7, 10]
     ids = [i for c in chunks for i in c.ids.to_pylist()]
@@ -40,9 +43,9 @@ def test_line_numbers_hold_across_chunks_and_skipped_lines(monkeypatch):
 
 
 def test_progress_reaches_the_whole_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(offline, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(offline, "CHUNK_BYTES", SMALL_CHUNK)
     path = tmp_path / "in.csv"
-    path.write_bytes(csv_bytes([good_row(i) for i in range(20)]).getvalue())
+    path.write_bytes(csv_bytes([good_row(i) for i in range(40)]).getvalue())
     seen: list[int] = []
     offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR),
                         on_progress=seen.append)  # fmt: skip
@@ -52,7 +55,7 @@ def test_progress_reaches_the_whole_file(tmp_path, monkeypatch):
 
 
 def test_chunks_written_by_the_writing_thread_come_out_whole_and_in_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(offline, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(offline, "CHUNK_BYTES", SMALL_CHUNK)
     path = tmp_path / "in.csv"
     path.write_bytes(csv_bytes([good_row(i) for i in range(20)]).getvalue())
     model = load_model(DEFAULT_MODEL_DIR)
@@ -68,7 +71,7 @@ def test_chunks_written_by_the_writing_thread_come_out_whole_and_in_order(tmp_pa
 def test_a_write_that_fails_in_the_writing_thread_fails_the_command_and_leaves_no_file(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(offline, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(offline, "CHUNK_BYTES", SMALL_CHUNK)
     path = tmp_path / "in.csv"
     path.write_bytes(csv_bytes([good_row(i) for i in range(20)]).getvalue())
     written = []
@@ -83,18 +86,25 @@ def test_a_write_that_fails_in_the_writing_thread_fails_the_command_and_leaves_n
     monkeypatch.setattr(offline.pa_csv, "CSVWriter", FullDisk)
     with pytest.raises(OSError, match="No space left"):
         offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR))
-    assert written == [3, 3]  # nothing written after the failed chunk
+    assert len(written) == 2  # nothing written after the failed chunk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("1", 1.0), ("0", 0.0), ("true", 1.0), ("FALSE", 0.0), ("2", None), ("yes", None)],
+    [
+        ("1", 1.0),
+        ("0", 0.0),
+        ("2", None),  # one character: read from its byte
+        ("true", 1.0),
+        ("FALSE", 0.0),
+        (" True ", 1.0),
+        ("yes", None),
+        ("", None),
+    ],
 )
 def test_truth_values_of_a_text_column(value, expected):
-    import pandas as pd
-
-    result = offline.truth_values(pd.Series(["1", value], dtype=object))
+    result = offline.truth_values(pa.array([b"1", value.encode()]))
     assert result[0] == 1.0
     assert np.isnan(result[1]) if expected is None else result[1] == expected
 
@@ -112,15 +122,17 @@ def test_survey_reader_names_unknown_options_by_line():
     assert chosen == ["running", "surf", "concerts", "sushi", "coffee"]
 
 
-def test_assign_starts_without_the_web_layer_or_the_store():
+def test_assign_starts_without_the_web_layer_the_store_or_pandas():
     # What `nomads-cluster assign` imports to load a model and read a file: a million
-    # rows take seconds, and Flask and its kin would add a tenth to them.
+    # rows take a second or two, and Flask and its kin would add a tenth, pandas a fifth.
     code = (
-        "import sys; from nomads_cluster.cli import main, offline; "
+        "import io, sys; from nomads_cluster.cli import main, offline; "
         "from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model; "
         "load_model(DEFAULT_MODEL_DIR); "
+        f"list(offline.read_interest_csv(io.BytesIO({csv_bytes([good_row(1)]).getvalue()!r}), "
+        "'f.csv', None)); "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'flask', 'werkzeug', 'prometheus_client', 'sqlalchemy', 'sklearn'}))"
+        "{'flask', 'werkzeug', 'prometheus_client', 'sqlalchemy', 'sklearn', 'pandas'}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
