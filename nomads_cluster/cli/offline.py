@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from threadpoolctl import threadpool_limits
 
 from ..cities import city_problem, display_city
 from ..segmentation.interests import INTEREST_KEYS
@@ -395,7 +396,13 @@ def assign_file(
     jsonl_output = output_path.suffix.lower() in (".jsonl", ".ndjson")
     partial = output_path.with_name(output_path.name + ".partial")
     summary = AssignSummary()
-    with input_path.open("rb") as source, partial.open("wb") as sink:
+    # One BLAS thread: the scoring's matrix products are small, and a second thread only
+    # takes the core the writer needs (docs/performance.md, "Files offline").
+    with (
+        input_path.open("rb") as source,
+        partial.open("wb") as sink,
+        threadpool_limits(limits=1, user_api="blas"),
+    ):
         if input_format == "csv":
             chunks = read_interest_csv(source, input_path.name, id_column)
         elif input_format == "survey":

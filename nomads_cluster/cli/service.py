@@ -31,7 +31,7 @@ def service() -> Iterator["Flask"]:
 
 
 # The `train` extra: what training and file work import, and serving never does.
-TRAINING_PACKAGES = {"sklearn", "scipy", "pandas", "pyarrow", "matplotlib"}
+TRAINING_PACKAGES = {"sklearn", "scipy", "pandas", "pyarrow", "matplotlib", "threadpoolctl"}
 TRAINING_INSTALL = (
     "pip install 'nomads-cluster[train]', or in the repository "
     "pip install --require-hashes -r requirements-train.txt"

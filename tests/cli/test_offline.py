@@ -138,3 +138,22 @@ def test_assign_starts_without_the_web_layer_the_store_or_pandas():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_scoring_runs_on_one_blas_thread_while_the_writer_has_the_other_core(tmp_path):
+    from threadpoolctl import threadpool_info
+
+    path = tmp_path / "in.csv"
+    path.write_bytes(csv_bytes([good_row(i) for i in range(5)]).getvalue())
+    model = load_model(DEFAULT_MODEL_DIR)
+    seen: list[int] = []
+    assign_users = model.assign_users
+
+    def assign_and_look(features):
+        seen.extend(pool["num_threads"] for pool in threadpool_info()
+                    if pool["user_api"] == "blas")  # fmt: skip
+        return assign_users(features)
+
+    model.assign_users = assign_and_look
+    offline.assign_file(path, tmp_path / "out.csv", model)
+    assert seen and set(seen) == {1}
