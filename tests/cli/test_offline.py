@@ -122,15 +122,17 @@ def test_survey_reader_names_unknown_options_by_line():
     assert chosen == ["running", "surf", "concerts", "sushi", "coffee"]
 
 
-def test_assign_starts_without_the_web_layer_the_store_or_pandas():
-    # What `nomads-cluster assign` imports to load a model and read a file: a million
-    # rows take a second or two, and Flask and its kin would add a tenth, pandas a fifth.
+def test_assign_runs_without_the_web_layer_the_store_or_pandas(tmp_path):
+    # What `nomads-cluster assign` imports to load a model, read a file and write the
+    # results: a million rows take a second or two, and Flask and its kin would add a
+    # tenth to them, pandas (which pyarrow's `pa.array` imports) a fifth.
+    path = tmp_path / "in.csv"
+    path.write_bytes(csv_bytes([good_row(1), "u2,2"]).getvalue())
     code = (
-        "import io, sys; from nomads_cluster.cli import main, offline; "
+        "import sys; from pathlib import Path; from nomads_cluster.cli import main, offline; "
         "from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model; "
-        "load_model(DEFAULT_MODEL_DIR); "
-        f"list(offline.read_interest_csv(io.BytesIO({csv_bytes([good_row(1)]).getvalue()!r}), "
-        "'f.csv', None)); "
+        f"offline.assign_file(Path({str(path)!r}), Path({str(tmp_path / 'out.csv')!r}), "
+        "load_model(DEFAULT_MODEL_DIR), skip_bad_rows=True); "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'flask', 'werkzeug', 'prometheus_client', 'sqlalchemy', 'sklearn', 'pandas'}))"
     )
@@ -138,6 +140,7 @@ def test_assign_starts_without_the_web_layer_the_store_or_pandas():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "[]", result.stderr
+    assert (tmp_path / "out.csv").read_text().count("\n") == 2  # the header and u1
 
 
 def test_scoring_runs_on_one_blas_thread_while_the_writer_has_the_other_core(tmp_path):
