@@ -4,7 +4,7 @@ Inputs: the survey export, a CSV with an id column and the 26 interest columns (
 true/false), or JSON Lines of /cluster bodies. Each is read in chunks of ids and a 0/1
 matrix; bad rows are reported with their line numbers. CSVs are read by pyarrow's
 streaming reader and written by its writer: the command never imports pandas (a
-million rows: pandas' parser took twice as long, its import a tenth of the whole).
+million rows: pandas' parser took twice as long, and its import a fifth of the command).
 Outputs: CSV or JSON Lines.
 """
 
@@ -148,7 +148,7 @@ def _as_text(
     for column_name, column in zip(batch.schema.names, batch.columns, strict=True):
         if column_name in text_columns:
             # The same bytes seen as text, once checked (a cast would import
-            # pyarrow.compute, a twentieth of the command's start-up).
+            # pyarrow.compute: 0.05 s, a twentieth of the command on a million rows).
             column = pa.Array.from_buffers(
                 pa.string(), len(column), column.buffers(), column.null_count, column.offset
             )
@@ -212,11 +212,11 @@ def read_interest_csv(file: IO[bytes], name: str, id_column: str | None) -> Iter
         bad_rows = [*skipped, *described]
         if cities is not None:
             cities = [city for city, is_bad in zip(cities, bad, strict=True) if not is_bad]
-        kept = arrow_array(np.flatnonzero(~bad))
-        yield Chunk(ids.take(kept), values[~bad], bad_rows, file.tell(), cities)
+        valid = arrow_array(np.flatnonzero(~bad))
+        yield Chunk(ids.take(valid), values[~bad], bad_rows, file.tell(), cities)
 
 
-def _offsets(column: pa.StringArray) -> np.ndarray:
+def _offsets(column: pa.BinaryArray | pa.StringArray) -> np.ndarray:
     """Where each cell starts in the array's text, and where the last ends (no copy)."""
     return np.frombuffer(column.buffers()[1], np.int32, len(column) + 1, column.offset * 4)
 
