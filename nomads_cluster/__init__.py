@@ -9,19 +9,19 @@ from .settings import ConfigError, validate_settings
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["ConfigError", "create_app"]
+__all__ = ["ConfigError", "configured_app", "create_app"]
 
 DEFAULTS: dict[str, Any] = {
     "ENV": "production",  # "development" allows NOMADS_DEBUG
-    "MODEL_DIR": str(DEFAULT_MODEL_DIR),  # a model, or a registry of versions (CURRENT)
-    "MODEL_CHECK_SECONDS": 2,  # how often a worker looks for a newly promoted model
+    "MODEL_DIR": str(DEFAULT_MODEL_DIR),  # filed and served when the registry serves none
+    "MODEL_CHECK_SECONDS": 2,  # how often a worker reads the registry besides notifications
     "DRIFT_WINDOW": 1000,  # latest assignments compared with training at /clusters/drift
     "CORS_ORIGINS": "*",  # comma-separated origins, as the original: any
     "MAX_CONTENT_LENGTH": 16 * 1024,  # a /cluster body is well under 1 KiB
     "BATCH_MAX_CONTENT_LENGTH": 1024 * 1024,  # 1,000 users with every interest: 600 KiB
     "DATABASE_URL": None,  # None: SQLite in the instance folder
     "DATABASE_TIMEOUT": 3,  # seconds to connect, wait for a lock or a pooled connection
-    "API_KEY": None,  # admin bearer key: erasure, model reloads (and reads); None: off
+    "API_KEY": None,  # admin bearer key: erasure (and reads); None: off
     "READ_API_KEY": None,  # bearer key to read stored users; None: only the admin key
     "JWT_SECRET": None,  # HS256 secret: /cluster takes only the user's own token
     "JWKS_URL": None,  # or the identity provider's keys (RS256, ES256)
@@ -37,11 +37,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
-    """The application factory: settings from NOMADS_* environment variables.
-
-    DATABASE_URL is also read unprefixed, as Heroku's PostgreSQL add-on sets it.
-    """
+def configured_app(test_config: dict[str, Any] | None = None) -> "Flask":
+    """An app with its settings only, validated: from NOMADS_* environment variables,
+    or ``test_config``. DATABASE_URL is also read unprefixed, as Heroku's PostgreSQL
+    add-on sets it. The commands that only need the database start from it."""
     # Imported here, as the web layer below: the command line's offline work (assign,
     # train) starts without Flask.
     from flask import Flask
@@ -66,7 +65,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
     if app.config["LOG_FORMAT"] is None:
         app.config["LOG_FORMAT"] = "text" if app.config["ENV"] == "development" else "json"
     validate_settings(app.config, dict(os.environ) if test_config is None else None)
+    return app
 
+
+def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
+    """The application factory: ``configured_app`` with the store, the served model
+    and the web layer, wired in this order."""
+    app = configured_app(test_config)
     # Imported here, as in Flask's tutorial: the command line's offline work needs
     # neither the web layer nor the database unless it asks for them.
     from .store import commits, users
@@ -89,8 +94,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
     routing.init_app(app)
     logs.init_app(app)
     problems.init_app(app)
-    served_model.init_app(app)
     users.init_app(app)
+    served_model.init_app(app)  # the registry lives in the store's database
     commits.init_app(app)
     cors.init_app(app)
     security.init_app(app)

@@ -243,10 +243,11 @@ class Health(BaseModel):
     model_version: str
     store: Literal["ok", "down"]
     detail: str | None = Field(default=None, description="Why the store is down.")
-
-
-class ModelReloaded(BaseModel):
-    model_version: str = Field(description="The model this worker now serves.")
+    model_detail: str | None = Field(
+        default=None,
+        description="Why this instance serves a model other than the one the registry "
+        "serves (it could not load that one, and keeps the one it had).",
+    )
 
 
 class StoredAssignment(BaseModel):

@@ -25,8 +25,8 @@ class Settings(BaseModel):
 
     ENV: Literal["production", "development"] = "production"
     DEBUG: bool = False
-    MODEL_DIR: Path
-    MODEL_CHECK_SECONDS: float = Field(ge=0)
+    MODEL_DIR: Path  # read only when the registry serves no version yet
+    MODEL_CHECK_SECONDS: float = Field(ge=0.1, le=60)
     DRIFT_WINDOW: int = Field(ge=1, le=MAX_WINDOW)
     CORS_ORIGINS: str = Field(min_length=1)
     MAX_CONTENT_LENGTH: int = Field(ge=1024)
@@ -46,13 +46,6 @@ class Settings(BaseModel):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     EPHEMERAL_STORE: bool = False
     ROOM_SIZE: int = Field(ge=1, le=100_000)
-
-    @field_validator("MODEL_DIR")
-    @classmethod
-    def _is_a_directory(cls, value: Path) -> Path:
-        if not value.is_dir():
-            raise ValueError(f"{value} is not a directory")
-        return value
 
     @field_validator("DATABASE_URL")
     @classmethod

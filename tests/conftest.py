@@ -3,6 +3,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -10,7 +11,7 @@ from hypothesis import settings
 
 from nomads_cluster import create_app
 from nomads_cluster.cli.model import DEFAULT_SURVEY
-from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR
+from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, model_from_profiles
 from nomads_cluster.store.engine import normalize_url
 
 # CI replays the same examples every run (a submission must not pass or fail by
@@ -92,6 +93,12 @@ def app_config(config_for, database_url) -> dict:
     return config_for(database_url)
 
 
+def close_app(app) -> None:
+    """Stop following the registry, and close the app's database connections."""
+    app.extensions["model_follower"].stop()
+    app.extensions["user_store"].engine.dispose()
+
+
 @pytest.fixture
 def make_app():
     """create_app for a test's own settings (None: from the environment); the apps'
@@ -104,14 +111,14 @@ def make_app():
 
     yield make
     for made in apps:
-        made.extensions["user_store"].engine.dispose()
+        close_app(made)
 
 
 @pytest.fixture
 def app(app_config):
     app = create_app(app_config)
     yield app
-    app.extensions["user_store"].engine.dispose()
+    close_app(app)
 
 
 @pytest.fixture
@@ -151,6 +158,21 @@ def committed():
     from nomads_cluster.segmentation.model import load_model
 
     return load_model(DEFAULT_MODEL_DIR)
+
+
+def variant_of(model, version: str):
+    """Another version of ``model``: its profiles numbered round by one, so that it
+    moves users to other segments."""
+    card = model.card.model_copy(update={"version": version})
+    return model_from_profiles(card, np.roll(model.profiles, 1, axis=0), None, version)
+
+
+@pytest.fixture
+def candidate(app, committed):
+    """A candidate filed in the app's registry, which nobody serves."""
+    model = variant_of(committed, "c0ffee000001")
+    app.extensions["model_registry"].file(model, "tests")
+    return model
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def environment(monkeypatch, tmp_path):
         ("NOMADS_JWT_SECRET", "short-secret", "String should have at least 32 characters"),
         ("NOMADS_JWKS_URL", "file:///keys.json", "String should match pattern"),
         ("NOMADS_LOG_FORMAT", "xml", "Input should be 'json' or 'text'"),
-        ("NOMADS_MODEL_DIR", "/nowhere", "Value error, /nowhere is not a directory"),
+        ("NOMADS_MODEL_CHECK_SECONDS", "0", "Input should be greater than or equal to 0.1"),
         ("NOMADS_DATABASE_URL", "mysql://db/x", "Value error, must start with one of sqlite"),
         ("NOMADS_DRIFT_WINDOW", "0", "Input should be greater than or equal to 1"),
         ("NOMADS_DATABSE_URL", "postgresql://db/x", "unknown setting"),

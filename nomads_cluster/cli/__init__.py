@@ -1,7 +1,10 @@
 """The ``nomads-cluster`` command line.
 
-Commands that use the model or the store build the app with ``create_app()``: the
-same NOMADS_* (and DATABASE_URL) settings as the service.
+Commands that use the store or the model registry read the same NOMADS_* (and
+DATABASE_URL) settings as the service; none reads the working directory's model/
+except ``db upgrade``, which files it in an empty registry. Run it as
+``nomads-cluster ...`` or, where only the serving packages are installed (a Heroku
+one-off dyno), as ``python -m nomads_cluster ...``.
 """
 
 import click
@@ -14,6 +17,7 @@ def main() -> None:
     """nomads-cluster: segment the DigitalAndNomads users by interests."""
 
 
-for command in (model.train, model.import_model, model.churn, model.promote, model.heatmap,
+for command in (model.train, model.import_model, model.models, model.churn, model.shadow,
+                model.promote, model.rollback, model.heatmap,
                 data.ingest, data.assign, data.reassign, data.db):  # fmt: skip
     main.add_command(command)

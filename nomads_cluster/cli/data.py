@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..segmentation.model import DEFAULT_MODEL_DIR, ModelError, load_model
-from .service import counted, service, training_packages
+from .service import counted, database, registry, served_model, settings, training_packages
 
 BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a count
 
@@ -19,7 +19,7 @@ BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a c
 @click.argument("survey", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def ingest(survey: Path) -> None:
     """Load the answers of a survey export into the database (known answers skipped)."""
-    from ..store.users import StoreUnavailable, chosen_interests
+    from ..store.users import chosen_interests
 
     with training_packages("ingest"):
         from ..segmentation.survey import SurveyFormatError, read_survey_answers
@@ -39,11 +39,8 @@ def ingest(survey: Path) -> None:
         }
         for answer in answers
     ]
-    try:
-        with service() as app:
-            added = app.extensions["user_store"].add_responses(rows)
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    with database() as store:
+        added = store.add_responses(rows)
     click.echo(
         f"{survey.name}: {counted(added, 'new answer')} stored, {len(rows) - added} already known"
     )
@@ -93,8 +90,8 @@ def assign(
     if store:
         from ..store.users import StoreUnavailable
 
-        app = resources.enter_context(service())
-        model, user_store = app.extensions["segment_model"], app.extensions["user_store"]
+        models = resources.enter_context(registry())
+        model, user_store = served_model(models, "assigning"), models.store
         failures += (StoreUnavailable,)
         after_failure += " (the chunks before the failure stay stored)"
     else:  # the model alone: neither the web layer nor the database to load
@@ -139,7 +136,8 @@ def assign(
     help="Users scored and committed together.",
 )
 def reassign(batch_size: int) -> None:
-    """Re-score every stored user with the current model (NOMADS_MODEL_DIR).
+    """Re-score every stored user with the version the fleet serves (after `promote`
+    or `rollback`).
 
     Each batch is committed on its own, and each change is added to the user's
     history. Stopped midway, it can be run again: it goes on with the users not yet
@@ -152,10 +150,10 @@ def reassign(batch_size: int) -> None:
     def progress(report: ReassignReport) -> None:
         click.echo(f"  {report.reassigned} reassigned so far", err=True)
 
-    with service() as app:
-        model = app.extensions["segment_model"]
+    with registry() as models:
+        model = served_model(models, "reassigning")
         try:
-            report = reassign_users(app.extensions["user_store"], model, batch_size, progress)
+            report = reassign_users(models.store, model, batch_size, progress)
         except StoreUnavailable as exc:
             raise click.ClickException(
                 f"{exc}; the batches before were committed: run reassign again to go on"
@@ -177,9 +175,15 @@ def db() -> None:
 
 @db.command()
 def upgrade() -> None:
-    """Apply every migration the database lacks."""
+    """Apply every migration the database lacks; on a registry that serves no model
+    yet, file and serve the committed model/ (or NOMADS_MODEL_DIR)."""
     from ..store.migrations import upgrade as upgrade_schema
+    from ..store.registry import ModelRegistry
 
-    with service() as app:
-        before, after = upgrade_schema(app.extensions["user_store"].engine)
-    click.echo(f"database schema: {before or 'empty'} -> {after}")
+    with settings() as app, database() as store:
+        before, after = upgrade_schema(store.engine)
+        store.schema_revision = after
+        click.echo(f"database schema: {before or 'empty'} -> {after}")
+        first = ModelRegistry(store).serve_first(app.config["MODEL_DIR"])
+    if first is not None:
+        click.echo(f"the registry serves {first}, filed from {app.config['MODEL_DIR']}")

@@ -1,6 +1,7 @@
-"""What the commands share: the app as the service builds it (the same NOMADS_* and
-DATABASE_URL settings), the training packages they may lack, and their wording of
-counts."""
+"""What the commands share: the service's database and model registry (the same
+NOMADS_* and DATABASE_URL settings as the service), the one place where the service's
+errors become the command's error line, the training packages they may lack, and
+their wording of counts."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,21 +14,68 @@ from ..segmentation.model import ModelError
 if TYPE_CHECKING:
     from flask import Flask
 
+    from ..segmentation.model import SegmentModel
+    from ..store.registry import ModelRegistry
+    from ..store.users import UserStore
+
 
 @contextmanager
-def service() -> Iterator["Flask"]:
-    """The app as the service builds it; its database connections closed at the end."""
-    from .. import ConfigError, create_app
-    from ..store.users import StoreUnavailable
+def service_errors(after: str = "") -> Iterator[None]:
+    """Around a command's work: a wrong setting, a model that cannot be served or a
+    database out of reach ends the command with one line (and ``after``, what became
+    of the work), not a traceback."""
+    from ..settings import ConfigError
+    from ..store.engine import StoreUnavailable
 
     try:
-        app = create_app()
+        yield
     except (ConfigError, ModelError, StoreUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{exc}{after}") from None
+
+
+@contextmanager
+def settings() -> Iterator["Flask"]:
+    """The service's settings, validated, in an app without extensions."""
+    from .. import configured_app
+
+    with service_errors():
+        yield configured_app()
+
+
+@contextmanager
+def database() -> Iterator["UserStore"]:
+    """The service's store (DATABASE_URL, default SQLite in the instance folder); its
+    connections closed at the end."""
+    from ..store.users import open_store
+
+    with settings() as app, service_errors():
+        store = open_store(app.config, app.instance_path)
     try:
-        yield app
+        yield store
     finally:
-        app.extensions["user_store"].engine.dispose()
+        store.engine.dispose()
+
+
+@contextmanager
+def registry() -> Iterator["ModelRegistry"]:
+    """The model registry in the service's database."""
+    from ..store.registry import ModelRegistry
+
+    with database() as store, service_errors():
+        yield ModelRegistry(store)
+
+
+def served_model(models: "ModelRegistry", doing: str) -> "SegmentModel":
+    """The version the fleet serves, loaded, and a line on stderr that says it is the
+    one ``doing`` uses."""
+    version = models.served()
+    if version is None:
+        raise click.ClickException(
+            "the registry serves no model yet: run `nomads-cluster db upgrade` first"
+        )
+    model = models.load(version)
+    click.echo(f"{doing} with model {version}, the version the fleet serves", err=True)
+    return model
 
 
 # The `train` extra: what training and file work import, and serving never does.

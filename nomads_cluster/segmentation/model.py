@@ -1,19 +1,20 @@
 """The segmentation model: loading ``model.pkl`` safely, and scoring users with it.
 
+The service serves the versions filed in its database's registry
+(``store/registry.py``), built from their profiles as numbers by
+``model_from_profiles``; a model directory (model.pkl, model.json) is what training
+writes and what the registry files.
+
 A pickle is code, so the service unpickles ``model.pkl`` only when its sha256 matches
 the model card, and even then only the few classes an NMF model file holds: the NMF
 estimator is read into a plain stand-in, which also keeps scikit-learn (and its
 start-up time and memory) out of the serving processes.
 """
 
-import functools
 import hashlib
 import io
-import logging
-import os
 import pickle
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,13 @@ from .scoring import CentroidScorer, SegmentScorer, assign_segments
 MODEL_FILE = "model.pkl"
 CARD_FILE = "model.json"
 HEATMAP_FILE = "heatmap.png"
-CURRENT_FILE = "CURRENT"  # in a registry of versions: the name of the one to serve
 VERSION_PATTERN = re.compile(r"[0-9a-f]{12}")
 TOP_REASONS = 3  # interests that explain an answer
-# The working directory's model/: the repository's root, where the Procfile, the image's
-# WORKDIR and the commands run; not the package's own place, which is site-packages
-# once it is installed. NOMADS_MODEL_DIR names another.
+# The committed model: the working directory's model/, the repository's root where the
+# Procfile, the image's WORKDIR and the release phase run; not the package's own place,
+# which is site-packages once it is installed. The registry files it on a database that
+# serves no version yet; NOMADS_MODEL_DIR names another.
 DEFAULT_MODEL_DIR = Path("model").resolve()
-log = logging.getLogger(__name__)
 
 
 class ModelError(RuntimeError):
@@ -141,8 +141,14 @@ class SegmentModel:
     numbers the app knows, so they need not be 1..n in component order.
     """
 
-    def __init__(self, card: ModelCard, scorer: SegmentScorer | CentroidScorer, directory: Path):
-        self.card, self.scorer, self.directory = card, scorer, directory
+    def __init__(
+        self,
+        card: ModelCard,
+        scorer: SegmentScorer | CentroidScorer,
+        heatmap_png: bytes | None = None,
+    ):
+        self.card, self.scorer = card, scorer
+        self.heatmap_png = heatmap_png  # the heatmap drawn with the model, if any
         self.numbers = tuple(segment.segment for segment in card.segments)
         self.score_keys = tuple(str(number) for number in self.numbers)  # JSON object keys
         # Component positions in segment-number order: answers list scores by number.
@@ -154,13 +160,10 @@ class SegmentModel:
     def version(self) -> str:
         return self.card.version
 
-    @functools.cached_property
-    def heatmap_png(self) -> bytes | None:
-        """The heatmap drawn beside the model, read once (a few dozen KB), or None."""
-        try:
-            return (self.directory / HEATMAP_FILE).read_bytes()
-        except FileNotFoundError:
-            return None
+    @property
+    def profiles(self) -> np.ndarray:
+        """The segments' interest profiles (NMF components, k-means centroids)."""
+        return self.scorer.components
 
     @property
     def n_segments(self) -> int:
@@ -219,89 +222,26 @@ def load_model(model_dir: str | Path) -> SegmentModel:
             f"refusing to unpickle {model_path}: its sha256 {actual} differs from "
             f"{expected} in {card_path.name}"
         )
-    if tuple(card.feature_columns) != INTEREST_KEYS:
-        raise ModelError(f"{card_path}: feature_columns are not the 26 interests in order")
     profiles = read_profiles(raw, str(model_path), card.algorithm)
+    try:
+        heatmap_png = (model_dir / HEATMAP_FILE).read_bytes()
+    except FileNotFoundError:
+        heatmap_png = None
+    return model_from_profiles(card, profiles, heatmap_png, str(model_dir))
+
+
+def model_from_profiles(
+    card: ModelCard, profiles: np.ndarray, heatmap_png: bytes | None, origin: str
+) -> SegmentModel:
+    """A model from its card and its segments' profiles as numbers: what a model
+    directory's pickle holds, and what the registry files."""
+    if tuple(card.feature_columns) != INTEREST_KEYS:
+        raise ModelError(f"{origin}: feature_columns are not the 26 interests in order")
+    profiles = np.asarray(profiles, dtype=np.float64)
     if profiles.shape != (card.n_components, len(INTEREST_KEYS)):
-        raise ModelError(f"{model_path}: profiles of shape {profiles.shape} do not fit the card")
-    return SegmentModel(card=card, scorer=_scorer(card, profiles), directory=model_dir)
-
-
-def current_model_dir(location: str | Path) -> Path:
-    """The directory of the model to serve: ``location`` itself, or, when it is a
-    registry of versions, the version its CURRENT file names."""
-    location = Path(location)
-    pointer = location / CURRENT_FILE
-    if not pointer.exists():
-        return location
-    version = pointer.read_text().strip()
-    if not VERSION_PATTERN.fullmatch(version):
-        raise ModelError(f"{pointer} names no model version: {version!r}")
-    return location / version
-
-
-def promote(registry: str | Path, version: str) -> str | None:
-    """Make ``version`` the registry's current model; the version it replaces.
-
-    The model is loaded (so checked) first; CURRENT is replaced atomically, so a
-    server checking it reads the old name or the new one, never half of one.
-    """
-    registry = Path(registry)
-    if not VERSION_PATTERN.fullmatch(version):
-        raise ModelError(f"{version!r} is not a model version (12 hex digits)")
-    if not (registry / version).is_dir():
-        filed = sorted(p.name for p in registry.iterdir() if VERSION_PATTERN.fullmatch(p.name))
-        raise ModelError(
-            f"{registry} has no version {version}; "
-            + (f"versions there: {', '.join(filed)}" if filed else "it holds no version yet")
-        )
-    load_model(registry / version)
-    pointer = registry / CURRENT_FILE
-    previous = pointer.read_text().strip() if pointer.exists() else None
-    staged = registry / f".{CURRENT_FILE}.{os.getpid()}"
-    staged.write_text(version + "\n")
-    os.replace(staged, pointer)
-    return previous
-
-
-class ModelSource:
-    """The served model, which follows a registry's CURRENT file while serving.
-
-    Each worker checks the file's identity at most every ``check_seconds``, before a
-    request; when it names another version, the worker loads it and swaps it in for
-    the next requests (a request in flight keeps the model it started with). A version
-    that fails to load is logged and the served one stays.
-    """
-
-    def __init__(self, location: str | Path, check_seconds: float):
-        self.location = Path(location)
-        self.check_seconds = check_seconds
-        self.model = load_model(current_model_dir(self.location))
-        self._stamp = self._pointer_stamp()
-        self._next_check = time.monotonic() + check_seconds
-
-    def _pointer_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            status = (self.location / CURRENT_FILE).stat()
-        except FileNotFoundError:
-            return None  # a plain model directory, or no CURRENT yet
-        return status.st_ino, status.st_mtime_ns, status.st_size
-
-    def refresh(self, force: bool = False) -> SegmentModel:
-        """The model to serve now, after swapping in a newly promoted one."""
-        now = time.monotonic()
-        if not force and now < self._next_check:
-            return self.model
-        self._next_check = now + self.check_seconds
-        stamp = self._pointer_stamp()
-        if stamp is None or (stamp == self._stamp and not force):
-            return self.model
-        self._stamp = stamp
-        try:
-            directory = current_model_dir(self.location)
-            if directory.name != self.model.version:
-                previous, self.model = self.model, load_model(directory)
-                log.info("now serving model %s (was %s)", self.model.version, previous.version)
-        except (ModelError, OSError) as exc:
-            log.error("keeping model %s: %s", self.model.version, exc)
-        return self.model
+        raise ModelError(f"{origin}: profiles of shape {profiles.shape} do not fit the card")
+    try:
+        scorer = _scorer(card, profiles)
+    except ValueError as exc:
+        raise ModelError(f"{origin}: {exc}") from None
+    return SegmentModel(card=card, scorer=scorer, heatmap_png=heatmap_png)

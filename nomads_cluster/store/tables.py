@@ -86,3 +86,62 @@ survey_responses = sa.Table(
     sa.Column("source_file", sa.String(255), nullable=False),
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# The model registry (store/registry.py): every version filed, which the whole fleet
+# reads. A filed version is never altered (migration 0005's trigger refuses it): its
+# card and its segments' profiles as numbers, checked against parameters_sha256.
+VERSION = sa.String(12)
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("version", VERSION, primary_key=True),
+    sa.Column("card", sa.JSON, nullable=False),  # model.json
+    sa.Column("profiles", sa.JSON, nullable=False),  # components or centroids, as numbers
+    sa.Column("parameters_sha256", sa.String(64), nullable=False),  # of card and profiles
+    sa.Column("heatmap", sa.LargeBinary),  # heatmap.png, if drawn
+    sa.Column("filed_by", sa.String(255), nullable=False),
+    sa.Column("filed_at", sa.DateTime(timezone=True), nullable=False),
+)
+# Which version the fleet serves: the newest row. ``previous`` is what a rollback from
+# that row serves again.
+model_promotions = sa.Table(
+    "model_promotions",
+    metadata,
+    sa.Column("id", BIG_ID, primary_key=True),
+    sa.Column("version", VERSION, sa.ForeignKey("model_versions.version"), nullable=False),
+    sa.Column("previous", VERSION),
+    sa.Column("action", sa.String(16), nullable=False),  # first, promote, rollback
+    sa.Column("promoted_by", sa.String(255), nullable=False),
+    sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=False),
+)
+# Candidates scored beside the served model on live traffic: the one whose stopped_at
+# is null is shadowed now.
+model_shadows = sa.Table(
+    "model_shadows",
+    metadata,
+    sa.Column("version", VERSION, sa.ForeignKey("model_versions.version"), primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("stopped_at", sa.DateTime(timezone=True)),
+)
+# What a shadowed candidate answered beside the served model, summed over the fleet:
+# requests per (served segment, candidate segment).
+shadow_agreement = sa.Table(
+    "shadow_agreement",
+    metadata,
+    sa.Column("shadow_version", VERSION, primary_key=True),
+    sa.Column("served_version", VERSION, primary_key=True),
+    sa.Column("served_segment", sa.Integer, primary_key=True),
+    sa.Column("shadow_segment", sa.Integer, primary_key=True),
+    sa.Column("requests", BIG_ID, nullable=False),
+)
+# The latest churn measured of a version: how many stored users it would move.
+model_churn = sa.Table(
+    "model_churn",
+    metadata,
+    sa.Column("version", VERSION, sa.ForeignKey("model_versions.version"), primary_key=True),
+    sa.Column("measured_against", VERSION, nullable=False),
+    sa.Column("users", BIG_ID, nullable=False),
+    sa.Column("changed", BIG_ID, nullable=False),
+    sa.Column("moves", sa.JSON, nullable=False),  # [{"from", "to", "users"}]
+    sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -5,7 +5,7 @@ through psycopg 3 (``engine.py``). The schema is Alembic's (``migrations/``): ap
 ``nomads-cluster db upgrade``, and at start-up when the database is empty.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -105,6 +105,7 @@ class UserStore:
     def __init__(self, engine: Engine, timeout: float = 3, room_size: int = 250):
         self.engine = engine
         self.room_size = room_size
+        self.schema_revision: str | None = None  # as found at start-up (open_store)
         self._neighbours = NeighbourIndex()
         self._writer_lock = writer_lock(engine, timeout)
         # Upserts and insert-or-skip are dialect-specific statements.
@@ -121,7 +122,7 @@ class UserStore:
             return self._autocommit.connect()
         return self.engine.begin() if write else self.engine.connect()
 
-    def _run(self, work: Any, *, write: bool, autocommit: bool = False) -> Any:
+    def run(self, work: Any, *, write: bool, autocommit: bool = False) -> Any:
         """``work(connection)``, in a transaction if it writes; without one if it is a
         single statement (``autocommit``: atomic alone, and no BEGIN and COMMIT)."""
         attempts = 1
@@ -147,7 +148,7 @@ class UserStore:
         rows = [record.as_row() for record in records]
         write = self._writer.write
         if not any(row["city_key"] for row in rows):
-            self._run(
+            self.run(
                 lambda conn: write(conn, rows), write=True, autocommit=self._writer.one_statement
             )
             return [None] * len(rows)
@@ -157,11 +158,11 @@ class UserStore:
             write(conn, rows)
             return placed
 
-        return self._run(work, write=True)
+        return self.run(work, write=True)
 
     def current(self, user_id: str) -> Assignment | None:
         query = sa.select(assignments).where(assignments.c.user_id == user_id)
-        row = self._run(lambda conn: conn.execute(query).first(), write=False)
+        row = self.run(lambda conn: conn.execute(query).first(), write=False)
         return None if row is None else Assignment.from_row(row)
 
     def history(self, user_id: str, limit: int) -> list[Assignment]:
@@ -172,7 +173,7 @@ class UserStore:
             .order_by(assignment_history.c.id.desc())
             .limit(limit)
         )
-        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        rows = self.run(lambda conn: conn.execute(query).all(), write=False)
         return [Assignment.from_row(row) for row in rows]
 
     def stale(self, model_version: str, after: str | None, limit: int) -> list[Assignment]:
@@ -186,7 +187,7 @@ class UserStore:
         query = sa.select(assignments).where(condition).order_by(assignments.c.user_id)
         if after is not None:
             query = query.where(assignments.c.user_id > after)
-        rows = self._run(lambda conn: conn.execute(query.limit(limit)).all(), write=False)
+        rows = self.run(lambda conn: conn.execute(query.limit(limit)).all(), write=False)
         return [Assignment.from_row(row) for row in rows]
 
     def replace_unchanged(
@@ -215,7 +216,7 @@ class UserStore:
                 conn.execute(assignment_history.insert(), [new.as_row() for _, new in applied])
             return applied
 
-        return self._run(work, write=True)
+        return self.run(work, write=True)
 
     def recent_segments(
         self, model_version: str, window: int, sources: Sequence[str]
@@ -231,7 +232,7 @@ class UserStore:
             .subquery()
         )
         query = sa.select(latest.c.cluster, sa.func.count()).group_by(latest.c.cluster)
-        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        rows = self.run(lambda conn: conn.execute(query).all(), write=False)
         return {segment: count for segment, count in rows}
 
     def erase(self, user_id: str) -> bool:
@@ -247,7 +248,7 @@ class UserStore:
                 conn.execute(store_state.update().values(erasures=store_state.c.erasures + 1))
             return erased.rowcount + gone.rowcount
 
-        return self._run(work, write=True) > 0
+        return self.run(work, write=True) > 0
 
     def similar(
         self, user_id: str, k: int, same_city: bool
@@ -272,7 +273,7 @@ class UserStore:
             ).all()
             return row, found, rows
 
-        result = self._run(work, write=False)
+        result = self.run(work, write=False)
         if result is None:
             return None
         row, found, rows = result
@@ -292,21 +293,21 @@ class UserStore:
             .order_by(assignments.c.user_no)
             .limit(limit)
         )
-        rows = self._run(lambda conn: conn.execute(query).all(), write=False)
+        rows = self.run(lambda conn: conn.execute(query).all(), write=False)
         columns = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
         return columns[:, 0], columns[:, 1], columns[:, 2]
 
     def count_users(self) -> int:
         query = sa.select(sa.func.count()).select_from(assignments)
-        return self._run(lambda conn: conn.execute(query).scalar_one(), write=False)
+        return self.run(lambda conn: conn.execute(query).scalar_one(), write=False)
 
     def rooms(self, city_key: str | None, after: str | None, limit: int) -> list[sa.Row]:
         """Rooms (id, city, segment, members), by id; of one city's key, or all."""
-        return self._run(lambda conn: room_counts(conn, city_key, after, limit), write=False)
+        return self.run(lambda conn: room_counts(conn, city_key, after, limit), write=False)
 
     def room(self, room_id: str) -> sa.Row | None:
         """The room (id, city, segment, members), or None."""
-        found = self._run(lambda conn: room_counts(conn, None, None, 1, room_id), write=False)
+        found = self.run(lambda conn: room_counts(conn, None, None, 1, room_id), write=False)
         return found[0] if found else None
 
     def room_members(self, room_id: str, after: str | None, limit: int) -> list[Assignment]:
@@ -316,13 +317,13 @@ class UserStore:
     def room_to_join(self, city_key: str, segment: int) -> tuple[str, str | None]:
         """The room a user of this city and segment would join now: its id, and its
         city as written (None when it is not opened yet)."""
-        return self._run(
+        return self.run(
             lambda conn: room_to_join(conn, city_key, segment, self.room_size), write=False
         )
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
-        self._run(lambda conn: conn.execute(sa.text("SELECT 1")), write=False)
+        self.run(lambda conn: conn.execute(sa.text("SELECT 1")), write=False)
 
     def add_responses(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert survey answers, skipping those already stored; the number inserted."""
@@ -339,13 +340,13 @@ class UserStore:
             after = conn.execute(sa.select(sa.func.count()).select_from(survey_responses))
             return after.scalar_one() - count
 
-        return self._run(work, write=True)
+        return self.run(work, write=True)
 
     def response_features(self) -> tuple[np.ndarray, list[str]]:
         """Every stored survey answer as a 0/1 matrix (in ingestion order), with the
         answers' hashes in the same order."""
         query = sa.select(survey_responses.c.interests, survey_responses.c.answer_sha256)
-        rows = self._run(
+        rows = self.run(
             lambda conn: conn.execute(query.order_by(survey_responses.c.id)).all(), write=False
         )
         features = np.array(
@@ -358,15 +359,16 @@ def default_database_url(instance_path: str) -> str:
     return f"sqlite:///{Path(instance_path) / SQLITE_FILE}"
 
 
-def init_app(app: Flask) -> None:
-    """Connect to DATABASE_URL (default: SQLite in the instance folder) and make sure
-    the schema is there: an empty database gets every migration."""
+def open_store(config: Mapping[str, Any], instance_path: str) -> UserStore:
+    """The store of DATABASE_URL (default: SQLite in the instance folder), its schema
+    made sure of: an empty database gets every migration."""
     from .migrations import prepare_schema
 
-    url = app.config.get("DATABASE_URL") or default_database_url(app.instance_path)
-    engine = create_store_engine(url, float(app.config["DATABASE_TIMEOUT"]))
+    url = config.get("DATABASE_URL") or default_database_url(instance_path)
+    timeout = float(config["DATABASE_TIMEOUT"])
+    engine = create_store_engine(url, timeout)
     try:
-        prepare_schema(engine)
+        revision = prepare_schema(engine)
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(
             f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
@@ -374,8 +376,13 @@ def init_app(app: Flask) -> None:
         ) from None
     finally:
         engine.dispose()  # no connection of the start-up survives into forked workers
-    timeout = float(app.config["DATABASE_TIMEOUT"])
-    app.extensions["user_store"] = UserStore(engine, timeout, int(app.config["ROOM_SIZE"]))
+    store = UserStore(engine, timeout, int(config["ROOM_SIZE"]))
+    store.schema_revision = revision
+    return store
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["user_store"] = open_store(app.config, app.instance_path)
 
 
 def get_store() -> UserStore:

@@ -19,7 +19,6 @@ from ..schemas import (
     Explanation,
     Health,
     InterestContribution,
-    ModelReloaded,
     Room,
     SegmentDrift,
     SegmentsOverview,
@@ -155,6 +154,10 @@ def cluster() -> Response:
     # Committed before the answer: no acknowledged loss.
     (placed,) = get_committer().save([record])
     count_assignments([record.cluster], "api")
+    follower = served_model.get_follower()
+    if follower.shadow is not None:
+        features = encode_interests(dict.fromkeys(record.interests, True))
+        follower.compare(served_model.get_model(), features, [record.cluster])
     return json_response(_with_room(answer, placed))
 
 
@@ -213,6 +216,7 @@ def cluster_batch() -> Response:
         ]
         placed = get_committer().save(records)
         count_assignments([record.cluster for record in records], "batch")
+        served_model.get_follower().compare(model, features, segments.tolist())
     for (index, _), record, user_features, room in zip(
         valid, records, features, placed, strict=True
     ):
@@ -391,28 +395,28 @@ def erase_user(user_id: str) -> Response:
     return Response(status=204)
 
 
-@bp.post("/admin/model/reload")
-@requires_key("admin")
-def reload_model() -> Response:
-    """Serve the registry's current model now, in the worker that answers (every worker
-    follows by itself within MODEL_CHECK_SECONDS)."""
-    model = current_app.extensions["model_source"].refresh(force=True)
-    current_app.extensions["segment_model"] = model
-    return json_response(ModelReloaded(model_version=model.version))
-
-
 @bp.get("/health")
 def health() -> Response:
-    """200 when the service can assign; 503 when its store is down."""
+    """200 when the service can assign (degraded when it serves a model other than
+    the registry's); 503 when its store is down."""
     model_version = served_model.get_model().version
+    refused = served_model.get_follower().refused
     try:
         get_store().ping()
     except StoreUnavailable as exc:
         STORE_ERRORS.inc()
-        down = Health(status="degraded", model_version=model_version, store="down", detail=str(exc))
+        down = Health(
+            status="degraded",
+            model_version=model_version,
+            store="down",
+            detail=str(exc),
+            model_detail=refused,
+        )
         response = json_response(down, 503, exclude_none=True)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+    status = "ok" if refused is None else "degraded"
     return json_response(
-        Health(status="ok", model_version=model_version, store="ok"), exclude_none=True
+        Health(status=status, model_version=model_version, store="ok", model_detail=refused),
+        exclude_none=True,
     )

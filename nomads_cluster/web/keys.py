@@ -2,7 +2,7 @@
 
 - ``read``: a user's assignment, interests and history. The read key
   (``NOMADS_READ_API_KEY``), for the app's back end, or the admin key.
-- ``admin``: erasure and model reloads. The admin key (``NOMADS_API_KEY``) only.
+- ``admin``: erasure. The admin key (``NOMADS_API_KEY``) only.
 
 A route whose keys are none of them configured is turned off (403): personal data is
 never served to anyone because a key was forgotten. The app's contract (``/cluster``,

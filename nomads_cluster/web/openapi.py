@@ -274,20 +274,14 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=[_USER_ID], key="admin",
     ),
     Operation(
-        "post", "/admin/model/reload", "Serve the registry's current model now", "service",
-        {
-            200: ("The version this worker now serves.", schemas.ModelReloaded),
-            **_key_problems("admin"),
-        },
-        key="admin",
-    ),
-    Operation(
         "get", "/metrics", "Prometheus metrics of every worker", "service",
         {200: ("Prometheus text format.", None), **_STORE_DOWN}, media_type="text/plain",
     ),
     Operation(
         "get", "/health", "Whether the service can assign", "service",
-        {200: ("It can.", schemas.Health), 503: ("The store is down.", schemas.Health)},
+        {200: ("It can (degraded: it could not load the model the registry serves, and "
+               "keeps serving the one it had).", schemas.Health),
+         503: ("The store is down.", schemas.Health)},
     ),
 )  # fmt: skip
 

@@ -1,14 +1,33 @@
-"""The model the app serves: loaded at start-up, handed to each request, and swapped
-for a newly promoted one between requests (``segmentation.model.ModelSource``).
+"""The model the app serves: the version the registry serves, loaded at start-up,
+handed to each request, and swapped between requests when the fleet's registry
+(``store/registry.py``) promotes or rolls back another; and the candidate shadowed
+beside it on live traffic.
 
-Here, not in ``segmentation``, so that the command line's offline work imports neither
-Flask nor the metrics to load a model.
+Each worker process follows the registry from a thread of its own (a greenlet under
+gevent): on PostgreSQL it LISTENs for the registry's notifications and reads the
+registry as soon as one arrives; on any database it also reads it every
+MODEL_CHECK_SECONDS, which covers SQLite and a notification connection that has
+stalled or dropped. The request path only reads an attribute.
 """
 
-from flask import Flask, current_app
+import contextlib
+import logging
+import os
+import threading
+from collections import Counter
+from typing import Any
 
+import numpy as np
+from flask import Flask, current_app
+from sqlalchemy.engine import Engine
+
+from ..metrics.registry import Counter as MetricCounter
 from ..metrics.registry import Gauge
-from ..segmentation.model import ModelSource, SegmentModel
+from ..segmentation.model import ModelError, SegmentModel
+from ..store.registry import CHANNEL, ModelRegistry
+from ..store.users import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 MODEL_INFO = Gauge(
     "nomads_model_info",
@@ -16,19 +35,183 @@ MODEL_INFO = Gauge(
     ["version"],
     multiprocess_mode="liveall",
 )
+SHADOW_ANSWERS = MetricCounter(
+    "nomads_shadow_answers",
+    "Answers of the shadowed candidate beside the served model, by agreement.",
+    ["shadow_version", "agreed"],
+)
+
+
+class ModelFollower:
+    """The served model (and the shadowed candidate) of one process, following the
+    registry. A version that fails to load here is refused with a log line, and the
+    one served before stays: ``refused`` says which and why (``/health``)."""
+
+    def __init__(self, registry: ModelRegistry, check_seconds: float):
+        self.registry = registry
+        self.check_seconds = check_seconds
+        served, shadowed = registry.following()
+        if served is None:
+            raise ModelError("the registry serves no model: run `nomads-cluster db upgrade`")
+        self.model = registry.load(served)
+        self.shadow: SegmentModel | None = None
+        self.refused: str | None = None  # why the registry's served version is not served
+        self._wanted = (served, None)  # the versions last read from the registry
+        self._agreement: Counter = Counter()  # this process's shadow answers, not yet added
+        self._load_shadow(shadowed)
+        self._pid: int | None = None
+        self._stopped = threading.Event()
+
+    # The request path
+
+    def start_in_this_process(self) -> None:
+        """Follow the registry from this process (after a fork, anew)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._agreement = Counter()  # the parent's uncounted answers are its own
+            threading.Thread(target=self._follow, name="model-follower", daemon=True).start()
+
+    def compare(self, served: SegmentModel, features: np.ndarray, segments: list[int]) -> None:
+        """Score users (one feature vector, or a matrix) with the shadowed candidate, if
+        any, and count its agreement with the ``segments`` that ``served`` gave them.
+        Never changes an answer."""
+        shadow = self.shadow
+        if shadow is None:
+            return
+        if features.ndim == 1:
+            segment, _ = shadow.assign_user(features)
+            pairs = [(segments[0], segment)]
+        else:
+            candidate, _ = shadow.assign_users(features)
+            pairs = list(zip(segments, candidate.tolist(), strict=True))
+        for pair in pairs:
+            self._agreement[(shadow.version, served.version, *pair)] += 1
+        agreed = sum(1 for old, new in pairs if old == new)
+        if agreed:
+            SHADOW_ANSWERS.labels(shadow_version=shadow.version, agreed="yes").inc(agreed)
+        if len(pairs) > agreed:
+            SHADOW_ANSWERS.labels(shadow_version=shadow.version, agreed="no").inc(
+                len(pairs) - agreed
+            )
+
+    # The following thread
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _follow(self) -> None:
+        listener = NotificationListener(self.registry.store.engine)
+        try:
+            while not self._stopped.is_set():
+                listener.wait(self.check_seconds, self._stopped)
+                if self._stopped.is_set():
+                    return
+                self.check()
+        finally:
+            listener.close()
+
+    def check(self) -> None:
+        """Read the registry and swap in what it now serves and shadows; add this
+        process's shadow answers to the fleet's counts."""
+        try:
+            self._flush_agreement()
+            served, shadowed = self.registry.following()
+        except StoreUnavailable as exc:
+            log.warning("cannot read the model registry, serving %s: %s", self.model.version, exc)
+            return
+        if (served, shadowed) == self._wanted:
+            return
+        self._wanted = (served, shadowed)
+        if served is not None and served != self.model.version:
+            try:
+                model = self.registry.load(served)
+            except (ModelError, StoreUnavailable) as exc:
+                self.refused = f"the registry serves {served}, refused here: {exc}"
+                log.error(
+                    "refusing model %s promoted in the registry, still serving %s: %s",
+                    served,
+                    self.model.version,
+                    exc,
+                )
+            else:
+                previous, self.model, self.refused = self.model, model, None
+                log.info("now serving model %s (was %s)", model.version, previous.version)
+        elif served == self.model.version:
+            self.refused = None
+        self._load_shadow(shadowed)
+
+    def _load_shadow(self, version: str | None) -> None:
+        if version is None or (self.shadow is not None and self.shadow.version == version):
+            self.shadow = None if version is None else self.shadow
+            return
+        try:
+            self.shadow = self.registry.load(version)
+        except (ModelError, StoreUnavailable) as exc:
+            self.shadow = None
+            log.error("cannot shadow model %s: %s", version, exc)
+
+    def _flush_agreement(self) -> None:
+        counts, self._agreement = self._agreement, Counter()
+        try:
+            self.registry.add_agreement(counts)
+        except StoreUnavailable:
+            self._agreement.update(counts)  # added at the next check
+            raise
+
+
+class NotificationListener:
+    """Waits for the registry's notifications on a connection of its own (PostgreSQL);
+    on SQLite, or while that connection is down, waiting is sleeping."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._connection: Any = None
+
+    def wait(self, seconds: float, stopped: threading.Event) -> None:
+        """Until a notification arrives or ``seconds`` have passed."""
+        if self.engine.dialect.name != "postgresql":
+            stopped.wait(seconds)
+            return
+        try:
+            connection = self._connection or self._listen()
+            for _ in connection.notifies(timeout=seconds, stop_after=1):
+                pass
+        except Exception as exc:  # any failure of the link: poll, and listen anew later
+            log.warning("model notifications interrupted, polling the registry: %s", exc)
+            self.close()
+            stopped.wait(seconds)
+
+    def _listen(self) -> Any:
+        pooled = self.engine.raw_connection()  # with the engine's timeouts
+        self._connection = connection = pooled.driver_connection
+        pooled.detach()  # the listener's alone, never back in the pool
+        connection.autocommit = True
+        connection.execute(f"LISTEN {CHANNEL}")
+        return connection
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing to close cleanly
+                connection.close()
 
 
 def init_app(app: Flask) -> None:
-    """Load the model named by the MODEL_DIR setting, and follow its promotions."""
-    source = ModelSource(app.config["MODEL_DIR"], float(app.config["MODEL_CHECK_SECONDS"]))
-    app.extensions["model_source"] = source
-    app.extensions["segment_model"] = source.model
+    """Serve the registry's version, filing NOMADS_MODEL_DIR's model first on a
+    registry that serves none, and follow the registry's promotions."""
+    registry = ModelRegistry(app.extensions["user_store"])
+    registry.serve_first(app.config["MODEL_DIR"])
+    follower = ModelFollower(registry, float(app.config["MODEL_CHECK_SECONDS"]))
+    app.extensions["model_registry"] = registry
+    app.extensions["model_follower"] = follower
+    app.extensions["segment_model"] = follower.model
     served: dict[str, str | None] = {"version": None}  # per process: copied at fork
 
     @app.before_request
-    def follow_promotions() -> None:
+    def serve_the_registrys_model() -> None:
+        follower.start_in_this_process()
         # One model per request: swapped between requests only.
-        model = app.extensions["segment_model"] = source.refresh()
+        model = app.extensions["segment_model"] = follower.model
         if model.version != served["version"]:
             if served["version"] is not None:
                 MODEL_INFO.labels(version=served["version"]).set(0)
@@ -38,3 +221,7 @@ def init_app(app: Flask) -> None:
 
 def get_model() -> SegmentModel:
     return current_app.extensions["segment_model"]
+
+
+def get_follower() -> ModelFollower:
+    return current_app.extensions["model_follower"]

@@ -20,10 +20,12 @@ def model():
 
 
 @pytest.fixture
-def cli_env(monkeypatch, database_url):
-    """The command line on the test database."""
+def cli_env(monkeypatch, database_url, runner):
+    """The command line on the test database, migrated as a release phase does."""
     monkeypatch.setenv("NOMADS_DATABASE_URL", database_url)
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    upgraded = runner.invoke(main, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
     return database_url
 
 
@@ -298,12 +300,19 @@ def test_train_on_a_missing_survey_says_which(runner, tmp_path):
     assert f"{missing} is not a file" in result.output
 
 
-def test_db_upgrade_reports_the_revision(runner, cli_env):
+def test_db_upgrade_reports_the_revision_and_serves_the_committed_model_once(
+    runner, database_url, monkeypatch, committed
+):
     from nomads_cluster.store.migrations import head_revision
 
-    result = runner.invoke(main, ["db", "upgrade"])
-    assert result.exit_code == 0, result.output
-    assert result.output.strip().endswith(f"-> {head_revision()}")
+    monkeypatch.setenv("NOMADS_DATABASE_URL", database_url)
+    first = runner.invoke(main, ["db", "upgrade"])
+    assert first.exit_code == 0, first.output
+    lines = first.output.splitlines()
+    assert lines[0].endswith(f"-> {head_revision()}")
+    assert lines[1] == f"the registry serves {committed.version}, filed from {DEFAULT_MODEL_DIR}"
+    again = runner.invoke(main, ["db", "upgrade"])
+    assert again.output.splitlines() == [f"database schema: {head_revision()} -> {head_revision()}"]
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "\uff14", "0", "99", "four"])

@@ -437,7 +437,7 @@ def test_a_write_failed_by_a_deadlock_is_run_again_and_other_failures_are_not(st
             raise sa.exc.OperationalError("UPDATE rooms ...", {}, Deadlock("deadlock detected"))
         return "written"
 
-    assert store._run(deadlocked_once, write=True) == "written"
+    assert store.run(deadlocked_once, write=True) == "written"
     assert len(attempts) == 2
 
     def unreachable(conn):
@@ -446,5 +446,5 @@ def test_a_write_failed_by_a_deadlock_is_run_again_and_other_failures_are_not(st
 
     attempts.clear()
     with pytest.raises(StoreUnavailable):
-        store._run(unreachable, write=True)
+        store.run(unreachable, write=True)
     assert len(attempts) == 1

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # Migrations of several processes starting on one empty PostgreSQL database queue here.
 _LOCK_KEY = 0x6E6F6D616473  # "nomads"
 MIGRATION_LOCK_SECONDS = 60  # how long a process waits for another's migrations
-HEAD_REVISION = "0004"  # the last of versions/ (a test checks it is Alembic's head)
+HEAD_REVISION = "0005"  # the last of versions/ (a test checks it is Alembic's head)
 
 
 def alembic_config(connection: sa.Connection | None = None) -> "Config":
@@ -71,8 +71,9 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
         return _upgrade(engine, revision)
 
 
-def prepare_schema(engine: Engine) -> None:
-    """At start-up: migrate an empty database; warn when a used one is behind the code."""
+def prepare_schema(engine: Engine) -> str | None:
+    """At start-up: migrate an empty database; warn when a used one is behind the code.
+    The revision the database is at."""
     with _migrating_alone(engine):
         with engine.connect() as connection:
             current = _current_revision(connection)
@@ -81,7 +82,7 @@ def prepare_schema(engine: Engine) -> None:
             before, after = _upgrade(engine, "head")
             if before is None:
                 log.info("created the store's schema (revision %s)", after)
-            return
+            return after
     if current != HEAD_REVISION:
         log.warning(
             "the database schema is at revision %s, this code expects %s: "
@@ -89,3 +90,4 @@ def prepare_schema(engine: Engine) -> None:
             current,
             HEAD_REVISION,
         )
+    return current
