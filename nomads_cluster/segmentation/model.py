@@ -237,7 +237,9 @@ def model_from_profiles(
     directory's pickle holds, and what the registry files."""
     if tuple(card.feature_columns) != INTEREST_KEYS:
         raise ModelError(f"{origin}: feature_columns are not the 26 interests in order")
-    profiles = np.asarray(profiles, dtype=np.float64)
+    # One memory layout whatever the source (a pickle's arrays are often Fortran-ordered):
+    # the scorer's matrix products, and so its last bits, are then the same.
+    profiles = np.ascontiguousarray(profiles, dtype=np.float64)
     if profiles.shape != (card.n_components, len(INTEREST_KEYS)):
         raise ModelError(f"{origin}: profiles of shape {profiles.shape} do not fit the card")
     try:

@@ -152,20 +152,22 @@ class ModelRegistry:
             "filed_by": filed_by,
             "filed_at": datetime.now(UTC),
         }
-        insert = self._insert(model_versions).on_conflict_do_nothing(
-            index_elements=[model_versions.c.version]
+        insert = (
+            self._insert(model_versions)
+            .on_conflict_do_nothing(index_elements=[model_versions.c.version])
+            .returning(model_versions.c.version)
         )
         query = sa.select(model_versions.c.parameters_sha256).where(
             model_versions.c.version == model.version
         )
 
         def work(conn: sa.Connection) -> bool:
-            added = conn.execute(insert, row).rowcount
+            added = conn.execute(insert, row).first() is not None
             if not added and conn.execute(query).scalar_one() != checksum:
                 raise RegistryError(
                     f"version {model.version} is filed already with other parameters"
                 )
-            return bool(added)
+            return added
 
         return self.store.run(work, write=True)
 
