@@ -235,6 +235,8 @@ def model_from_profiles(
 ) -> SegmentModel:
     """A model from its card and its segments' profiles as numbers: what a model
     directory's pickle holds, and what the registry files."""
+    if card.algorithm not in FITTED_ATTRIBUTE:
+        raise ModelError(f"{origin}: the card's algorithm {card.algorithm!r} is not served")
     if tuple(card.feature_columns) != INTEREST_KEYS:
         raise ModelError(f"{origin}: feature_columns are not the 26 interests in order")
     # One memory layout whatever the source (a pickle's arrays are often Fortran-ordered):
