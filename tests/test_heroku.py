@@ -144,3 +144,41 @@ def test_an_installed_package_finds_the_model_where_it_runs(heroku_slug, tmp_pat
     ).stdout.split()  # fmt: skip
     assert where[0].startswith(str(target))  # the installed copy, not the repository's
     assert where[1] == str(tmp_path / "model")
+
+
+def test_a_one_off_dyno_promotes_and_rolls_back_a_model_filed_from_a_laptop(
+    heroku_slug, tmp_path, committed
+):
+    """`heroku run python -m nomads_cluster ...`: the registry's commands need only the
+    serving install and DATABASE_URL."""
+    from conftest import variant_of
+
+    from nomads_cluster.store.engine import create_store_engine
+    from nomads_cluster.store.registry import ModelRegistry
+    from nomads_cluster.store.users import UserStore
+
+    slug, venv = heroku_slug
+    database_url = f"sqlite:///{tmp_path / 'heroku.sqlite3'}"
+
+    def dyno(*arguments: str) -> str:
+        run = subprocess.run(
+            [venv / "bin" / "python", "-m", "nomads_cluster", *arguments], cwd=slug,
+            env=heroku_env(venv, database_url), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    dyno("db", "upgrade")  # the release phase
+    laptop = ModelRegistry(UserStore(create_store_engine(database_url, timeout=5)))
+    candidate = variant_of(committed, "c0ffee000001")
+    laptop.file(candidate, "data scientist")
+    listed = json.loads(dyno("models", "--json"))
+    assert [(v["version"], v["served"]) for v in listed] == [
+        (committed.version, True),
+        (candidate.version, False),
+    ]
+    assert f"served model: {candidate.version}" in dyno("promote", candidate.version)
+    assert laptop.served() == candidate.version
+    assert f"served model: {committed.version}" in dyno("rollback")
+    assert laptop.served() == committed.version
+    laptop.store.engine.dispose()

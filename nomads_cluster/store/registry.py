@@ -139,7 +139,7 @@ class ModelRegistry:
 
     def file(self, model: SegmentModel, filed_by: str) -> bool:
         """File ``model`` as a version (served by nobody yet); False when that version
-        was filed already with the same parameters."""
+        was filed already (its first card is kept)."""
         card = json.loads(model.card.model_dump_json(exclude_unset=True))
         profiles = model.profiles.tolist()
         checksum = parameters_sha256(card, profiles)
@@ -157,17 +157,20 @@ class ModelRegistry:
             .on_conflict_do_nothing(index_elements=[model_versions.c.version])
             .returning(model_versions.c.version)
         )
-        query = sa.select(model_versions.c.parameters_sha256).where(
+        query = sa.select(model_versions.c.profiles).where(
             model_versions.c.version == model.version
         )
 
         def work(conn: sa.Connection) -> bool:
-            added = conn.execute(insert, row).first() is not None
-            if not added and conn.execute(query).scalar_one() != checksum:
+            if conn.execute(insert, row).first() is not None:
+                return True
+            # The same model file gives the same version: its card may differ (a file
+            # imported without its data), its profiles may not.
+            if conn.execute(query).scalar_one() != profiles:
                 raise RegistryError(
-                    f"version {model.version} is filed already with other parameters"
+                    f"version {model.version} is filed already with other profiles"
                 )
-            return added
+            return False
 
         return self.store.run(work, write=True)
 

@@ -47,7 +47,7 @@ def test_filing_again_is_a_no_op_and_other_parameters_under_a_version_are_refuse
 ):
     assert registry.file(committed, "tests") is False
     impostor = variant_of(committed, committed.version)
-    with pytest.raises(RegistryError, match="filed already with other parameters"):
+    with pytest.raises(RegistryError, match="filed already with other profiles"):
         registry.file(impostor, "tests")
 
 
