@@ -50,6 +50,8 @@ def main() -> None:
     for url in urls.values():
         app = create_app({"MODEL_DIR": str(DEFAULT_MODEL_DIR), "DATABASE_URL": url})
         load(app, masks, cities)
+        app.extensions["model_registry"].file(load_model(candidate), "bench")
+        app.extensions["model_follower"].stop()
         app.extensions["user_store"].engine.dispose()
     seconds: dict[str, list[float]] = {name: [] for name in urls}
     last = ""
@@ -57,7 +59,7 @@ def main() -> None:
         for name, url in urls.items():
             env = {**os.environ, "NOMADS_DATABASE_URL": url, "NOMADS_LOG_LEVEL": "WARNING"}
             started = time.perf_counter()
-            command = [str(BIN / "nomads-cluster"), "churn", str(candidate)]
+            command = [str(BIN / "nomads-cluster"), "churn", load_model(candidate).version]
             done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr
             seconds[name].append(time.perf_counter() - started)

@@ -56,6 +56,7 @@ class Server(NamedTuple):
     path: str = "/cluster"  # what wrk posts to
     cities: bool = False  # bodies with a city: a room to place each user in
     release: str | None = None  # run before the server, as Heroku's release phase
+    shadow: bool = False  # a candidate shadowed beside the served model
 
 
 def ours(cwd: Path, env: dict[str, str], **options) -> Server:
@@ -75,6 +76,11 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
             path="/cluster/preview",
         ),
         "nomads-cluster, SQLite": ours(REPO, sqlite),
+        "nomads-cluster, SQLite, shadowing a candidate": ours(
+            REPO,
+            {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'shadow.sqlite3'}"},
+            shadow=True,
+        ),
         "nomads-cluster, SQLite, with a city": ours(
             REPO,
             {"NOMADS_DATABASE_URL": f"sqlite:///{work_dir / 'cities.sqlite3'}"},
@@ -173,6 +179,38 @@ def release(server: Server) -> None:
             check=True,
             capture_output=True,
         )
+    if server.shadow:
+        env = server_env(server.env)
+        _, candidate = file_candidate(env.get("NOMADS_DATABASE_URL") or env["DATABASE_URL"])
+        subprocess.run(
+            [sys.executable, "-m", "nomads_cluster", "shadow", candidate],
+            cwd=server.cwd,
+            env=server_env(server.env),
+            check=True,
+            capture_output=True,
+        )
+
+
+def file_candidate(database_url: str) -> tuple[str, str]:
+    """(the served version, a candidate filed beside it): the served model's profiles
+    numbered round by one, which scores as fast and answers otherwise."""
+    import numpy as np
+
+    from nomads_cluster.segmentation.model import model_from_profiles
+    from nomads_cluster.store.engine import create_store_engine
+    from nomads_cluster.store.registry import ModelRegistry
+    from nomads_cluster.store.users import UserStore
+
+    store = UserStore(create_store_engine(database_url, timeout=5))
+    try:
+        registry = ModelRegistry(store)
+        served = registry.load(registry.served())
+        card = served.card.model_copy(update={"version": "be7c4be7c4be"})
+        profiles = np.roll(served.profiles, 1, axis=0)
+        registry.file(model_from_profiles(card, profiles, None, "bench"), "bench")
+    finally:
+        store.engine.dispose()
+    return served.version, "be7c4be7c4be"
 
 
 def launch(command: str, cwd: Path, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
@@ -304,6 +342,13 @@ def print_report(results: dict[int, dict[str, dict]], first_answer: dict[str, fl
                 f"{first_answer[name]:.2f} | {r['rss_mb']:.0f} | {r['pss_mb']:.0f} | "
                 f"{r['errors']} |"
             )
+    for connections, by_server in results.items():
+        plain = by_server["nomads-cluster, SQLite"]["requests_per_s"]
+        shadowed = by_server["nomads-cluster, SQLite, shadowing a candidate"]["requests_per_s"]
+        print(
+            f"\nthe shadow's cost at {connections} connections: {1 - shadowed / plain:.1%} of "
+            "/cluster's throughput on SQLite"
+        )
     original = next(iter(results.values()))["original service"]
     original_start = first_answer["original service"]
     for name, r in next(iter(results.values())).items():

@@ -8,9 +8,13 @@ scikit-learn would take about 15 hours here, so the check goes in two steps:
    replica of scikit-learn's descent, which also bounds the optimum's error;
 2. the replica against scikit-learn itself, user by user, on the users whose best two
    segments are the closest (where any difference would show) and on random ones.
+
+The scorer checked is the one the service serves: the model filed in a registry (a
+database of its own) and built again from the numbers filed there.
 """
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +24,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model  # noqa: E402
-from nomads_cluster.segmentation.scoring import TIE_MARGIN, coordinate_descent_scores  # noqa: E402
+from nomads_cluster.segmentation.scoring import (  # noqa: E402
+    TIE_MARGIN,
+    CentroidScorer,
+    SegmentScorer,
+    coordinate_descent_scores,
+)
+from nomads_cluster.store.engine import create_store_engine  # noqa: E402
+from nomads_cluster.store.migrations import upgrade  # noqa: E402
+from nomads_cluster.store.registry import ModelRegistry  # noqa: E402
+from nomads_cluster.store.users import UserStore  # noqa: E402
 
 N_FEATURES = 26
 CHUNK_BITS = 20
@@ -39,10 +52,25 @@ def gap_of_best_two(scores: np.ndarray) -> np.ndarray:
     return best_two[:, 1] - best_two[:, 0]
 
 
+def served_scorer(model_dir: Path) -> SegmentScorer | CentroidScorer:
+    """The model's scorer as the registry serves it: filed, then loaded from its numbers."""
+    model = load_model(model_dir)
+    with tempfile.TemporaryDirectory() as work_dir:
+        store = UserStore(create_store_engine(f"sqlite:///{work_dir}/registry.sqlite3", 5))
+        upgrade(store.engine)
+        registry = ModelRegistry(store)
+        registry.file(model, "make verify")
+        served = registry.load(model.version)
+        store.engine.dispose()
+    if not np.array_equal(served.profiles, model.profiles):
+        raise SystemExit("the registry's profiles differ from the model file's")
+    return served.scorer
+
+
 def main() -> int:
     started = time.perf_counter()
     model_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_MODEL_DIR
-    scorer = load_model(model_dir).scorer
+    scorer = served_scorer(model_dir)
     estimator = joblib.load(model_dir / "model.pkl")
 
     disagreements, largest_error, near_ties = 0, 0.0, 0

@@ -167,9 +167,7 @@ class ModelRegistry:
             # The same model file gives the same version: its card may differ (a file
             # imported without its data), its profiles may not.
             if conn.execute(query).scalar_one() != profiles:
-                raise RegistryError(
-                    f"version {model.version} is filed already with other profiles"
-                )
+                raise RegistryError(f"version {model.version} is filed already with other profiles")
             return False
 
         return self.store.run(work, write=True)
@@ -242,8 +240,8 @@ class ModelRegistry:
         return self.store.run(work, write=True)
 
     def promote(self, version: str, promoted_by: str) -> str | None:
-        """Serve ``version`` across the fleet (loaded, so checked, first); the version
-        it replaces."""
+        """Serve ``version`` across the fleet (loaded, so checked, first), ending its
+        shadow if it had one; the version it replaces."""
         self.load(version)
 
         def work(conn: sa.Connection) -> str | None:
@@ -252,6 +250,13 @@ class ModelRegistry:
             if current is not None and current[0] == version:
                 raise RegistryError(f"version {version} is served already")
             previous = None if current is None else current[0]
+            # Served now, it has nothing left to be compared with: its shadow ends.
+            conn.execute(
+                model_shadows.update()
+                .where(model_shadows.c.version == version)
+                .where(model_shadows.c.stopped_at.is_(None))
+                .values(stopped_at=datetime.now(UTC))
+            )
             self._promotion(conn, version, previous, "promote", promoted_by)
             return previous
 

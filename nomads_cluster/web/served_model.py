@@ -56,8 +56,9 @@ class ModelFollower:
         self.model = registry.load(served)
         self.shadow: SegmentModel | None = None
         self.refused: str | None = None  # why the registry's served version is not served
-        self._wanted = (served, None)  # the versions last read from the registry
+        self._unshadowable: str | None = None  # a version this code failed to load
         self._agreement: Counter = Counter()  # this process's shadow answers, not yet added
+        self._counting = threading.Lock()  # requests add to it while the follower takes it
         self._load_shadow(shadowed)
         self._pid: int | None = None
         self._stopped = threading.Event()
@@ -76,7 +77,7 @@ class ModelFollower:
         any, and count its agreement with the ``segments`` that ``served`` gave them.
         Never changes an answer."""
         shadow = self.shadow
-        if shadow is None:
+        if shadow is None or shadow.version == served.version:
             return
         if features.ndim == 1:
             segment, _ = shadow.assign_user(features)
@@ -84,8 +85,9 @@ class ModelFollower:
         else:
             candidate, _ = shadow.assign_users(features)
             pairs = list(zip(segments, candidate.tolist(), strict=True))
-        for pair in pairs:
-            self._agreement[(shadow.version, served.version, *pair)] += 1
+        with self._counting:
+            for pair in pairs:
+                self._agreement[(shadow.version, served.version, *pair)] += 1
         agreed = sum(1 for old, new in pairs if old == new)
         if agreed:
             SHADOW_ANSWERS.labels(shadow_version=shadow.version, agreed="yes").inc(agreed)
@@ -112,50 +114,55 @@ class ModelFollower:
 
     def check(self) -> None:
         """Read the registry and swap in what it now serves and shadows; add this
-        process's shadow answers to the fleet's counts."""
+        process's shadow answers to the fleet's counts. A database out of reach
+        changes nothing: the next check tries again."""
         try:
             self._flush_agreement()
             served, shadowed = self.registry.following()
+            if served is not None and served != self.model.version:
+                self._serve(served)
+            elif served == self.model.version:
+                self.refused = None
+            self._load_shadow(shadowed)
         except StoreUnavailable as exc:
             log.warning("cannot read the model registry, serving %s: %s", self.model.version, exc)
-            return
-        if (served, shadowed) == self._wanted:
-            return
-        self._wanted = (served, shadowed)
-        if served is not None and served != self.model.version:
-            try:
-                model = self.registry.load(served)
-            except (ModelError, StoreUnavailable) as exc:
-                self.refused = f"the registry serves {served}, refused here: {exc}"
-                log.error(
-                    "refusing model %s promoted in the registry, still serving %s: %s",
-                    served,
-                    self.model.version,
-                    exc,
-                )
-            else:
-                previous, self.model, self.refused = self.model, model, None
-                log.info("now serving model %s (was %s)", model.version, previous.version)
-        elif served == self.model.version:
-            self.refused = None
-        self._load_shadow(shadowed)
 
-    def _load_shadow(self, version: str | None) -> None:
-        if version is None or (self.shadow is not None and self.shadow.version == version):
-            self.shadow = None if version is None else self.shadow
+    def _serve(self, version: str) -> None:
+        """Swap in ``version``, or refuse it once (it is not loaded again every check)."""
+        if self.refused is not None and self.refused.startswith(f"the registry serves {version},"):
             return
         try:
-            self.shadow = self.registry.load(version)
-        except (ModelError, StoreUnavailable) as exc:
+            model = self.registry.load(version)
+        except ModelError as exc:
+            self.refused = f"the registry serves {version}, refused here: {exc}"
+            log.error(
+                "refusing model %s promoted in the registry, still serving %s: %s",
+                version,
+                self.model.version,
+                exc,
+            )
+            return
+        previous, self.model, self.refused = self.model, model, None
+        log.info("now serving model %s (was %s)", model.version, previous.version)
+
+    def _load_shadow(self, version: str | None) -> None:
+        if version is None or version == self._unshadowable:
             self.shadow = None
-            log.error("cannot shadow model %s: %s", version, exc)
+        elif self.shadow is None or self.shadow.version != version:
+            try:
+                self.shadow = self.registry.load(version)
+            except ModelError as exc:
+                self.shadow, self._unshadowable = None, version
+                log.error("cannot shadow model %s: %s", version, exc)
 
     def _flush_agreement(self) -> None:
-        counts, self._agreement = self._agreement, Counter()
+        with self._counting:
+            counts, self._agreement = self._agreement, Counter()
         try:
             self.registry.add_agreement(counts)
         except StoreUnavailable:
-            self._agreement.update(counts)  # added at the next check
+            with self._counting:
+                self._agreement.update(counts)  # added at the next check
             raise
 
 
@@ -166,6 +173,7 @@ class NotificationListener:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._connection: Any = None
+        self._warned = False  # the link's loss is logged once, until it listens again
 
     def wait(self, seconds: float, stopped: threading.Event) -> None:
         """Until a notification arrives or ``seconds`` have passed."""
@@ -174,10 +182,13 @@ class NotificationListener:
             return
         try:
             connection = self._connection or self._listen()
+            self._warned = False
             for _ in connection.notifies(timeout=seconds, stop_after=1):
                 pass
         except Exception as exc:  # any failure of the link: poll, and listen anew later
-            log.warning("model notifications interrupted, polling the registry: %s", exc)
+            if not self._warned:
+                log.warning("model notifications interrupted, polling the registry: %s", exc)
+                self._warned = True
             self.close()
             stopped.wait(seconds)
 

@@ -71,6 +71,8 @@ def test_shadow_promote_and_rollback_from_the_command_line(cli, app, committed):
         "rollback"
     )
     assert "nothing to roll back to" in cli("rollback", code=1)
+    assert listed(cli)[candidate.version]["shadow"]["shadowing"] is False  # promoted: ended
+    assert f"shadowing {candidate.version}" in cli("shadow", candidate.version)
     assert f"stopped shadowing {candidate.version}" in cli("shadow", "--off")
     assert "no version was shadowed" in cli("shadow", "--off")
     assert "not a model version" in cli("promote", "../model", code=2)
