@@ -34,6 +34,11 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     "EPHEMERAL_STORE": False,  # on Heroku without DATABASE_URL: accept a store lost at restarts
     "ROOM_SIZE": 250,  # members of a chat room at most; the next opens another
+    "EVENTS_RETENTION_DAYS": 7,  # events older than this are pruned from the feed
+    "WEBHOOK_URL": None,  # where the worker delivers the events; None: no deliveries
+    "WEBHOOK_SECRET": None,  # whsec_... (Standard Webhooks): the deliveries' signing key
+    "WEBHOOK_BATCH_SIZE": 100,  # events per delivery at most
+    "WEBHOOK_TIMEOUT": 10,  # seconds the receiver has to answer a delivery
 }
 
 
@@ -58,7 +63,7 @@ def configured_app(test_config: dict[str, Any] | None = None) -> "Flask":
             app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
     else:
         app.config.from_mapping(test_config)
-    for key in ("API_KEY", "READ_API_KEY", "JWT_SECRET"):
+    for key in ("API_KEY", "READ_API_KEY", "JWT_SECRET", "WEBHOOK_SECRET"):
         if app.config[key] is not None:
             # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
             app.config[key] = str(app.config[key]) or None
@@ -79,6 +84,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
         api,
         binding,
         cors,
+        events,
         limits,
         logs,
         metrics,
@@ -104,6 +110,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
     metrics.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(rooms.bp)
+    app.register_blueprint(events.bp)
     app.register_blueprint(pages.bp)
     openapi.init_app(app)
     return app

@@ -275,6 +275,30 @@ class RoomsList(BaseModel):
     next: str | None = Field(description="The `after` of the next page; null: the last.")
 
 
+class UserEvent(BaseModel):
+    """A change of a user's segment or room, or their erasure."""
+
+    id: int = Field(description="Unique and increasing: the order of the changes.")
+    type: Literal["user.placed", "user.moved", "user.erased"]
+    user_id: str = Field(description="The user's `_id`, as text.")
+    segment: int | None = Field(description="The segment now; null once erased.")
+    room: str | None = Field(description="The room now (null: none, or erased).")
+    previous_segment: int | None = Field(
+        default=None, description="For user.moved and user.erased: the segment before."
+    )
+    previous_room: str | None = Field(
+        default=None, description="For user.moved and user.erased: the room before."
+    )
+    model_version: str | None = Field(description="The model that placed the user.")
+    source: str = Field(description="What made the change: api, batch, assign, reassign, erasure.")
+    occurred_at: datetime
+
+
+class EventsPage(BaseModel):
+    events: list[UserEvent] = Field(description="In id order.")
+    next_after: int = Field(description="The `after` of the next request.")
+
+
 class RoomMember(BaseModel):
     model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
 

@@ -1,6 +1,8 @@
 """The service's settings, validated at start-up: a wrong one stops it with a message
 naming the environment variable and what is wrong, before it serves anything."""
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +48,30 @@ class Settings(BaseModel):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     EPHEMERAL_STORE: bool = False
     ROOM_SIZE: int = Field(ge=1, le=100_000)
+    EVENTS_RETENTION_DAYS: float = Field(gt=0, le=365)
+    WEBHOOK_URL: str | None = Field(pattern=r"^https?://")
+    WEBHOOK_SECRET: str | None
+    WEBHOOK_BATCH_SIZE: int = Field(ge=1, le=1000)
+    WEBHOOK_TIMEOUT: float = Field(gt=0, le=60)
+
+    @field_validator("WEBHOOK_SECRET")
+    @classmethod
+    def _a_signing_key(cls, value: str | None) -> str | None:
+        # The Standard Webhooks form: whsec_ and the key's base64, of 24 to 64 bytes.
+        if value is not None:
+            try:
+                key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+            except binascii.Error:
+                key = b""
+            if not 24 <= len(key) <= 64:
+                raise ValueError("must be whsec_ followed by the base64 of 24 to 64 random bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_url_and_secret_together(self) -> "Settings":
+        if (self.WEBHOOK_URL is None) != (self.WEBHOOK_SECRET is None):
+            raise ValueError("set NOMADS_WEBHOOK_URL and NOMADS_WEBHOOK_SECRET together")
+        return self
 
     @field_validator("DATABASE_URL")
     @classmethod

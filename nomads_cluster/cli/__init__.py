@@ -9,7 +9,7 @@ one-off dyno), as ``python -m nomads_cluster ...``.
 
 import click
 
-from . import data, model
+from . import data, events, model
 
 
 @click.group()
@@ -19,5 +19,6 @@ def main() -> None:
 
 for command in (model.train, model.import_model, model.models, model.churn, model.shadow,
                 model.promote, model.rollback, model.heatmap,
-                data.ingest, data.assign, data.reassign, data.db):  # fmt: skip
+                data.ingest, data.assign, data.reassign, data.db, events.events,
+                events.worker):  # fmt: skip
     main.add_command(command)

@@ -327,6 +327,11 @@ def _measure_churn(models: "ModelRegistry", version: str) -> "Churn":
 
     candidate = models.load(version)
     served = models.served()
+    click.echo(
+        f"comparing {version} with the segments stored users were last told "
+        f"(the fleet serves {served})",
+        err=True,
+    )
     total = models.store.count_users()
     with click.progressbar(length=total, label="scoring the stored users", file=sys.stderr) as bar:
         report = measure_churn(models.store, candidate, on_chunk=bar.update)

@@ -16,6 +16,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 
 PING_AFTER_IDLE_SECONDS = 1.0
+# PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
+# Writers of assignments and events hold it shared until they commit; the similar-users
+# index and the change feed take it exclusive for a moment, to wait for those in flight.
+CHANGES_LOCK = 0x6E6F6D616474
 # The errors that mean "the database cannot be reached or is too busy", not a bug.
 UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 

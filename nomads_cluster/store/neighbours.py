@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
-from .engine import advisory_lock
+from .engine import CHANGES_LOCK, advisory_lock
 from .tables import assignments, store_state
-from .writes import CHANGES_LOCK
 
 NO_CITY = -1
 LOAD_ROWS = 50_000  # rows fetched at a time

@@ -64,12 +64,14 @@ rooms = sa.Table(
     sa.Column("members", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("city_key", "segment", "ordinal"),
 )
-# One row: erasures so far (a similar-users index reloads when it changes).
+# One row: erasures so far (a similar-users index reloads when it changes), and the
+# last event id pruned from the feed (a cursor before it is too old).
 store_state = sa.Table(
     "store_state",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("erasures", BIG_ID, nullable=False),
+    sa.Column("events_pruned_through", BIG_ID, nullable=False, server_default="0"),
 )
 # PostgreSQL's numbers of assignments.user_no and seq (SQLite counts under its lock).
 USER_NO_SEQUENCE = sa.Sequence("assignment_user_no_seq", metadata=metadata)
@@ -144,4 +146,38 @@ model_churn = sa.Table(
     sa.Column("changed", BIG_ID, nullable=False),
     sa.Column("moves", sa.JSON, nullable=False),  # [{"from", "to", "users"}]
     sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The change feed (store/events.py): an event per change of a user's segment or room,
+# written in the change's transaction; ids in commit order. No interests.
+user_events = sa.Table(
+    "user_events",
+    metadata,
+    sa.Column("id", BIG_ID, primary_key=True),
+    sa.Column("type", sa.String(16), nullable=False),  # user.placed, user.moved, user.erased
+    sa.Column("user_id", sa.String(256), nullable=False),
+    sa.Column("segment", sa.Integer),  # null once erased
+    sa.Column("room", sa.String(255)),
+    sa.Column("previous_segment", sa.Integer),
+    sa.Column("previous_room", sa.String(255)),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("source", sa.String(16), nullable=False),  # api, batch, assign, reassign, erasure
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+)
+# Where the webhook worker stands with each receiver (the URL it was configured with).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("url", sa.String(2048), primary_key=True),
+    sa.Column("delivered_through", BIG_ID, nullable=False),  # every event up to it received
+    sa.Column("sending_through", BIG_ID),  # the batch being tried, resent as it was
+    sa.Column("attempts", sa.Integer, nullable=False),  # failed tries of that batch
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("failing_since", sa.DateTime(timezone=True)),
+    sa.Column("stopped_at", sa.DateTime(timezone=True)),  # 410 Gone, or failing too long
+    sa.Column("stopped_reason", sa.Text),
+    sa.Column("delivered_events", BIG_ID, nullable=False),  # counts, for the metrics
+    sa.Column("failed_attempts", BIG_ID, nullable=False),
+    sa.Column("leased_by", sa.String(255)),  # the worker delivering now
+    sa.Column("leased_until", sa.DateTime(timezone=True)),
 )

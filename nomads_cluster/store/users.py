@@ -21,6 +21,7 @@ from ..cities import city_key
 from ..metrics.registry import Counter
 from ..segmentation.interests import INTEREST_KEYS, encode_interests, interest_mask
 from .engine import UNAVAILABLE_ERRORS, StoreUnavailable, create_store_engine, writer_lock
+from .events import add_events, change_events, erasure_event
 from .neighbours import Neighbour, NeighbourIndex
 from .rooms import PlacedRoom, place_in_rooms, room_counts, room_to_join
 from .tables import assignment_history, assignments, store_state, survey_responses
@@ -213,7 +214,10 @@ class UserStore:
                 if conn.execute(update).rowcount:
                     applied.append((read, replace(new, room_id=row["room_id"])))
             if applied:
-                conn.execute(assignment_history.insert(), [new.as_row() for _, new in applied])
+                written = [new.as_row() for _, new in applied]
+                conn.execute(assignment_history.insert(), written)
+                before = {str(read.user_id): (read.cluster, read.room_id) for read, _ in applied}
+                add_events(conn, change_events(before, written))
             return applied
 
         return self.run(work, write=True)
@@ -240,13 +244,18 @@ class UserStore:
 
         def work(conn: sa.Connection) -> int:
             take_changes_lock(conn)
-            erased = conn.execute(assignments.delete().where(assignments.c.user_id == user_id))
+            erased = conn.execute(
+                assignments.delete()
+                .where(assignments.c.user_id == user_id)
+                .returning(assignments.c.cluster, assignments.c.room_id)
+            ).first()
             gone = conn.execute(
                 assignment_history.delete().where(assignment_history.c.user_id == user_id)
             )
-            if erased.rowcount:  # the similar-users indexes forget them (neighbours.py)
+            if erased is not None:  # the similar-users indexes forget them (neighbours.py)
                 conn.execute(store_state.update().values(erasures=store_state.c.erasures + 1))
-            return erased.rowcount + gone.rowcount
+                add_events(conn, [erasure_event(user_id, tuple(erased), datetime.now(UTC))])
+            return (erased is not None) + gone.rowcount
 
         return self.run(work, write=True) > 0
 

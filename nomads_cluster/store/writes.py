@@ -12,10 +12,12 @@ and the values handed to the driver as they are (``docs/performance.md``):
   row of each user made current (``DISTINCT ON``); run outside a transaction, since a
   single statement is atomic alone.
 
-Each write numbers its rows in the order of the changes (``seq``, for the similar-users
-index, ``neighbours.py``). On PostgreSQL, where transactions commit in any order, a
-writer holds CHANGES_LOCK shared until it commits, and the index takes it exclusive for
-a moment to learn up to which number every change is committed.
+Each write also adds the events of the changes it makes (``events.py``): in the same
+statement on PostgreSQL, in the same transaction on SQLite. Each write numbers its rows
+in the order of the changes (``seq``, for the similar-users index, ``neighbours.py``).
+On PostgreSQL, where transactions commit in any order, a writer holds CHANGES_LOCK
+shared until it commits, and the index and the change feed take it exclusive for a
+moment to learn up to which number every change is committed.
 
 The tables and every read stay SQLAlchemy's (``tables.py``, ``users.py``).
 """
@@ -29,16 +31,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from .engine import advisory_lock
-from .tables import SEQ_SEQUENCE, USER_NO_SEQUENCE, assignment_history, assignments, rooms
-
-# PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
-CHANGES_LOCK = 0x6E6F6D616474  # writers shared; the similar-users index exclusive
+from .engine import CHANGES_LOCK, advisory_lock
+from .events import MOVED, PLACED, Place, add_events, change_events
+from .tables import (
+    SEQ_SEQUENCE,
+    USER_NO_SEQUENCE,
+    assignment_history,
+    assignments,
+    rooms,
+    user_events,
+)
 
 NUMBERED = ("user_no", "seq")  # given by the database, not by the row
 # What a row gives: the current assignment's columns; the history takes some of them.
 COLUMNS = tuple(c.name for c in assignments.c if c.name not in NUMBERED)
 HISTORY_COLUMNS = tuple(c.name for c in assignment_history.c if c.name != "id")
+EVENT_COLUMNS = ", ".join(c.name for c in user_events.c if c.name != "id")
+PLACES_PER_QUERY = 500  # user ids in one IN list
 
 Row = dict[str, Any]  # Assignment.as_row()
 Write = Callable[[sa.Connection, Sequence[Row]], None]
@@ -102,11 +111,24 @@ def _sqlite_write(dialect: Dialect) -> Write:
         )
 
     def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
-        conn.exec_driver_sql(add_history, [values(row, HISTORY_COLUMNS) for row in rows])
         last_per_user = {row["user_id"]: row for row in rows}
+        before = current_places(conn, list(last_per_user))
+        conn.exec_driver_sql(add_history, [values(row, HISTORY_COLUMNS) for row in rows])
         conn.exec_driver_sql(make_current, [values(row, COLUMNS) for row in last_per_user.values()])
+        add_events(conn, change_events(before, rows))
 
     return write
+
+
+def current_places(conn: sa.Connection, user_ids: Sequence[str]) -> dict[str, Place]:
+    """Each stored user's (segment, room) among ``user_ids``."""
+    places = {}
+    for start in range(0, len(user_ids), PLACES_PER_QUERY):
+        chunk = user_ids[start : start + PLACES_PER_QUERY]
+        query = sa.select(assignments.c.user_id, assignments.c.cluster, assignments.c.room_id)
+        for user_id, segment, room in conn.execute(query.where(assignments.c.user_id.in_(chunk))):
+            places[user_id] = (segment, room)
+    return places
 
 
 def _postgresql_write(dialect: Dialect) -> Write:
@@ -135,8 +157,26 @@ def _postgresql_write(dialect: Dialect) -> Write:
         # (Evaluated first: an uncorrelated subquery of the WHERE below. While the rooms
         # table is empty, PostgreSQL never evaluates it (EXPLAIN ANALYZE: "never
         # executed"); the INSERT then locks the users' rows itself, in user id order.)
-        f" present AS (SELECT user_id, room_id FROM {assignments.name}"
+        f" present AS (SELECT user_id, cluster, room_id FROM {assignments.name}"
         f" WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE),"
+        # Each row's place before it: the user's previous row in the group, or their
+        # stored place; a row that changes it is an event (store/events.py's rules).
+        f" placed AS (SELECT g.position, g.user_id, g.cluster, g.room_id, g.model_version,"
+        f" g.source, g.assigned_at,"
+        f" lag(g.position) OVER w IS NOT NULL OR p.user_id IS NOT NULL AS existed,"
+        f" CASE WHEN lag(g.position) OVER w IS NULL THEN p.cluster"
+        f" ELSE lag(g.cluster) OVER w END AS previous_segment,"
+        f" CASE WHEN lag(g.position) OVER w IS NULL THEN p.room_id"
+        f" ELSE lag(g.room_id) OVER w END AS previous_room"
+        f" FROM given g LEFT JOIN present p ON p.user_id = g.user_id"
+        f" WINDOW w AS (PARTITION BY g.user_id ORDER BY g.position)),"
+        f" events AS (INSERT INTO {user_events.name} ({EVENT_COLUMNS})"
+        f" SELECT CASE WHEN NOT existed OR (previous_room IS NULL AND room_id IS NOT NULL)"
+        f" THEN '{PLACED}' ELSE '{MOVED}' END, user_id, cluster, room_id,"
+        f" CASE WHEN existed THEN previous_segment END, CASE WHEN existed THEN previous_room END,"
+        f" model_version, source, assigned_at FROM placed"
+        f" WHERE NOT existed OR previous_segment IS DISTINCT FROM cluster"
+        f" OR previous_room IS DISTINCT FROM room_id ORDER BY position),"
         f" counted_rooms AS (SELECT id FROM {rooms.name} WHERE id = ANY(ARRAY("
         f"SELECT room_id FROM present UNION SELECT room_id FROM given)) ORDER BY id FOR UPDATE)"
         f" INSERT INTO {assignments.name} ({names}, user_no, seq)"

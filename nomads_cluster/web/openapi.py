@@ -24,6 +24,9 @@ from .api import (
     SIMILAR_K,
     cluster_answer,
 )
+from .events import MAX_EVENT_ID
+from .events import MAX_PAGE_SIZE as MAX_EVENTS_PAGE
+from .events import PAGE_SIZE as EVENTS_PAGE
 from .keys import KEYS_GRANTING, Right, key_variables
 from .problems import PROBLEM_MIMETYPE
 from .rooms import MAX_PAGE_SIZE, PAGE_SIZE
@@ -264,6 +267,25 @@ OPERATIONS: tuple[Operation, ...] = (
             "name": "room_id", "in": "path", "required": True, "example": "madrid-1",
             "schema": {"type": "string"},
         }, _LIMIT, _after("members")], key="read",
+    ),
+    Operation(
+        "get", "/events", "Every placement, move and erasure, in order", "rooms",
+        {
+            200: ("Up to `limit` events after `after`, in id order.", schemas.EventsPage),
+            400: ("A bad after or limit.", schemas.Problem),
+            410: ("Events after `after` were pruned: rebuild from the rooms' members.",
+                  schemas.Problem),
+            **_key_problems("read"), **_STORE_DOWN,
+        },
+        parameters=[{
+            "name": "after", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
+            "description": "The `next_after` of the previous page [default: the oldest kept].",
+        }, {
+            "name": "limit", "in": "query", "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_PAGE,
+                       "default": EVENTS_PAGE},
+        }], key="read",
     ),
     Operation(
         "delete", "/users/{user_id}", "Erase a user's assignment and history", "users",

@@ -37,12 +37,13 @@ class InvalidQuery(Exception):
     """A query parameter the route cannot take; the message says which and why."""
 
 
-def query_integer(name: str, default: int, highest: int) -> int:
-    """The query parameter ``name``: ASCII digits from 1 to ``highest``, else InvalidQuery."""
+def query_integer(name: str, default: int, highest: int, lowest: int = 1) -> int:
+    """The query parameter ``name``: ASCII digits from ``lowest`` to ``highest``, else
+    InvalidQuery."""
     text = request.args.get(name, str(default))
-    if re.fullmatch(r"[0-9]{1,9}", text) and 1 <= int(text) <= highest:
+    if re.fullmatch(r"[0-9]{1,18}", text) and lowest <= int(text) <= highest:
         return int(text)
-    raise InvalidQuery(f"{name} must be an integer from 1 to {highest}, not {text!r}")
+    raise InvalidQuery(f"{name} must be an integer from {lowest} to {highest}, not {text!r}")
 
 
 def request_body(limit: int) -> bytes:
