@@ -40,16 +40,15 @@ lock: install
 	$(LOCK) --extra train -o $(LOCK_DIR)/requirements-train.txt
 	$(LOCK) --extra train --extra dev -o $(LOCK_DIR)/requirements-dev.txt
 
-# Serves as Heroku would: the Procfile's web command, on $(PORT).
+# Serves as Heroku would: the Procfile's web process on $(PORT), and its worker (the
+# change feed's webhook deliveries), run together by honcho.
 run: install
-	PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) sh -c "$$(sed -n 's/^web: //p' Procfile)"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start --port $(PORT) web worker
 
-# A candidate model, filed by version in a registry beside the data (instance/, not
-# committed): the committed model/ changes only by hand. Serve it with
-# NOMADS_MODEL_DIR=instance/models after `nomads-cluster promote VERSION`.
+# A candidate model, filed in the database's registry (served by nobody until
+# `nomads-cluster promote VERSION`); the committed model/ changes only by hand.
 train: install
-	mkdir -p instance/models
-	$(BIN)/nomads-cluster train --registry instance/models
+	$(BIN)/nomads-cluster train
 
 # The store's schema, on $DATABASE_URL (default: SQLite in instance/).
 migrate: install

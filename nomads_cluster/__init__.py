@@ -63,7 +63,7 @@ def configured_app(test_config: dict[str, Any] | None = None) -> "Flask":
             app.config["DATABASE_URL"] = os.environ["DATABASE_URL"]
     else:
         app.config.from_mapping(test_config)
-    for key in ("API_KEY", "READ_API_KEY", "JWT_SECRET", "WEBHOOK_SECRET"):
+    for key in ("API_KEY", "READ_API_KEY", "JWT_SECRET", "WEBHOOK_URL", "WEBHOOK_SECRET"):
         if app.config[key] is not None:
             # from_prefixed_env reads values as JSON: a key of digits arrives as a number.
             app.config[key] = str(app.config[key]) or None

@@ -37,6 +37,17 @@ def test_procfile_serves_with_gunicorn_conf_and_migrates_on_release():
     )
     assert procfile["web"] == "gunicorn app_cluster:app"  # settings: gunicorn.conf.py
     assert procfile["release"] == "python -m nomads_cluster db upgrade"
+    assert procfile["worker"] == "python -m nomads_cluster worker"
+
+
+def test_the_worker_is_a_process_type_on_heroku_and_in_compose():
+    app = json.loads((REPO / "app.json").read_text())
+    assert app["formation"]["worker"]["quantity"] == 1
+    assert {"NOMADS_WEBHOOK_URL", "NOMADS_WEBHOOK_SECRET"} <= app["env"].keys()
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    worker = compose["services"]["worker"]
+    assert worker["command"] == ["python", "-m", "nomads_cluster", "worker"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_dockerfile_is_slim_non_root_with_a_health_check():

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .engine import CHANGES_LOCK, advisory_lock
-from .tables import store_state, user_events
+from .tables import store_state, user_events, webhook_deliveries
 
 PLACED, MOVED, ERASED = "user.placed", "user.moved", "user.erased"
 # What a user is told, as events compare it: (segment, room id); None: not stored.
@@ -75,10 +75,7 @@ class Event:
 
     @classmethod
     def from_row(cls, row: sa.Row) -> "Event":
-        occurred_at = row.occurred_at
-        if occurred_at.tzinfo is None:  # SQLite keeps no zone: it was stored in UTC
-            occurred_at = occurred_at.replace(tzinfo=UTC)
-        return cls(**{**row._asdict(), "occurred_at": occurred_at})
+        return cls(**{**row._asdict(), "occurred_at": _utc(row.occurred_at)})
 
 
 def change_events(
@@ -177,3 +174,36 @@ def prune_events(conn: sa.Connection, keep: timedelta) -> int:
         )
     )
     return deleted
+
+
+def last_event_id(conn: sa.Connection) -> int:
+    """The id of the last event written (0: none yet, or all pruned before any)."""
+    query = sa.select(sa.func.max(user_events.c.id))
+    return conn.execute(query).scalar() or oldest_kept(conn)
+
+
+def delivery_figures(conn: sa.Connection) -> list[tuple[str, int, int, float | None]]:
+    """Per receiver: events delivered, failed tries, and the age in seconds of the
+    oldest event not yet delivered (None: none waiting)."""
+    oldest = (
+        sa.select(sa.func.min(user_events.c.occurred_at))
+        .where(user_events.c.id > webhook_deliveries.c.delivered_through)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        sa.select(
+            webhook_deliveries.c.url,
+            webhook_deliveries.c.delivered_events,
+            webhook_deliveries.c.failed_attempts,
+            oldest,
+        )
+    ).all()
+    now = datetime.now(UTC)
+    return [
+        (url, delivered, failed, None if at is None else (now - _utc(at)).total_seconds())
+        for url, delivered, failed, at in rows
+    ]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite keeps no zone

@@ -157,7 +157,7 @@ def cluster() -> Response:
     follower = served_model.get_follower()
     if follower.shadow is not None:
         features = encode_interests(dict.fromkeys(record.interests, True))
-        follower.compare(served_model.get_model(), features, [record.cluster])
+        follower.compare(served_model.get_model(), features[None, :], [record.cluster])
     return json_response(_with_room(answer, placed))
 
 

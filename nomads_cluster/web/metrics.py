@@ -1,8 +1,8 @@
 """The request metrics and GET /metrics, attached to the app by the factory.
 
-The drift of the segments is computed at each scrape from the store, as at
-/clusters/drift; the other series are recorded where they happen (see
-``nomads_cluster.metrics``).
+The drift of the segments and the change feed's figures are read at each scrape from
+the store (the drift as at /clusters/drift); the other series are recorded where they
+happen (see ``nomads_cluster.metrics``).
 """
 
 import functools
@@ -20,6 +20,8 @@ from ..metrics.registry import (
     scrape,
 )
 from ..schemas import DriftReport
+from ..store.events import delivery_figures, last_event_id
+from ..store.users import get_store
 from .api import drift_report
 from .logs import request_seconds
 
@@ -84,10 +86,42 @@ def _request_latency(route: str) -> Any:
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
+class _ChangeFeedCollector(Collector):
+    """The change feed and its webhook deliveries, from the store: the same for every
+    instance, whichever worker delivers."""
+
+    def __init__(self, last_id: int, deliveries: list[tuple[str, int, int, float | None]]):
+        self.last_id, self.deliveries = last_id, deliveries
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "nomads_events_last_id", "The id of the last event written.", value=self.last_id
+        )
+        by_receiver = {
+            "nomads_webhook_delivered_events": "Events the receiver acknowledged.",
+            "nomads_webhook_failed_attempts": "Deliveries that failed (retried later).",
+            "nomads_webhook_oldest_undelivered_seconds": "Age of the oldest event not "
+            "yet delivered (0: none waiting).",
+        }
+        families = {
+            name: GaugeMetricFamily(name, text, labels=["url"])
+            for name, text in by_receiver.items()
+        }
+        for url, delivered, failed, age in self.deliveries:
+            values = (delivered, failed, age or 0.0)
+            for family, value in zip(families.values(), values, strict=True):
+                family.add_metric([url], value)
+        yield from families.values()
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     drift = _DriftCollector(drift_report(current_app.config["DRIFT_WINDOW"]))
-    return Response(scrape([drift]), content_type=CONTENT_TYPE_LATEST)
+    store = get_store()
+    feed = _ChangeFeedCollector(
+        store.run(last_event_id, write=False), store.run(delivery_figures, write=False)
+    )
+    return Response(scrape([drift, feed]), content_type=CONTENT_TYPE_LATEST)
 
 
 def init_app(app: Flask) -> None:

@@ -29,6 +29,10 @@ from ..store.users import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+# Users kept for the shadow between two checks, at most: beyond, the shadow skips some
+# (its figures are a sample then) rather than hold a worker's memory.
+MAX_WAITING_USERS = 200_000
+
 MODEL_INFO = Gauge(
     "nomads_model_info",
     "1 for the model version a worker serves.",
@@ -57,8 +61,11 @@ class ModelFollower:
         self.shadow: SegmentModel | None = None
         self.refused: str | None = None  # why the registry's served version is not served
         self._unshadowable: str | None = None  # a version this code failed to load
-        self._agreement: Counter = Counter()  # this process's shadow answers, not yet added
-        self._counting = threading.Lock()  # requests add to it while the follower takes it
+        # Users the requests kept for the shadow, and the counts not yet in the registry.
+        self._to_compare: list[tuple[str, str, np.ndarray, list[int]]] = []
+        self._waiting = 0
+        self._agreement: Counter = Counter()
+        self._counting = threading.Lock()  # requests add while the follower takes
         self._load_shadow(shadowed)
         self._pid: int | None = None
         self._stopped = threading.Event()
@@ -69,32 +76,44 @@ class ModelFollower:
         """Follow the registry from this process (after a fork, anew)."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._agreement = Counter()  # the parent's uncounted answers are its own
+            self._to_compare, self._waiting = [], 0  # the parent's are its own
             threading.Thread(target=self._follow, name="model-follower", daemon=True).start()
 
     def compare(self, served: SegmentModel, features: np.ndarray, segments: list[int]) -> None:
-        """Score users (one feature vector, or a matrix) with the shadowed candidate, if
-        any, and count its agreement with the ``segments`` that ``served`` gave them.
-        Never changes an answer."""
+        """Keep users (a feature matrix) and the ``segments`` that ``served`` gave them,
+        for the follower to score with the shadowed candidate, if any: off the request's
+        path, a batch at a time. Never changes an answer."""
         shadow = self.shadow
         if shadow is None or shadow.version == served.version:
             return
-        if features.ndim == 1:
-            segment, _ = shadow.assign_user(features)
-            pairs = [(segments[0], segment)]
-        else:
-            candidate, _ = shadow.assign_users(features)
-            pairs = list(zip(segments, candidate.tolist(), strict=True))
         with self._counting:
-            for pair in pairs:
-                self._agreement[(shadow.version, served.version, *pair)] += 1
-        agreed = sum(1 for old, new in pairs if old == new)
-        if agreed:
-            SHADOW_ANSWERS.labels(shadow_version=shadow.version, agreed="yes").inc(agreed)
-        if len(pairs) > agreed:
-            SHADOW_ANSWERS.labels(shadow_version=shadow.version, agreed="no").inc(
-                len(pairs) - agreed
-            )
+            if self._waiting < MAX_WAITING_USERS:
+                self._to_compare.append((shadow.version, served.version, features, segments))
+                self._waiting += len(segments)
+
+    def _score_waiting(self) -> None:
+        """Score the users kept by ``compare`` with the candidate, and count them."""
+        with self._counting:
+            waiting, self._to_compare, self._waiting = self._to_compare, [], 0
+        shadow = self.shadow
+        by_served: dict[str, tuple[list[np.ndarray], list[int]]] = {}
+        for shadow_version, served_version, features, segments in waiting:
+            if shadow is not None and shadow_version == shadow.version:
+                matrices, served_segments = by_served.setdefault(served_version, ([], []))
+                matrices.append(features)
+                served_segments.extend(segments)
+        for served_version, (matrices, served_segments) in by_served.items():
+            candidate, _ = shadow.assign_users(np.vstack(matrices))
+            pairs = Counter(zip(served_segments, candidate.tolist(), strict=True))
+            agreed = sum(n for (old, new), n in pairs.items() if old == new)
+            for (old, new), n in pairs.items():
+                self._agreement[shadow.version, served_version, old, new] += n
+            if agreed:
+                SHADOW_ANSWERS.labels(shadow_version=shadow.version, agreed="yes").inc(agreed)
+            if agreed < len(served_segments):
+                SHADOW_ANSWERS.labels(shadow_version=shadow.version, agreed="no").inc(
+                    len(served_segments) - agreed
+                )
 
     # The following thread
 
@@ -108,7 +127,11 @@ class ModelFollower:
                 listener.wait(self.check_seconds, self._stopped)
                 if self._stopped.is_set():
                     return
-                self.check()
+                try:
+                    self.check()
+                except Exception:  # this thread must outlive any one failure
+                    if not self._stopped.is_set():
+                        log.exception("following the model registry failed; trying again")
         finally:
             listener.close()
 
@@ -156,13 +179,12 @@ class ModelFollower:
                 log.error("cannot shadow model %s: %s", version, exc)
 
     def _flush_agreement(self) -> None:
-        with self._counting:
-            counts, self._agreement = self._agreement, Counter()
+        self._score_waiting()
+        counts, self._agreement = self._agreement, Counter()
         try:
             self.registry.add_agreement(counts)
         except StoreUnavailable:
-            with self._counting:
-                self._agreement.update(counts)  # added at the next check
+            self._agreement.update(counts)  # added at the next check
             raise
 
 

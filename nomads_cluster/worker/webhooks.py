@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from standardwebhooks import Webhook
 
 from ..store.events import Event, oldest_kept, read_events
-from ..store.tables import user_events, webhook_deliveries
+from ..store.tables import webhook_deliveries
 from ..store.users import UserStore
 
 log = logging.getLogger(__name__)
@@ -213,29 +213,6 @@ class WebhookDelivery:
             .values(**values)
         )
         self.store.run(lambda conn: conn.execute(update), write=True)
-
-
-def delivery_figures(conn: sa.Connection) -> list[tuple[str, int, int, float | None]]:
-    """Per receiver: events delivered, failed tries, and the age in seconds of the
-    oldest event not yet delivered (None: none waiting)."""
-    oldest = (
-        sa.select(sa.func.min(user_events.c.occurred_at))
-        .where(user_events.c.id > webhook_deliveries.c.delivered_through)
-        .scalar_subquery()
-    )
-    rows = conn.execute(
-        sa.select(
-            webhook_deliveries.c.url,
-            webhook_deliveries.c.delivered_events,
-            webhook_deliveries.c.failed_attempts,
-            oldest,
-        )
-    ).all()
-    now = datetime.now(UTC)
-    return [
-        (url, delivered, failed, None if at is None else (now - _utc(at)).total_seconds())
-        for url, delivered, failed, at in rows
-    ]
 
 
 def _insert(conn: sa.Connection) -> Callable[..., Any]:
