@@ -8,78 +8,20 @@ trees stay unchanged."""
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-import pytest
-from helpers.live_server import REPO
+from helpers.fleet import copy_of_repository, instance, working_tree_changes
 from helpers.waiting import wait_until
 
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
-from nomads_cluster.testing import free_port, wait_until_healthy
 
 SWITCH_SECONDS = 5  # the issue's promise: every worker of every instance within this
-CHECK_SECONDS = "1"  # each worker's poll; PostgreSQL's notification comes sooner
-
-
-def copy_of_repository(target: Path) -> Path:
-    """The repository's files as a deploy has them (tracked and new, none ignored), in
-    a git repository of their own, so that any change to them shows."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, target / name)
-    git = ["git", "-c", "user.name=fleet", "-c", "user.email=fleet@test"]
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "slug"]):
-        subprocess.run([*git, *command], cwd=target, check=True, capture_output=True)
-    return target
-
-
-def working_tree_changes(copy: Path) -> str:
-    return subprocess.run(
-        ["git", "status", "--porcelain", "--ignored"],
-        cwd=copy, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-
-
-@contextmanager
-def instance(copy: Path, database_url: str, log: Path) -> Iterator[int]:
-    """gunicorn as the Procfile runs it, from ``copy``, with 2 workers; its port."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "NOMADS_DATABASE_URL": database_url,
-        "NOMADS_MODEL_CHECK_SECONDS": CHECK_SECONDS,
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-    }
-    env.pop("NOMADS_MODEL_DIR", None)
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "app_cluster:app", "--bind", f"127.0.0.1:{port}"],
-            cwd=copy, env=env, stdout=output, stderr=output,
-        )  # fmt: skip
-        try:
-            try:
-                wait_until_healthy(port, seconds=60, server=server)
-            except RuntimeError as error:
-                pytest.fail(f"the instance in {copy} did not start ({error}): {log.read_text()}")
-            yield port
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 def command(third: Path, database_url: str, *arguments: str) -> str:

@@ -22,6 +22,8 @@ class Receiver:
         self.bad_signatures = 0
         self.answers: list[int | str] = []
         self.hang_seconds = 3.0
+        self.down = False  # while set, every delivery gets a 503
+        self.requests = 0  # deliveries begun, answered or not
         self._lock = threading.Lock()
         receiver = self
 
@@ -29,7 +31,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver._lock:
+                    receiver.requests += 1
                     answer = receiver.answers.pop(0) if receiver.answers else 204
+                if receiver.down:
+                    answer = 503
                 if answer == "timeout":
                     time.sleep(receiver.hang_seconds)
                     answer = 204  # too late: the worker has given up on this try

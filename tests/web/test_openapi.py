@@ -146,6 +146,7 @@ def test_operations_behind_a_key_say_which(client, document):
         ("get", "/users/{user_id}/history"): "read",
         ("get", "/users/{user_id}/similar"): "read",
         ("get", "/rooms/{room_id}/members"): "read",
+        ("get", "/events"): "read",
         ("delete", "/users/{user_id}"): "admin",
     }
     accepted = {"read": [{"readKey": []}, {"adminKey": []}], "admin": [{"adminKey": []}]}
