@@ -284,10 +284,10 @@ class UserEvent(BaseModel):
     segment: int | None = Field(description="The segment now; null once erased.")
     room: str | None = Field(description="The room now (null: none, or erased).")
     previous_segment: int | None = Field(
-        default=None, description="For user.moved and user.erased: the segment before."
+        description="For user.moved and user.erased: the segment before; else null."
     )
     previous_room: str | None = Field(
-        default=None, description="For user.moved and user.erased: the room before."
+        description="For user.moved and user.erased: the room before; else null."
     )
     model_version: str | None = Field(description="The model that placed the user.")
     source: str = Field(description="What made the change: api, batch, assign, reassign, erasure.")

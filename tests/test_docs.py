@@ -139,6 +139,7 @@ def test_every_curl_of_the_page_answers_as_shown(page, tmp_path):
         assert response.status_code == expected_status(command, documented), command
         if documented is not None:
             assert shape_differences(documented, response.get_json()) == [], command
+    app.extensions["model_follower"].stop()
 
 
 def manual_settings() -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@ cannot drift: the API reference from the app's own /openapi.json, and the commit
 model's heatmap (no copy kept by hand)."""
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,20 @@ HEATMAP = "img/heatmap.png"
 
 
 def openapi_document() -> dict[str, Any]:
-    """The document the service serves, from an app on an in-memory store."""
+    """The document the service serves, from an app on a store of its own."""
     from nomads_cluster import create_app
 
-    app = create_app({"DATABASE_URL": "sqlite://", "LOG_FORMAT": "text", "LOG_LEVEL": "WARNING"})
-    response = app.test_client().get("/openapi.json")
+    with tempfile.TemporaryDirectory() as store:
+        app = create_app(
+            {
+                "DATABASE_URL": f"sqlite:///{store}/docs.sqlite3",
+                "LOG_FORMAT": "text",
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        response = app.test_client().get("/openapi.json")
+        app.extensions["model_follower"].stop()
+        app.extensions["user_store"].engine.dispose()
     if response.status_code != 200:
         raise RuntimeError(f"/openapi.json answered {response.status_code}")
     return response.get_json()

@@ -56,22 +56,18 @@ class Event:
 
     def as_json(self) -> dict[str, Any]:
         """The event as the feed and the webhook send it."""
-        body: dict[str, Any] = {
+        return {
             "id": self.id,
             "type": self.type,
             "user_id": self.user_id,
             "segment": self.segment,
             "room": self.room,
+            "previous_segment": self.previous_segment,
+            "previous_room": self.previous_room,
+            "model_version": self.model_version,
+            "source": self.source,
+            "occurred_at": self.occurred_at.isoformat(),
         }
-        if self.type != PLACED:
-            body["previous_segment"] = self.previous_segment
-            body["previous_room"] = self.previous_room
-        body.update(
-            model_version=self.model_version,
-            source=self.source,
-            occurred_at=self.occurred_at.isoformat(),
-        )
-        return body
 
     @classmethod
     def from_row(cls, row: sa.Row) -> "Event":
