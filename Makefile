@@ -100,6 +100,7 @@ bench: install
 	$(BIN)/python bench/similar_users.py
 	$(BIN)/python bench/churn.py
 	$(BIN)/python bench/promotion.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .import_linter_cache node_modules site

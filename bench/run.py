@@ -95,12 +95,24 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
             cwd=REPO,
             check=True,
         )
-        for name, path in (("/cluster/preview", "/cluster/preview"), ("SQLite", "/cluster")):
-            database = work_dir / f"against-{path.strip('/').replace('/', '-')}.sqlite3"
+        compared = (
+            ("/cluster/preview", "/cluster/preview", False),
+            ("SQLite", "/cluster", False),
+            ("SQLite, with a city", "/cluster", True),
+        )
+        for name, path, cities in compared:
+            database = work_dir / f"against-{name.replace(', ', '-').replace('/', '')}.sqlite3"
             servers[f"nomads-cluster at {against}, {name}"] = ours(
                 checkout,
                 {"NOMADS_DATABASE_URL": f"sqlite:///{database}", "PYTHONPATH": str(checkout)},
                 path=path,
+                cities=cities,
+            )
+        if against_postgres := fresh_postgres_url(f"{POSTGRES_BENCH_DB}_against_cities"):
+            servers[f"nomads-cluster at {against}, PostgreSQL, with a city"] = ours(
+                checkout,
+                {"DATABASE_URL": against_postgres, "PYTHONPATH": str(checkout)},
+                cities=True,
             )
     # Each server its own database, as each SQLite one has its own file: on a database
     # that holds rooms, every PostgreSQL write also runs its lock-ordering step (present,
@@ -349,6 +361,14 @@ def print_report(results: dict[int, dict[str, dict]], first_answer: dict[str, fl
             f"\nthe shadow's cost at {connections} connections: {1 - shadowed / plain:.1%} of "
             "/cluster's throughput on SQLite"
         )
+        for name, result in by_server.items():
+            if " at " in name:  # the same path at another commit: this commit's cost
+                base = "nomads-cluster, " + name.split(", ", 1)[1]
+                if base not in by_server and name.endswith("/cluster/preview"):
+                    base = "nomads-cluster /cluster/preview"
+                if base in by_server:
+                    change = by_server[base]["requests_per_s"] / result["requests_per_s"] - 1
+                    print(f"{base} at {connections} connections: {change:+.1%} against {name}")
     original = next(iter(results.values()))["original service"]
     original_start = first_answer["original service"]
     for name, r in next(iter(results.values())).items():

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 RETRY_FOR = timedelta(days=3)  # a receiver failing longer than this is given up
 FIRST_RETRY_SECONDS = 1.0  # then doubled at each failure...
 LONGEST_RETRY_SECONDS = 600.0  # ...up to this
-IDLE_SECONDS = 1.0  # nothing to send: look again after this
+IDLE_SECONDS = 0.25  # nothing to send: look again after this (the lag of a quiet feed)
 USER_AGENT = "nomads-cluster-webhooks"
 
 

@@ -1,0 +1,164 @@
+"""`make bench`, the change feed's deliveries: how many events a second the worker
+delivers to a local receiver, and how long an event takes from its commit to the
+receiver.
+
+    .venv/bin/python bench/webhooks.py [--events 20000] [--seconds 10]
+
+1. Throughput: a store holding --events events (sign-ups with cities), delivered by
+   the worker's own loop in batches of 100 to a receiver that verifies each signature.
+2. Lag: gunicorn and `nomads-cluster worker` (the Procfile's processes), 50 sign-ups
+   a second for --seconds; for each event, the receiver's arrival time less the time
+   the change was made.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.run import fresh_postgres_url  # noqa: E402
+from nomads_cluster.testing import free_port, wait_until_healthy  # noqa: E402
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+CITIES = ["Madrid", "Lisboa", "Porto", "Berlin", "Oslo"]
+
+
+class Receiver:
+    """Verifies each delivery and notes when each event arrived."""
+
+    def __init__(self) -> None:
+        from standardwebhooks import Webhook
+
+        verifier = Webhook(SECRET)
+        self.arrivals: dict[int, tuple[float, str]] = {}  # id -> (arrival, occurred_at)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                events = verifier.verify(body, dict(self.headers))["events"]
+                now = time.time()
+                for event in events:
+                    receiver.arrivals.setdefault(event["id"], (now, event["occurred_at"]))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def throughput(database_url: str, events: int) -> float:
+    """Events a second, delivering ``events`` events already written."""
+    from nomads_cluster.store.engine import create_store_engine
+    from nomads_cluster.store.migrations import upgrade
+    from nomads_cluster.store.users import Assignment, UserStore
+    from nomads_cluster.worker.webhooks import WebhookDelivery
+
+    store = UserStore(create_store_engine(database_url, timeout=30))
+    upgrade(store.engine)
+    for start in range(0, events, 1000):
+        store.save(
+            [
+                Assignment(f"t{i}", ("surf",), 1 + i % 4, {}, "bench", city=CITIES[i % 5])
+                for i in range(start, min(start + 1000, events))
+            ]
+        )
+    receiver = Receiver()
+    delivery = WebhookDelivery(store, receiver.url, SECRET, batch_size=100)
+    started = time.perf_counter()
+    while len(receiver.arrivals) < events:
+        delivery.step()
+    seconds = time.perf_counter() - started
+    receiver.server.shutdown()
+    store.engine.dispose()
+    return events / seconds
+
+
+def lag(database_url: str, seconds: float) -> list[float]:
+    """Seconds from each change to its arrival at the receiver, through the processes
+    the Procfile runs."""
+    receiver = Receiver()
+    port = free_port()
+    env = {
+        **os.environ,
+        "NOMADS_DATABASE_URL": database_url,
+        "NOMADS_WEBHOOK_URL": receiver.url,
+        "NOMADS_WEBHOOK_SECRET": SECRET,
+        "NOMADS_LOG_LEVEL": "WARNING",
+        "PORT": str(port),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "nomads_cluster", "db", "upgrade"], cwd=REPO, env=env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    commands = (
+        [sys.executable, "-m", "gunicorn", "app_cluster:app"],
+        [sys.executable, "-m", "nomads_cluster", "worker"],
+    )
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    processes = [subprocess.Popen(command, cwd=REPO, env=env, **quiet) for command in commands]
+    try:
+        wait_until_healthy(port, server=processes[0])
+        sent, started = 0, time.monotonic()
+        while time.monotonic() - started < seconds:
+            body = {"_id": f"lag{sent}", "interests": {"surf": True}, "city": CITIES[sent % 5]}
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/cluster", json.dumps(body).encode(), method="POST"
+            )
+            urllib.request.urlopen(request, timeout=10).read()
+            sent += 1
+            time.sleep(max(0.0, started + sent / 50 - time.monotonic()))
+        deadline = time.monotonic() + 30
+        while len(receiver.arrivals) < sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+        receiver.server.shutdown()
+    return [
+        arrival - datetime.fromisoformat(occurred).timestamp()
+        for arrival, occurred in receiver.arrivals.values()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work_dir:
+        databases = {"SQLite": lambda name: f"sqlite:///{Path(work_dir) / name}.sqlite3"}
+        if fresh_postgres_url("nomads_bench_webhooks") is not None:
+            databases["PostgreSQL"] = fresh_postgres_url
+        print("\nthe change feed's deliveries to a local receiver (verifying each signature):\n")
+        print("| database | events/s (batches of 100) | lag p50 s | lag p99 s | events |")
+        print("|---|---|---|---|---|")
+        for name, url_of in databases.items():
+            rate = throughput(url_of("nomads_bench_webhooks"), args.events)
+            lags = sorted(lag(url_of("nomads_bench_webhooks_lag"), args.seconds))
+            p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            print(
+                f"| {name} | {rate:,.0f} | {statistics.median(lags):.3f} | {p99:.3f} | "
+                f"{len(lags)} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
