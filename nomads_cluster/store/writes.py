@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from .engine import CHANGES_LOCK, advisory_lock
-from .events import MOVED, PLACED, Place, add_events, change_events
+from .events import MOVED, PLACED, Place, change_events
 from .tables import (
     SEQ_SEQUENCE,
     USER_NO_SEQUENCE,
@@ -110,25 +110,44 @@ def _sqlite_write(dialect: Dialect) -> Write:
             row[name] if encoders[name] is None else encoders[name](row[name]) for name in names
         )
 
+    event_names = [c.name for c in user_events.c if c.name != "id"]
+    add_events = (
+        f"INSERT INTO {user_events.name} ({', '.join(event_names)}) VALUES ({marks(event_names)})"
+    )
+    encode_time = encoders["assigned_at"]
+
+    def current_places(conn: sa.Connection, user_ids: Sequence[str]) -> dict[str, Place]:
+        """Each stored user's (segment, room) among ``user_ids``."""
+        places = {}
+        for start in range(0, len(user_ids), PLACES_PER_QUERY):
+            chunk = tuple(user_ids[start : start + PLACES_PER_QUERY])
+            query = (
+                f"SELECT user_id, cluster, room_id FROM {assignments.name}"
+                f" WHERE user_id IN ({marks(chunk)})"
+            )
+            for user_id, segment, room in conn.exec_driver_sql(query, chunk):
+                places[user_id] = (segment, room)
+        return places
+
     def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
         last_per_user = {row["user_id"]: row for row in rows}
         before = current_places(conn, list(last_per_user))
         conn.exec_driver_sql(add_history, [values(row, HISTORY_COLUMNS) for row in rows])
         conn.exec_driver_sql(make_current, [values(row, COLUMNS) for row in last_per_user.values()])
-        add_events(conn, change_events(before, rows))
+        events = change_events(before, rows)
+        if events:
+            conn.exec_driver_sql(
+                add_events,
+                [
+                    tuple(
+                        encode_time(event[name]) if name == "occurred_at" else event[name]
+                        for name in event_names
+                    )
+                    for event in events
+                ],
+            )
 
     return write
-
-
-def current_places(conn: sa.Connection, user_ids: Sequence[str]) -> dict[str, Place]:
-    """Each stored user's (segment, room) among ``user_ids``."""
-    places = {}
-    for start in range(0, len(user_ids), PLACES_PER_QUERY):
-        chunk = user_ids[start : start + PLACES_PER_QUERY]
-        query = sa.select(assignments.c.user_id, assignments.c.cluster, assignments.c.room_id)
-        for user_id, segment, room in conn.execute(query.where(assignments.c.user_id.in_(chunk))):
-            places[user_id] = (segment, room)
-    return places
 
 
 def _postgresql_write(dialect: Dialect) -> Write:

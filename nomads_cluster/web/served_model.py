@@ -7,7 +7,8 @@ Each worker process follows the registry from a thread of its own (a greenlet un
 gevent): on PostgreSQL it LISTENs for the registry's notifications and reads the
 registry as soon as one arrives; on any database it also reads it every
 MODEL_CHECK_SECONDS, which covers SQLite and a notification connection that has
-stalled or dropped. The request path only reads an attribute.
+stalled or dropped. The request path only reads an attribute (and, while a candidate
+is shadowed, keeps the user for the follower to score).
 """
 
 import contextlib
@@ -60,6 +61,7 @@ class ModelFollower:
         self.model = registry.load(served)
         self.shadow: SegmentModel | None = None
         self.refused: str | None = None  # why the registry's served version is not served
+        self._refused_version: str | None = None  # that version: not loaded again
         self._unshadowable: str | None = None  # a version this code failed to load
         # Users the requests kept for the shadow, and the counts not yet in the registry.
         self._to_compare: list[tuple[str, str, np.ndarray, list[int]]] = []
@@ -145,18 +147,19 @@ class ModelFollower:
             if served is not None and served != self.model.version:
                 self._serve(served)
             elif served == self.model.version:
-                self.refused = None
+                self.refused = self._refused_version = None
             self._load_shadow(shadowed)
         except StoreUnavailable as exc:
             log.warning("cannot read the model registry, serving %s: %s", self.model.version, exc)
 
     def _serve(self, version: str) -> None:
         """Swap in ``version``, or refuse it once (it is not loaded again every check)."""
-        if self.refused is not None and self.refused.startswith(f"the registry serves {version},"):
+        if version == self._refused_version:
             return
         try:
             model = self.registry.load(version)
         except ModelError as exc:
+            self._refused_version = version
             self.refused = f"the registry serves {version}, refused here: {exc}"
             log.error(
                 "refusing model %s promoted in the registry, still serving %s: %s",
@@ -165,7 +168,8 @@ class ModelFollower:
                 exc,
             )
             return
-        previous, self.model, self.refused = self.model, model, None
+        previous, self.model = self.model, model
+        self.refused = self._refused_version = None
         log.info("now serving model %s (was %s)", model.version, previous.version)
 
     def _load_shadow(self, version: str | None) -> None:
