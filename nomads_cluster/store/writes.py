@@ -173,9 +173,10 @@ def _postgresql_write(dialect: Dialect) -> Write:
         # whose counts change (migration 0004's triggers), by room id. Two writes that
         # touch the same users or rooms then wait for each other instead of deadlocking
         # (``rooms.RoomPlan.know_current`` locks the same rows, in the same order).
-        # (Evaluated first: an uncorrelated subquery of the WHERE below. While the rooms
-        # table is empty, PostgreSQL never evaluates it (EXPLAIN ANALYZE: "never
-        # executed"); the INSERT then locks the users' rows itself, in user id order.)
+        # (Evaluated first, both: uncorrelated subqueries of the WHERE below, users then
+        # rooms. The users' places must be read before the INSERT changes them: the
+        # events compare with them, and a row this statement has changed is no longer
+        # there for it to lock.)
         f" present AS (SELECT user_id, cluster, room_id FROM {assignments.name}"
         f" WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE),"
         # Each row's place before it: the user's previous row in the group, or their
@@ -200,7 +201,8 @@ def _postgresql_write(dialect: Dialect) -> Write:
         f"SELECT room_id FROM present UNION SELECT room_id FROM given)) ORDER BY id FOR UPDATE)"
         f" INSERT INTO {assignments.name} ({names}, user_no, seq)"
         f" SELECT DISTINCT ON (user_id) {names}, user_no, nextval('{SEQ_SEQUENCE.name}')"
-        f" FROM numbered WHERE (SELECT count(*) FROM counted_rooms) >= 0"
+        f" FROM numbered WHERE (SELECT count(*) FROM present) >= 0"
+        f" AND (SELECT count(*) FROM counted_rooms) >= 0"
         f" ORDER BY user_id, position DESC"
         f" ON CONFLICT (user_id) DO UPDATE SET {_updates('EXCLUDED')}"
     )

@@ -164,3 +164,15 @@ def test_concurrent_writers_are_followed_without_a_gap_or_a_repeat(store, databa
         stored = conn.execute(sa.select(user_events.c.id).order_by(user_events.c.id)).scalars()
         assert seen == list(stored)
     assert len(seen) == 160
+
+
+def test_without_any_room_a_move_is_a_move_and_a_repost_nothing(store):
+    """No room opened yet (nothing in the rooms table): the write's reading of the
+    users' places must still see them as they were."""
+    store.save([record("n1"), record("n2")])
+    store.save([record("n1"), record("n2", cluster=3)])
+    assert summary(feed(store)) == [
+        ("user.placed", "n1", 1, None),
+        ("user.placed", "n2", 1, None),
+        ("user.moved", "n2", 3, None),
+    ]
