@@ -18,49 +18,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.run import fresh_postgres_url  # noqa: E402
-from nomads_cluster.testing import free_port, wait_until_healthy  # noqa: E402
+from nomads_cluster.testing import WebhookReceiver, free_port, wait_until_healthy  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CITIES = ["Madrid", "Lisboa", "Porto", "Berlin", "Oslo"]
-
-
-class Receiver:
-    """Verifies each delivery and notes when each event arrived."""
-
-    def __init__(self) -> None:
-        from standardwebhooks import Webhook
-
-        verifier = Webhook(SECRET)
-        self.arrivals: dict[int, tuple[float, str]] = {}  # id -> (arrival, occurred_at)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                events = verifier.verify(body, dict(self.headers))["events"]
-                now = time.time()
-                for event in events:
-                    receiver.arrivals.setdefault(event["id"], (now, event["occurred_at"]))
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def throughput(database_url: str, events: int) -> float:
@@ -79,13 +48,13 @@ def throughput(database_url: str, events: int) -> float:
                 for i in range(start, min(start + 1000, events))
             ]
         )
-    receiver = Receiver()
+    receiver = WebhookReceiver(SECRET)
     delivery = WebhookDelivery(store, receiver.url, SECRET, batch_size=100)
     started = time.perf_counter()
-    while len(receiver.arrivals) < events:
+    while len(receiver.event_ids()) < events:
         delivery.step()
     seconds = time.perf_counter() - started
-    receiver.server.shutdown()
+    receiver.close()
     store.engine.dispose()
     return events / seconds
 
@@ -93,7 +62,7 @@ def throughput(database_url: str, events: int) -> float:
 def lag(database_url: str, seconds: float) -> list[float]:
     """Seconds from each change to its arrival at the receiver, through the processes
     the Procfile runs."""
-    receiver = Receiver()
+    receiver = WebhookReceiver(SECRET)
     port = free_port()
     env = {
         **os.environ,
@@ -125,17 +94,22 @@ def lag(database_url: str, seconds: float) -> list[float]:
             sent += 1
             time.sleep(max(0.0, started + sent / 50 - time.monotonic()))
         deadline = time.monotonic() + 30
-        while len(receiver.arrivals) < sent and time.monotonic() < deadline:
+        while len(set(receiver.event_ids())) < sent and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         for process in processes:
             process.terminate()
             process.wait(timeout=30)
-        receiver.server.shutdown()
-    return [
-        arrival - datetime.fromisoformat(occurred).timestamp()
-        for arrival, occurred in receiver.arrivals.values()
-    ]
+        receiver.close()
+    first_arrivals = {}
+    for _, delivered, arrived_at in receiver.deliveries:
+        for event in delivered:
+            first_arrivals.setdefault(event["id"], arrived_at - _time(event["occurred_at"]))
+    return list(first_arrivals.values())
+
+
+def _time(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def main() -> None:

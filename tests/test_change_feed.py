@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from conftest import API_KEY, READ_API_KEY, variant_of
 from helpers.fleet import copy_of_repository, instance
 from helpers.live_server import REPO
-from helpers.receiver import SECRET, Receiver
+from helpers.receiver import SECRET
 from helpers.waiting import wait_until
 
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
@@ -29,6 +29,7 @@ from nomads_cluster.store.engine import create_store_engine
 from nomads_cluster.store.registry import ModelRegistry
 from nomads_cluster.store.tables import assignment_history, webhook_deliveries
 from nomads_cluster.store.users import UserStore
+from nomads_cluster.testing import WebhookReceiver
 
 CITIES = ["Madrid", "Lisboa", "Porto", "Berlin", "Oslo"]
 
@@ -82,7 +83,7 @@ def changes_in_history(store: UserStore) -> dict[str, list[tuple]]:
 
 
 def run_scenario(database_url: str, tmp_path: Path, committed) -> None:
-    receiver = Receiver()
+    receiver = WebhookReceiver(SECRET)
     receiver.answers = [500, "timeout", "timeout", 503]
     receiver.hang_seconds = 2.5
     env = {

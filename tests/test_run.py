@@ -12,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 from helpers.live_server import REPO
-from helpers.receiver import SECRET, Receiver
+from helpers.receiver import SECRET
 from helpers.waiting import wait_until
 
-from nomads_cluster.testing import free_port, wait_until_healthy
+from nomads_cluster.testing import WebhookReceiver, free_port, wait_until_healthy
 
 
 def make_run_command() -> str:
@@ -26,7 +26,7 @@ def make_run_command() -> str:
 
 def test_make_run_serves_and_delivers_the_events_of_a_sign_up(tmp_path):
     assert make_run_command() == "honcho start --port $(PORT) web worker"
-    receiver = Receiver()
+    receiver = WebhookReceiver(SECRET)
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("NOMADS_")},
@@ -54,7 +54,7 @@ def test_make_run_serves_and_delivers_the_events_of_a_sign_up(tmp_path):
             os.killpg(run.pid, signal.SIGTERM)
             run.wait(timeout=30)
             receiver.close()
-    ((_, events),) = receiver.deliveries
+    ((_, events, _),) = receiver.deliveries
     assert [(e["type"], e["user_id"], e["room"]) for e in events] == [
         ("user.placed", "newcomer", answer["room"]["id"])
     ]

@@ -1,19 +1,12 @@
 """Instances of the service as a fleet runs them: each from a copy of the repository of
 its own (two dynos of one slug), gunicorn as the Procfile starts it."""
 
-import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-import pytest
-
-from nomads_cluster.testing import free_port, wait_until_healthy
-
-from .live_server import REPO
+from .live_server import REPO, run_gunicorn
 
 CHECK_SECONDS = "1"  # each worker's poll of the model registry
 
@@ -42,33 +35,14 @@ def working_tree_changes(copy: Path) -> str:
     ).stdout  # fmt: skip
 
 
-@contextmanager
 def instance(
     copy: Path, database_url: str, log: Path, settings: dict[str, str] | None = None
-) -> Iterator[int]:
+) -> AbstractContextManager[int]:
     """gunicorn as the Procfile runs it, from ``copy``, with 2 workers; its port."""
-    port = free_port()
     env = {
-        **os.environ,
         "NOMADS_DATABASE_URL": database_url,
         "NOMADS_MODEL_CHECK_SECONDS": CHECK_SECONDS,
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
         **(settings or {}),
     }
-    env.pop("NOMADS_MODEL_DIR", None)
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "app_cluster:app", "--bind", f"127.0.0.1:{port}"],
-            cwd=copy, env=env, stdout=output, stderr=output,
-        )  # fmt: skip
-        try:
-            try:
-                wait_until_healthy(port, seconds=60, server=server)
-            except RuntimeError as error:
-                pytest.fail(f"the instance in {copy} did not start ({error}): {log.read_text()}")
-            yield port
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    return run_gunicorn(env, log, workers=2, cwd=copy)

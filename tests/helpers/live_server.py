@@ -15,20 +15,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def run_gunicorn(env: dict[str, str], log_path: Path, workers: int = 2) -> Iterator[int]:
-    """gunicorn as the Procfile runs it (--preload), on a free port; yields the port."""
+def run_gunicorn(
+    env: dict[str, str], log_path: Path, workers: int = 2, cwd: Path = REPO
+) -> Iterator[int]:
+    """gunicorn as the Procfile runs it (--preload), from ``cwd`` (the repository or a
+    copy of it), on a free port; yields the port."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "app_cluster:app", "--preload",
                "--workers", str(workers), "--bind", f"127.0.0.1:{port}"]  # fmt: skip
     with log_path.open("w") as log:
         server = subprocess.Popen(
-            command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
+            command, cwd=cwd, env={**os.environ, **env}, stdout=log, stderr=log
         )
         try:
             try:
-                wait_until_healthy(port, server=server)
+                wait_until_healthy(port, seconds=60, server=server)
             except RuntimeError as error:
-                pytest.fail(f"gunicorn did not start ({error}): {log_path.read_text()}")
+                pytest.fail(f"gunicorn in {cwd} did not start ({error}): {log_path.read_text()}")
             yield port
         finally:
             server.terminate()

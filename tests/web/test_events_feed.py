@@ -4,10 +4,11 @@ time, followed by next_after; a cursor older than the events kept is a 410."""
 from datetime import UTC, datetime, timedelta
 
 from conftest import READER
-from helpers.receiver import SECRET, Receiver
+from helpers.receiver import SECRET
 
 from nomads_cluster.store.events import prune_events
 from nomads_cluster.store.tables import user_events
+from nomads_cluster.testing import WebhookReceiver
 from nomads_cluster.worker.webhooks import WebhookDelivery
 
 
@@ -58,7 +59,7 @@ def test_a_bad_cursor_is_a_400_and_a_pruned_one_a_410(client, store):
 
 def test_metrics_give_the_feed_and_its_deliveries(client, store):
     sign_up(client, 3)
-    receiver = Receiver()
+    receiver = WebhookReceiver(SECRET)
     try:
         delivery = WebhookDelivery(store, receiver.url, SECRET)
         delivery.step()

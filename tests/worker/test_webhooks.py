@@ -13,18 +13,19 @@ import pytest
 import sqlalchemy as sa
 from conftest import READER
 from helpers.live_server import REPO
-from helpers.receiver import SECRET, Receiver
+from helpers.receiver import SECRET
 from helpers.waiting import wait_until
 
 from nomads_cluster.store.tables import webhook_deliveries
 from nomads_cluster.store.users import Assignment
+from nomads_cluster.testing import WebhookReceiver
 from nomads_cluster.worker import webhooks
 from nomads_cluster.worker.webhooks import WebhookDelivery
 
 
 @pytest.fixture
 def receiver():
-    receiver = Receiver()
+    receiver = WebhookReceiver(SECRET)
     yield receiver
     receiver.close()
 
@@ -61,8 +62,8 @@ def test_events_arrive_signed_in_order_in_batches(store, client, receiver):
     delivery = WebhookDelivery(store, receiver.url, SECRET, batch_size=10)
     deliver_all(delivery)
     assert receiver.event_ids() == stored_ids(client)
-    assert [len(events) for _, events in receiver.deliveries] == [10, 10, 5]
-    first_id, events = receiver.deliveries[0]
+    assert [len(events) for _, events, _ in receiver.deliveries] == [10, 10, 5]
+    first_id, events, _ = receiver.deliveries[0]
     assert first_id == f"evt_{events[0]['id']}_{events[-1]['id']}"
     assert receiver.bad_signatures == 0
 
