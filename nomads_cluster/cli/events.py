@@ -21,7 +21,9 @@ def worker() -> None:
 
     with settings() as app:
         config = dict(app.config)
-    logging.basicConfig(level=config["LOG_LEVEL"], format="%(levelname)s %(name)s: %(message)s")
+    # The service's own lines at its level; the libraries' (Alembic's) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nomads_cluster").setLevel(config["LOG_LEVEL"])
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # Heroku stops a dyno with SIGTERM
         signal.signal(signum, lambda *_: stop.set())
