@@ -8,6 +8,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,12 @@ def normalize_url(url: str | URL) -> URL:
     if url.get_backend_name() == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     return url
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A time read back from the store, in UTC: SQLite keeps no zone, and the store
+    writes UTC only."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def sqlite_file(url: URL) -> Path | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .engine import CHANGES_LOCK, advisory_lock
+from .engine import CHANGES_LOCK, advisory_lock, as_utc
 from .tables import store_state, user_events, webhook_deliveries
 
 PLACED, MOVED, ERASED = "user.placed", "user.moved", "user.erased"
@@ -71,7 +71,7 @@ class Event:
 
     @classmethod
     def from_row(cls, row: sa.Row) -> "Event":
-        return cls(**{**row._asdict(), "occurred_at": _utc(row.occurred_at)})
+        return cls(**{**row._asdict(), "occurred_at": as_utc(row.occurred_at)})
 
 
 def change_events(
@@ -196,10 +196,6 @@ def delivery_figures(conn: sa.Connection) -> list[tuple[str, int, int, float | N
     ).all()
     now = datetime.now(UTC)
     return [
-        (url, delivered, failed, None if at is None else (now - _utc(at)).total_seconds())
+        (url, delivered, failed, None if at is None else (now - as_utc(at)).total_seconds())
         for url, delivered, failed, at in rows
     ]
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite keeps no zone

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from ..segmentation.card import ModelCard
 from ..segmentation.model import ModelError, SegmentModel, load_model, model_from_profiles
 from ..validation import error_details, summarize
+from .engine import as_utc
 from .tables import (
     model_churn,
     model_promotions,
@@ -114,10 +115,6 @@ class FiledVersion:
     shadow: Agreement | None
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite keeps no zone
-
-
 class ModelRegistry:
     """The registry's reads and writes, on the store's database."""
 
@@ -129,11 +126,6 @@ class ModelRegistry:
             )
         self.store = store
         self.postgresql = store.engine.dialect.name == "postgresql"
-        if self.postgresql:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        self._insert = insert
 
     # Filing and loading
 
@@ -153,7 +145,7 @@ class ModelRegistry:
             "filed_at": datetime.now(UTC),
         }
         insert = (
-            self._insert(model_versions)
+            self.store.insert(model_versions)
             .on_conflict_do_nothing(index_elements=[model_versions.c.version])
             .returning(model_versions.c.version)
         )
@@ -374,7 +366,7 @@ class ModelRegistry:
             }
             for (shadow, served, served_segment, shadow_segment), requests in sorted(counts.items())
         ]
-        insert = self._insert(shadow_agreement)
+        insert = self.store.insert(shadow_agreement)
         upsert = insert.on_conflict_do_update(
             index_elements=[c for c in shadow_agreement.primary_key.columns],
             set_={"requests": shadow_agreement.c.requests + insert.excluded.requests},
@@ -399,7 +391,7 @@ class ModelRegistry:
             if row is None:
                 return None
             counts = Counter({(a, b): int(n) for a, b, n in conn.execute(pairs)})
-            return Agreement(_utc(row.started_at), counts, row.stopped_at is None)
+            return Agreement(as_utc(row.started_at), counts, row.stopped_at is None)
 
         return self.store.run(work, write=False)
 
@@ -450,7 +442,7 @@ class ModelRegistry:
         return [
             FiledVersion(
                 version=row.version,
-                created_at=_utc(row.filed_at),
+                created_at=as_utc(row.filed_at),
                 filed_by=row.filed_by,
                 algorithm=row.card["algorithm"],
                 segments=row.card["n_components"],
@@ -468,5 +460,5 @@ def _churn(row: sa.Row) -> Churn:
         users=row.users,
         changed=row.changed,
         moves=row.moves,
-        measured_at=_utc(row.measured_at),
+        measured_at=as_utc(row.measured_at),
     )

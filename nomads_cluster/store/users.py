@@ -20,7 +20,13 @@ from sqlalchemy.engine import Engine
 from ..cities import city_key
 from ..metrics.registry import Counter
 from ..segmentation.interests import INTEREST_KEYS, encode_interests, interest_mask
-from .engine import UNAVAILABLE_ERRORS, StoreUnavailable, create_store_engine, writer_lock
+from .engine import (
+    UNAVAILABLE_ERRORS,
+    StoreUnavailable,
+    as_utc,
+    create_store_engine,
+    writer_lock,
+)
 from .events import add_events, change_events, erasure_event
 from .neighbours import Neighbour, NeighbourIndex
 from .rooms import PlacedRoom, place_in_rooms, room_counts, room_to_join
@@ -79,16 +85,13 @@ class Assignment:
 
     @classmethod
     def from_row(cls, row: sa.Row) -> "Assignment":
-        assigned_at = row.assigned_at
-        if assigned_at.tzinfo is None:  # SQLite keeps no zone: it was stored in UTC
-            assigned_at = assigned_at.replace(tzinfo=UTC)
         return cls(
             user_id=int(row.user_id) if row.id_is_int else row.user_id,
             interests=tuple(row.interests),
             cluster=row.cluster,
             scores=row.scores,
             model_version=row.model_version,
-            assigned_at=assigned_at,
+            assigned_at=as_utc(row.assigned_at),
             source=row.source,
             city=row.city,
             room_id=row.room_id,
@@ -114,7 +117,7 @@ class UserStore:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        self._insert = insert
+        self.insert = insert  # the dialect's INSERT, which has ON CONFLICT
         self._writer = assignment_writer(engine.dialect)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -338,7 +341,7 @@ class UserStore:
         """Insert survey answers, skipping those already stored; the number inserted."""
         if not rows:
             return 0
-        insert = self._insert(survey_responses).on_conflict_do_nothing(
+        insert = self.insert(survey_responses).on_conflict_do_nothing(
             index_elements=[survey_responses.c.answer_sha256]
         )
 

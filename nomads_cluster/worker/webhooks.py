@@ -15,14 +15,13 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
+from ..store.engine import as_utc
 from ..store.events import Event, oldest_kept, read_events
 from ..store.tables import webhook_deliveries
 from ..store.users import UserStore
@@ -87,8 +86,8 @@ class WebhookDelivery:
                 log.error("webhook deliveries to %s stopped: %s", self.url, state.stopped_reason)
                 self._stopped_logged = True
             return self.lease.total_seconds() / 4
-        if state.next_attempt_at is not None and _utc(state.next_attempt_at) > now:
-            return (_utc(state.next_attempt_at) - now).total_seconds()
+        if state.next_attempt_at is not None and as_utc(state.next_attempt_at) > now:
+            return (as_utc(state.next_attempt_at) - now).total_seconds()
         events = self.store.run(
             lambda conn: read_events(conn, state.delivered_through, self.batch_size), write=False
         )
@@ -134,7 +133,7 @@ class WebhookDelivery:
             return Attempt(None, f"{type(exc).__name__}: {exc}")
 
     def _failed(self, state: sa.Row, attempt: Attempt, events: list[Event], now: datetime) -> float:
-        failing_since = _utc(state.failing_since) if state.failing_since else now
+        failing_since = as_utc(state.failing_since) if state.failing_since else now
         attempts = state.attempts + 1
         stop_reason = None
         if attempt.status == 410:
@@ -193,7 +192,7 @@ class WebhookDelivery:
 
         def work(conn: sa.Connection) -> bool:
             # A new receiver gets every event kept; two workers may meet here.
-            first = _insert(conn)(webhook_deliveries).values(
+            first = self.store.insert(webhook_deliveries).values(
                 {**row, "delivered_through": oldest_kept(conn)}
             )
             conn.execute(first.on_conflict_do_nothing(index_elements=["url"]))
@@ -213,16 +212,3 @@ class WebhookDelivery:
             .values(**values)
         )
         self.store.run(lambda conn: conn.execute(update), write=True)
-
-
-def _insert(conn: sa.Connection) -> Callable[..., Any]:
-    """The dialect's INSERT, which has ON CONFLICT."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
