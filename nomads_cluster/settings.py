@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ServiceError
 from .segmentation.drift import MAX_WINDOW
 
 PREFIX = "NOMADS_"
@@ -16,7 +17,7 @@ OTHER_VARIABLES = {"NOMADS_SURVEY_PATH", "NOMADS_TEST_DATABASE_URL"}
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgresql+psycopg")
 
 
-class ConfigError(ValueError):
+class ConfigError(ServiceError, ValueError):
     """The settings cannot run the service; the message says which and why."""
 
 

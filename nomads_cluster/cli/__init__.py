@@ -10,15 +10,19 @@ one-off dyno), as ``python -m nomads_cluster ...``.
 import click
 
 from . import data, events, model
+from .service import ServiceCommands
 
 
-@click.group()
+@click.group(cls=ServiceCommands)
 def main() -> None:
     """nomads-cluster: segment the DigitalAndNomads users by interests."""
 
 
-for command in (model.train, model.import_model, model.models, model.churn, model.shadow,
-                model.promote, model.rollback, model.heatmap,
-                data.ingest, data.assign, data.reassign, data.db, events.events,
-                events.worker):  # fmt: skip
+COMMANDS = [
+    *(model.train, model.import_model, model.models, model.churn, model.shadow),
+    *(model.promote, model.rollback, model.heatmap),
+    *(data.ingest, data.assign, data.reassign, data.db),
+    *(events.events, events.worker),
+]
+for command in COMMANDS:
     main.add_command(command)

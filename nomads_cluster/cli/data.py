@@ -9,8 +9,16 @@ from pathlib import Path
 
 import click
 
-from ..segmentation.model import DEFAULT_MODEL_DIR, ModelError, load_model
-from .service import counted, database, registry, served_model, settings, training_packages
+from ..segmentation.model import DEFAULT_MODEL_DIR, load_model
+from .service import (
+    counted,
+    database,
+    registry,
+    served_model,
+    service_errors,
+    settings,
+    training_packages,
+)
 
 BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a count
 
@@ -22,12 +30,9 @@ def ingest(survey: Path) -> None:
     from ..store.users import chosen_interests
 
     with training_packages("ingest"):
-        from ..segmentation.survey import SurveyFormatError, read_survey_answers
+        from ..segmentation.survey import read_survey_answers
 
-    try:
-        answers = read_survey_answers(survey)
-    except SurveyFormatError as exc:
-        raise click.ClickException(str(exc)) from None
+    answers = read_survey_answers(survey)
     now = datetime.now(UTC)
     rows = [
         {
@@ -80,41 +85,31 @@ def assign(
     column and the 26 interest columns (0/1 or true/false), or JSON Lines of /cluster
     bodies. Streams in chunks, in bounded memory."""
     with training_packages("assign"):
-        from .offline import BadRowsError, InputFormatError, assign_file
+        from .offline import assign_file
 
     if output.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise click.BadParameter("use a .csv or .jsonl file", param_hint="--output")
-    failures: tuple[type[Exception], ...] = (InputFormatError, BadRowsError)
     user_store, after_failure = None, f"nothing was written to {output}"
     resources = ExitStack()
     if store:
-        from ..store.users import StoreUnavailable
-
         models = resources.enter_context(registry())
         model, user_store = served_model(models, "assigning"), models.store
-        failures += (StoreUnavailable,)
         after_failure += " (the chunks before the failure stay stored)"
     else:  # the model alone: neither the web layer nor the database to load
-        try:
-            model = load_model(os.environ.get("NOMADS_MODEL_DIR", DEFAULT_MODEL_DIR))
-        except ModelError as exc:
-            raise click.ClickException(str(exc)) from None
+        model = load_model(os.environ.get("NOMADS_MODEL_DIR", DEFAULT_MODEL_DIR))
     size = input_path.stat().st_size
     bar = click.progressbar(length=size, label=f"assigning {input_path.name}", file=sys.stderr)
-    with resources, bar:
-        try:
-            summary = assign_file(
-                input_path,
-                output,
-                model,
-                input_format=input_format,
-                id_column=id_column,
-                skip_bad_rows=skip_bad_rows,
-                store=user_store,
-                on_progress=lambda done: bar.update(done - bar.pos),
-            )
-        except failures as exc:
-            raise click.ClickException(f"{exc}; {after_failure}") from None
+    with resources, bar, service_errors(f"; {after_failure}"):
+        summary = assign_file(
+            input_path,
+            output,
+            model,
+            input_format=input_format,
+            id_column=id_column,
+            skip_bad_rows=skip_bad_rows,
+            store=user_store,
+            on_progress=lambda done: bar.update(done - bar.pos),
+        )
     for bad_row in summary.bad_rows[:BAD_ROWS_SHOWN]:
         click.echo(f"{input_path.name}, line {bad_row.line}: {bad_row.reason}", err=True)
     if len(summary.bad_rows) > BAD_ROWS_SHOWN:
@@ -145,19 +140,15 @@ def reassign(batch_size: int) -> None:
     """
     from ..store.reassign import ReassignReport
     from ..store.reassign import reassign as reassign_users
-    from ..store.users import StoreUnavailable
 
     def progress(report: ReassignReport) -> None:
         click.echo(f"  {report.reassigned} reassigned so far", err=True)
 
     with registry() as models:
         model = served_model(models, "reassigning")
-        try:
+        going_on = "; the batches before were committed: run reassign again to go on"
+        with service_errors(going_on):
             report = reassign_users(models.store, model, batch_size, progress)
-        except StoreUnavailable as exc:
-            raise click.ClickException(
-                f"{exc}; the batches before were committed: run reassign again to go on"
-            ) from None
     click.echo(
         f"reassigned {counted(report.reassigned, 'user')} to model {model.version}: "
         f"{report.changed} changed segment"

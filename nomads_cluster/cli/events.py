@@ -7,7 +7,7 @@ import time
 
 import click
 
-from .service import database, service_errors, settings
+from .service import database, settings
 
 
 @click.command()
@@ -27,7 +27,7 @@ def worker() -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # Heroku stops a dyno with SIGTERM
         signal.signal(signum, lambda *_: stop.set())
-    with database() as store, service_errors():
+    with database() as store:
         run(store, config, stop)
 
 
@@ -41,19 +41,16 @@ def worker() -> None:
 )
 def events(after: int | None, limit: int, follow: bool) -> None:
     """Print the change feed, one JSON event per line, in id order."""
-    from ..store.events import CursorTooOld, oldest_kept, read_events
+    from ..store.events import oldest_kept, read_events
 
-    with database() as store, service_errors():
+    with database() as store:
         if after is None:
             after = store.run(oldest_kept, write=False)
         cursor = after
         while True:
-            try:
-                found = store.run(
-                    lambda conn, since=cursor: read_events(conn, since, limit), write=False
-                )
-            except CursorTooOld as exc:
-                raise click.ClickException(str(exc)) from None
+            found = store.run(
+                lambda conn, since=cursor: read_events(conn, since, limit), write=False
+            )
             for event in found:
                 click.echo(json.dumps(event.as_json()))
             if found:

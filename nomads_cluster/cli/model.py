@@ -17,12 +17,11 @@ from ..segmentation.card import DEFAULT_ANCHOR
 from ..segmentation.model import (
     DEFAULT_MODEL_DIR,
     VERSION_PATTERN,
-    ModelError,
     SegmentModel,
     load_model,
 )
 from ..segmentation.scoring import MAX_COMPONENTS, MIN_COMPONENTS
-from .service import counted, database, registry, service_errors, training_packages
+from .service import counted, database, registry, training_packages
 
 if TYPE_CHECKING:
     from ..store.registry import Agreement, Churn, FiledVersion, ModelRegistry
@@ -34,8 +33,7 @@ def _previous_model(previous: str | None, filing: bool) -> SegmentModel | None:
     """The model a new one continues: a registry version or a model directory; by
     default, when filing, the version the fleet serves."""
     if previous is not None and not VERSION_PATTERN.fullmatch(previous):
-        with service_errors():
-            return load_model(previous)
+        return load_model(previous)
     if previous is None and not filing:
         return None
     with registry() as models:
@@ -45,8 +43,7 @@ def _previous_model(previous: str | None, filing: bool) -> SegmentModel | None:
 
 def _file(directory: Path) -> str:
     """File the model written in ``directory`` in the registry; its version."""
-    with service_errors():
-        model = load_model(directory)
+    model = load_model(directory)
     with registry() as models:
         from ..store.registry import operator
 
@@ -130,7 +127,7 @@ def train(
     candidate that nobody serves yet (or write it to --out)."""
     # Imported here: scikit-learn and pandas are for training, not for serving.
     with training_packages("train"):
-        from ..segmentation.survey import Survey, SurveyFormatError, read_survey
+        from ..segmentation.survey import Survey, read_survey
         from ..segmentation.training import train as train_model
 
     if from_db:
@@ -143,10 +140,7 @@ def train(
     else:
         if not data.is_file():
             raise click.BadParameter(f"{data} is not a file", param_hint="'--data'")
-        try:
-            survey = read_survey(data)
-        except SurveyFormatError as exc:
-            raise click.ClickException(str(exc)) from None
+        survey = read_survey(data)
     previous_model = _previous_model(previous, filing=out is None)
     if warm_start and (previous_model is None or algorithm != "nmf" or components == "auto"):
         raise click.UsageError(
@@ -229,16 +223,13 @@ def import_model(model_file: Path, out: Path | None, data: Path | None) -> None:
     """File MODEL_FILE, an NMF or k-means joblib file trained elsewhere (the original
     service's model.pkl, say), in the registry: checked, with its card and heatmap."""
     with training_packages("import-model"):
-        from ..segmentation.survey import SurveyFormatError, read_survey
+        from ..segmentation.survey import read_survey
         from ..segmentation.training import import_model as import_file
 
     with ExitStack() as cleanup:
         written = out or Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
-        try:
-            survey = None if data is None else read_survey(data)
-            card = import_file(model_file, written, survey)
-        except (ModelError, SurveyFormatError) as exc:
-            raise click.ClickException(str(exc)) from None
+        survey = None if data is None else read_survey(data)
+        card = import_file(model_file, written, survey)
         where = f"wrote {out}" if out else "filed it in the registry"
         click.echo(
             f"imported {model_file.name}: model {card['version']} ({card['algorithm']}, "
@@ -457,10 +448,7 @@ def heatmap(model_dir: Path) -> None:
     with training_packages("heatmap"):
         from ..segmentation.training import draw_heatmap
 
-    try:
-        model = load_model(model_dir)
-    except ModelError as exc:
-        raise click.ClickException(str(exc)) from None
+    model = load_model(model_dir)
     heatmap = model_dir / HEATMAP_FILE
     draw_heatmap(model.scorer.components, model.card.segments, heatmap, model.card.algorithm)
     click.echo(f"wrote {heatmap}")

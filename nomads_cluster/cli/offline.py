@@ -23,6 +23,7 @@ import pyarrow.csv as pa_csv
 from threadpoolctl import threadpool_limits
 
 from ..cities import city_problem, display_city
+from ..errors import ServiceError
 from ..segmentation.interests import INTEREST_KEYS
 from ..segmentation.model import SegmentModel
 from ..segmentation.survey import SurveyFormatError, parse_answer_cells
@@ -37,7 +38,7 @@ CHUNK_ROWS = 50_000  # of JSON Lines: ~10 MB of features and scores
 TRUTH = {b"0": 0.0, b"1": 1.0, b"false": 0.0, b"true": 1.0}  # a cell's bytes, lower case
 
 
-class InputFormatError(ValueError):
+class InputFormatError(ServiceError, ValueError):
     """The input cannot be read at all; the message says where and why."""
 
 
@@ -375,7 +376,7 @@ class AssignSummary:
     bad_rows: list[BadRow] = field(default_factory=list)
 
 
-class BadRowsError(ValueError):
+class BadRowsError(ServiceError, ValueError):
     """A bad row met with on_error="stop"."""
 
     def __init__(self, name: str, bad_row: BadRow):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..segmentation.model import ModelError
+from ..errors import ServiceError
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -21,16 +21,23 @@ if TYPE_CHECKING:
 
 @contextmanager
 def service_errors(after: str = "") -> Iterator[None]:
-    """Around a command's work: a wrong setting, a model that cannot be served or a
-    database out of reach ends the command with one line (and ``after``, what became
-    of the work), not a traceback."""
-    from ..settings import ConfigError
-    from ..store.engine import StoreUnavailable
-
+    """Around a command's work: a wrong setting, a model that cannot be served, a
+    survey that cannot be read or a database out of reach (a ServiceError) ends the
+    command with one line, and ``after``, what became of the work, not a traceback.
+    Every command runs inside it (``ServiceCommands``); a command passes ``after``
+    where work done before the failure stays done."""
     try:
         yield
-    except (ConfigError, ModelError, StoreUnavailable) as exc:
+    except ServiceError as exc:
         raise click.ClickException(f"{exc}{after}") from None
+
+
+class ServiceCommands(click.Group):
+    """The command group whose every command runs inside ``service_errors``."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        with service_errors():
+            return super().invoke(ctx)
 
 
 @contextmanager
@@ -38,8 +45,7 @@ def settings() -> Iterator["Flask"]:
     """The service's settings, validated, in an app without extensions."""
     from .. import configured_app
 
-    with service_errors():
-        yield configured_app()
+    yield configured_app()
 
 
 @contextmanager
@@ -48,7 +54,7 @@ def database() -> Iterator["UserStore"]:
     connections closed at the end."""
     from ..store.users import open_store
 
-    with settings() as app, service_errors():
+    with settings() as app:
         store = open_store(app.config, app.instance_path)
     try:
         yield store
@@ -61,7 +67,7 @@ def registry() -> Iterator["ModelRegistry"]:
     """The model registry in the service's database."""
     from ..store.registry import ModelRegistry
 
-    with database() as store, service_errors():
+    with database() as store:
         yield ModelRegistry(store)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 from pydantic import ValidationError
 
+from ..errors import ServiceError
 from ..validation import error_details, summarize
 from .card import ModelCard, SegmentSummary
 from .interests import INTEREST_KEYS
@@ -40,7 +41,7 @@ TOP_REASONS = 3  # interests that explain an answer
 DEFAULT_MODEL_DIR = Path("model").resolve()
 
 
-class ModelError(RuntimeError):
+class ModelError(ServiceError, RuntimeError):
     """The model directory cannot be served; the message says why, in one line."""
 
 

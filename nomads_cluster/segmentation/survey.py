@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ServiceError
 from .interests import INTEREST_INDEX, INTEREST_KEYS, label_to_key
 
 
-class SurveyFormatError(ValueError):
+class SurveyFormatError(ServiceError, ValueError):
     """The survey file cannot be read as interests; the message names the row and the label."""
 
 

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 
+from ..errors import ServiceError
+
 PING_AFTER_IDLE_SECONDS = 1.0
 # PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
 # Writers of assignments and events hold it shared until they commit; the similar-users
@@ -25,7 +27,7 @@ CHANGES_LOCK = 0x6E6F6D616474
 UNAVAILABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(ServiceError, RuntimeError):
     """The database cannot be reached (or stays locked) right now: try again later."""
 
 

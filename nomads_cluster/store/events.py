@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import ServiceError
 from .engine import CHANGES_LOCK, advisory_lock, as_utc
 from .tables import store_state, user_events, webhook_deliveries
 
@@ -30,7 +31,7 @@ PLACED, MOVED, ERASED = "user.placed", "user.moved", "user.erased"
 Place = tuple[int, str | None]
 
 
-class CursorTooOld(LookupError):
+class CursorTooOld(ServiceError, LookupError):
     """The events after this cursor were pruned: the reader must rebuild its state."""
 
     def __init__(self, after: int, pruned_through: int):

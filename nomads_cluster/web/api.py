@@ -1,11 +1,8 @@
 """The HTTP API: /cluster (the app's contract), the segments, the stored users, /health."""
 
-from typing import Any
-
 import numpy as np
 from flask import Blueprint, Response, current_app, g, request, url_for
-from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import NotFound
+from pydantic import ValidationError
 
 from ..cities import city_key
 from ..schemas import (
@@ -15,12 +12,10 @@ from ..schemas import (
     BatchResponse,
     ClusterRequest,
     ClusterResponse,
-    DriftReport,
     Explanation,
     Health,
     InterestContribution,
     Room,
-    SegmentDrift,
     SegmentsOverview,
     SimilarUser,
     SimilarUsers,
@@ -31,8 +26,8 @@ from ..schemas import (
     storable_id,
     user_id_or_none,
 )
-from ..segmentation import drift
 from ..segmentation.card import ModelCard
+from ..segmentation.drift import MAX_WINDOW
 from ..segmentation.interests import INTEREST_KEYS, encode_interests, interest_mask, mask_interests
 from ..store.commits import get_committer
 from ..store.rooms import PlacedRoom
@@ -45,40 +40,27 @@ from ..store.users import (
 )
 from ..validation import MAX_LISTED, summarize
 from . import served_model
-from .binding import batch_problem, write_problem
+from .binding import require_batch_right, require_own_token
 from .keys import requires_key
 from .problems import (
     RETRY_AFTER_SECONDS,
-    InvalidQuery,
+    RequestProblem,
+    invalid_query,
     parse_body,
-    problem_response,
     query_integer,
     request_body,
+    unknown_user,
 )
+from .responses import drift_report, json_response
 
 bp = Blueprint("api", __name__)
 
 HISTORY_LIMIT = 100  # entries of /users/<id>/history unless ?limit= says otherwise
 MAX_HISTORY_LIMIT = 1000
-MAX_DRIFT_WINDOW = drift.MAX_WINDOW
+MAX_DRIFT_WINDOW = MAX_WINDOW
 MAX_LISTED_IN_BATCH = 100  # errors listed in a batch's answer, all items together
 SIMILAR_K = 10  # users of /users/<id>/similar unless ?k= says otherwise
 MAX_SIMILAR_K = 100
-
-
-@bp.url_value_preprocessor
-def only_storable_user_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    """A path's user id that no store can hold (NUL, over MAX_ID_LENGTH characters)
-    names no user: 404 before any query (PostgreSQL would refuse the query itself)."""
-    user_id = (values or {}).get("user_id")
-    if user_id is not None and not storable_id(user_id):
-        raise NotFound(f"no assignment is stored for user {user_id!r}")
-
-
-def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = False) -> Response:
-    return Response(
-        answer.model_dump_json(exclude_none=exclude_none), status, mimetype="application/json"
-    )
 
 
 def _assignment(
@@ -147,9 +129,7 @@ def _answer_body(source: str) -> tuple[Assignment, ClusterResponse]:
 def cluster() -> Response:
     """Assign one user to a segment and store it."""
     record, answer = _answer_body("api")
-    refused = write_problem(record.user_id)  # when writes are bound to the caller
-    if refused is not None:
-        return refused
+    require_own_token(record.user_id)  # when writes are bound to the caller
     g.user_id = record.user_id  # for the request's log line
     # Committed before the answer: no acknowledged loss.
     (placed,) = get_committer().save([record])
@@ -175,9 +155,7 @@ def cluster_preview() -> Response:
 @bp.post("/cluster/batch")
 def cluster_batch() -> Response:
     """Assign and store many users in one transaction; a bad item fails alone."""
-    refused = batch_problem()
-    if refused is not None:
-        return refused
+    require_batch_right()
     batch = parse_body(BatchRequest, request_body(current_app.config["BATCH_MAX_CONTENT_LENGTH"]))
     results: list[BatchAssigned | BatchFailed | None] = [None] * len(batch.users)
     valid: list[tuple[int, ClusterRequest]] = []
@@ -244,36 +222,6 @@ def clusters() -> Response:
     )
 
 
-def drift_report(window: int) -> DriftReport:
-    """The latest ``window`` live assignments of the served model against training."""
-    model = served_model.get_model()
-    counts = get_store().recent_segments(model.version, window, drift.LIVE_SOURCES)
-    expected = {segment.segment: segment.share for segment in model.card.segments}
-    # A model imported without its training data has no shares to drift from.
-    known = None not in expected.values()
-    terms = drift.psi_terms(expected, counts) if known else dict.fromkeys(expected)
-    total = sum(counts.values())
-    psi = sum(terms.values()) if total and known else None
-    return DriftReport(
-        model_version=model.version,
-        window=window,
-        assignments=total,
-        psi=psi,
-        status=drift.verdict(psi, total),
-        thresholds={"moderate": drift.MODERATE, "significant": drift.SIGNIFICANT},
-        segments=[
-            SegmentDrift(
-                segment=segment,
-                training_share=share,
-                recent_share=counts.get(segment, 0) / total if total else 0.0,
-                recent_assignments=counts.get(segment, 0),
-                psi_term=terms[segment],
-            )
-            for segment, share in expected.items()
-        ],
-    )
-
-
 @bp.get("/clusters/drift")
 def clusters_drift() -> Response:
     """The segments of the latest assignments by the served model against training."""
@@ -287,7 +235,7 @@ def cluster_segment(number: int) -> Response:
     segment = model.segment(number)
     if segment is None:
         numbers = ", ".join(map(str, model.numbers))
-        return problem_response(
+        raise RequestProblem(
             404, "Unknown segment", f"the segments are {numbers}; there is no {number}"
         )
     return json_response(segment)
@@ -298,7 +246,7 @@ def clusters_heatmap() -> Response:
     """The heatmap drawn beside the model when it was trained."""
     model = served_model.get_model()
     if model.heatmap_png is None:
-        return problem_response(
+        raise RequestProblem(
             404,
             "No heatmap",
             f"model {model.version} has none: draw it with `nomads-cluster heatmap`",
@@ -330,16 +278,21 @@ def _stored(record: Assignment) -> StoredAssignment:
     )
 
 
-def _unknown_user(user_id: str) -> Response:
-    return problem_response(404, "Unknown user", f"no assignment is stored for user {user_id!r}")
+def _storable(user_id: str) -> str:
+    """A path's user id, which no store can hold (NUL, over MAX_ID_LENGTH characters)
+    names no user: the same 404 as an unknown one, before any query (PostgreSQL would
+    refuse the query itself). Checked after the key, as every other unknown user."""
+    if not storable_id(user_id):
+        raise unknown_user(user_id)
+    return user_id
 
 
 @bp.get("/users/<user_id>")
 @requires_key("read")
 def user(user_id: str) -> Response:
-    record = get_store().current(user_id)
+    record = get_store().current(_storable(user_id))
     if record is None:
-        return _unknown_user(user_id)
+        raise unknown_user(user_id)
     return json_response(_stored(record))
 
 
@@ -347,9 +300,9 @@ def user(user_id: str) -> Response:
 @requires_key("read")
 def user_history(user_id: str) -> Response:
     limit = query_integer("limit", HISTORY_LIMIT, MAX_HISTORY_LIMIT)
-    records = get_store().history(user_id, limit)
+    records = get_store().history(_storable(user_id), limit)
     if not records:
-        return _unknown_user(user_id)
+        raise unknown_user(user_id)
     return json_response(
         UserHistory(user_id=records[0].user_id, history=[_stored(r) for r in records])
     )
@@ -362,10 +315,10 @@ def similar_users(user_id: str) -> Response:
     k = query_integer("k", SIMILAR_K, MAX_SIMILAR_K)
     city = request.args.get("city")
     if city not in (None, "same"):
-        raise InvalidQuery(f"city must be 'same' or absent, not {city!r}")
-    found = get_store().similar(user_id, k, same_city=city == "same")
+        raise invalid_query(f"city must be 'same' or absent, not {city!r}")
+    found = get_store().similar(_storable(user_id), k, same_city=city == "same")
     if found is None:
-        return _unknown_user(user_id)
+        raise unknown_user(user_id)
     me, neighbours = found
     return json_response(
         SimilarUsers(
@@ -390,8 +343,8 @@ def similar_users(user_id: str) -> Response:
 @requires_key("admin")
 def erase_user(user_id: str) -> Response:
     """Erase the user's current assignment and whole history."""
-    if not get_store().erase(user_id):
-        return _unknown_user(user_id)
+    if not get_store().erase(_storable(user_id)):
+        raise unknown_user(user_id)
     return Response(status=204)
 
 

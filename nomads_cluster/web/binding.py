@@ -11,10 +11,10 @@ then takes the admin key. Off by default.
 
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, current_app
 
-from .keys import BEARER_CHALLENGE, bearer_token, key_problem
-from .problems import problem_response
+from .keys import BEARER_CHALLENGE, bearer_token, require_key
+from .problems import RequestProblem, retry_later
 
 SECRET_ALGORITHMS = ["HS256"]
 KEY_SET_ALGORITHMS = ["RS256", "ES256"]
@@ -39,42 +39,44 @@ def _verified_claims(token: str) -> dict[str, Any]:
     return jwt.decode(token, keys, SECRET_ALGORITHMS, options=options, **checks)
 
 
-def write_problem(user_id: str | int) -> Response | None:
-    """None when binding is off, or the request's token is the user's own."""
+def require_own_token(user_id: str | int) -> None:
+    """Return when binding is off or the request's token is the user's own; raise a
+    401 or 403 problem otherwise."""
     if not binding_on():
-        return None
+        return
     # Imported only where binding is on: PyJWT and cryptography cost a server that does
     # not bind about 9 MB and part of its start-up.
     import jwt
 
     token = bearer_token()
     if token is None:
-        return problem_response(
-            401, "Unauthorized", "send the user's token: Authorization: Bearer <JWT>",
+        raise RequestProblem(
+            401,
+            "Unauthorized",
+            "send the user's token: Authorization: Bearer <JWT>",
             headers=BEARER_CHALLENGE,
-        )  # fmt: skip
+        )
     try:
         claims = _verified_claims(token)
     except jwt.PyJWKClientConnectionError:
         # The key set could not be fetched: the provider's fault, not the client's.
-        return problem_response(
-            503, "Service Unavailable", "the identity provider's keys cannot be read now",
-            headers={"Retry-After": "5"},
-        )  # fmt: skip
+        raise retry_later(
+            "Service Unavailable", "the identity provider's keys cannot be read now"
+        ) from None
     except jwt.PyJWTError as exc:  # PyJWKClientError too: no published key signed it
-        return problem_response(
+        raise RequestProblem(
             401, "Unauthorized", f"the token is not valid: {exc}", headers=BEARER_CHALLENGE
-        )
+        ) from None
     if str(claims["sub"]) != str(user_id):
-        return problem_response(
+        raise RequestProblem(
             403, "Forbidden", "the token's subject is another user: a user assigns only itself"
         )
-    return None
 
 
-def batch_problem() -> Response | None:
+def require_batch_right() -> None:
     """With binding on, writing many users at once takes the admin key."""
-    return key_problem("admin") if binding_on() else None
+    if binding_on():
+        require_key("admin")
 
 
 def init_app(app: Flask) -> None:

@@ -6,9 +6,9 @@ from flask import Blueprint, Response, request
 from ..schemas import EventsPage, UserEvent
 from ..store.events import CursorTooOld, oldest_kept, read_events
 from ..store.users import get_store
-from .api import json_response
 from .keys import requires_key
-from .problems import problem_response, query_integer
+from .problems import RequestProblem, query_integer
+from .responses import json_response
 
 bp = Blueprint("events", __name__)
 
@@ -30,12 +30,12 @@ def events() -> Response:
     try:
         found = store.run(lambda conn: read_events(conn, after, limit), write=False)
     except CursorTooOld as exc:
-        return problem_response(
+        raise RequestProblem(
             410,
             "Cursor too old",
             f"{exc}: rebuild each room from GET /rooms/<id>/members, then read on from "
             f"after={exc.pruned_through}",
-        )
+        ) from None
     return json_response(
         EventsPage(
             events=[UserEvent.model_validate(event.as_json()) for event in found],

@@ -16,7 +16,7 @@ from typing import Literal, ParamSpec
 
 from flask import Response, current_app, request
 
-from .problems import problem_response
+from .problems import RequestProblem
 
 Right = Literal["read", "admin"]
 # The settings whose keys grant each right.
@@ -40,11 +40,12 @@ def bearer_token() -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def key_problem(right: Right) -> Response | None:
-    """None when the request's bearer token is a key that grants ``right``."""
+def require_key(right: Right) -> None:
+    """Return when the request's bearer token is a key that grants ``right``; raise a
+    403 problem where no key grants it, a 401 otherwise."""
     keys = [key for name in KEYS_GRANTING[right] if (key := current_app.config[name])]
     if not keys:
-        return problem_response(
+        raise RequestProblem(
             403,
             "Forbidden",
             f"{request.method} {request.path} is turned off: this server has no "
@@ -55,13 +56,12 @@ def key_problem(right: Right) -> Response | None:
     # key was right nor which key it was close to.
     matches = [hmac.compare_digest((token or "").encode(), key.encode()) for key in keys]
     if token is None or not any(matches):
-        return problem_response(
+        raise RequestProblem(
             401,
             "Unauthorized",
             f"send a key as a bearer token: Authorization: Bearer <{key_variables(right)}>",
             headers=BEARER_CHALLENGE,
         )
-    return None
 
 
 def requires_key(right: Right) -> Callable[[Callable[P, Response]], Callable[P, Response]]:
@@ -70,7 +70,8 @@ def requires_key(right: Right) -> Callable[[Callable[P, Response]], Callable[P, 
     def decorate(view: Callable[P, Response]) -> Callable[P, Response]:
         @wraps(view)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Response:
-            return key_problem(right) or view(*args, **kwargs)
+            require_key(right)
+            return view(*args, **kwargs)
 
         return guarded
 

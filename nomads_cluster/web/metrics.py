@@ -22,8 +22,8 @@ from ..metrics.registry import (
 from ..schemas import DriftReport
 from ..store.events import delivery_figures, last_event_id
 from ..store.users import get_store
-from .api import drift_report
 from .logs import request_seconds
+from .responses import drift_report
 
 bp = Blueprint("metrics", __name__)
 

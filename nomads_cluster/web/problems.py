@@ -21,35 +21,66 @@ log = logging.getLogger(__name__)
 Schema = TypeVar("Schema", bound=BaseModel)
 
 
-class InvalidBody(Exception):
-    """The client's body failed its schema (a schema failure elsewhere is our bug: a 500)."""
+class RequestProblem(Exception):
+    """Why a request cannot be served, raised wherever that is found and answered as
+    one problem by ``render``: the status, a title, what is wrong and what to do, and
+    for a body each error with its place."""
 
-    def __init__(self, error: ValidationError):
-        super().__init__(str(error))
-        self.error = error
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
 
 
-class UnreadableBody(Exception):
+def invalid_query(detail: str) -> RequestProblem:
+    """A query parameter the route cannot take; ``detail`` says which and why."""
+    return RequestProblem(400, "Invalid query parameter", detail)
+
+
+def unknown_user(user_id: str | int) -> RequestProblem:
+    return RequestProblem(404, "Unknown user", f"no assignment is stored for user {user_id!r}")
+
+
+def invalid_body(error: ValidationError) -> RequestProblem:
+    """400 for a body that is not JSON at all, 422 for JSON that breaks the schema."""
+    first = error.errors(include_url=False, include_input=False)[0]
+    if first["type"] == "json_invalid":
+        detail = "the body is empty" if not request.content_length else first["msg"]
+        return RequestProblem(400, "Malformed JSON", f"{detail}; send a JSON object")
+    listed = body_errors(error)
+    detail = summarize(listed) + valid_interests_note(error)
+    return RequestProblem(422, "Invalid request body", detail, errors=listed[:MAX_LISTED])
+
+
+def unreadable_body(detail: str) -> RequestProblem:
     """The body's framing is broken (a bad chunk, or fewer bytes than announced)."""
-
-
-class InvalidQuery(Exception):
-    """A query parameter the route cannot take; the message says which and why."""
+    return RequestProblem(400, "Unreadable body", detail)
 
 
 def query_integer(name: str, default: int, highest: int, lowest: int = 1) -> int:
     """The query parameter ``name``: ASCII digits from ``lowest`` to ``highest``, else
-    InvalidQuery."""
+    a 400 problem."""
     text = request.args.get(name, str(default))
     if re.fullmatch(r"[0-9]{1,18}", text) and lowest <= int(text) <= highest:
         return int(text)
-    raise InvalidQuery(f"{name} must be an integer from {lowest} to {highest}, not {text!r}")
+    raise invalid_query(f"{name} must be an integer from {lowest} to {highest}, not {text!r}")
 
 
 def request_body(limit: int) -> bytes:
     """The whole request body: RequestEntityTooLarge (a 413) above ``limit`` bytes,
-    whether the body has a Content-Length or comes in chunks; UnreadableBody (a 400)
-    when it cannot be read in full. Never a truncated body."""
+    whether the body has a Content-Length or comes in chunks; a 400 problem when it
+    cannot be read in full. Never a truncated body."""
     request.max_content_length = limit
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -63,71 +94,61 @@ def request_body(limit: int) -> bytes:
     try:
         body = request.environ["wsgi.input"].read(size)
     except Exception as exc:  # the server's parse errors have no common base class
-        raise UnreadableBody(f"the body could not be read: {exc}") from None
+        raise unreadable_body(f"the body could not be read: {exc}") from None
     if len(body) > limit:
         raise RequestEntityTooLarge()
     if declared is not None and len(body) < declared:
-        raise UnreadableBody(
+        raise unreadable_body(
             f"the body ended after {len(body)} of the {declared} bytes its Content-Length announced"
         )
     return body
 
 
 def parse_body(schema: type[Schema], raw: bytes) -> Schema:
-    """The request body, parsed as JSON and validated by ``schema``, or InvalidBody."""
+    """The request body, parsed as JSON and validated by ``schema``, or a 400/422
+    problem (a schema failure elsewhere is our bug: a 500)."""
     try:
         return schema.model_validate_json(raw)
     except ValidationError as exc:
-        raise InvalidBody(exc) from None
+        raise invalid_body(exc) from None
 
 
-def problem_response(
-    status: int,
-    title: str,
-    detail: str,
-    errors: list[dict[str, str]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
+def render(problem: RequestProblem) -> Response:
+    """The one way a problem is answered: application/problem+json (RFC 9457)."""
     body = Problem(
-        title=title, status=status, detail=detail, instance=request.path, errors=errors or None
+        title=problem.title,
+        status=problem.status,
+        detail=problem.detail,
+        instance=request.path,
+        errors=problem.errors or None,
     )
     return Response(
-        body.model_dump_json(exclude_none=True), status, headers=headers, mimetype=PROBLEM_MIMETYPE
+        body.model_dump_json(exclude_none=True),
+        problem.status,
+        headers=problem.headers,
+        mimetype=PROBLEM_MIMETYPE,
     )
 
 
-def invalid_body_problem(exc: InvalidBody) -> Response:
-    """400 for a body that is not JSON at all, 422 for JSON that breaks the schema."""
-    first = exc.error.errors(include_url=False, include_input=False)[0]
-    if first["type"] == "json_invalid":
-        detail = "the body is empty" if not request.content_length else first["msg"]
-        return problem_response(400, "Malformed JSON", f"{detail}; send a JSON object")
-    listed = body_errors(exc.error)
-    detail = summarize(listed) + valid_interests_note(exc.error)
-    return problem_response(422, "Invalid request body", detail, errors=listed[:MAX_LISTED])
-
-
-def unreadable_body_problem(exc: UnreadableBody) -> Response:
-    return problem_response(400, "Unreadable body", str(exc))
-
-
-def invalid_query_problem(exc: InvalidQuery) -> Response:
-    return problem_response(400, "Invalid query parameter", str(exc))
-
-
-def store_unavailable_problem(exc: StoreUnavailable) -> Response:
+def store_unavailable(exc: StoreUnavailable) -> Response:
     """The database is down or locked: nothing was stored, the client may retry."""
     log.warning("%s %s: %s", request.method, request.path, exc)
     STORE_ERRORS.inc()
-    return problem_response(
+    return render(retry_later("Store unavailable", f"{exc}; nothing was stored"))
+
+
+def retry_later(title: str, detail: str) -> RequestProblem:
+    """A 503 for what should pass on its own: the client may retry after a while."""
+    return RequestProblem(
         503,
-        "Store unavailable",
-        f"{exc}; nothing was stored, retry in {RETRY_AFTER_SECONDS} seconds",
+        title,
+        f"{detail}, retry in {RETRY_AFTER_SECONDS} seconds",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
-def http_problem(exc: HTTPException) -> Response:
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's own errors (an unknown path, a wrong method, a body too large)."""
     headers = dict(exc.get_headers())
     headers.pop("Content-Type", None)
     detail = exc.description or ""
@@ -138,18 +159,16 @@ def http_problem(exc: HTTPException) -> Response:
             detail += ' with a JSON body such as {"_id": "42", "interests": {"surf": true}}'
     elif isinstance(exc, RequestEntityTooLarge):
         detail = f"the body is larger than the {request.max_content_length} bytes accepted here"
-    return problem_response(exc.code or 500, exc.name, detail, headers=headers)
+    return render(RequestProblem(exc.code or 500, exc.name, detail, headers=headers))
 
 
-def unexpected_problem(exc: Exception) -> Response:
+def unexpected_error(exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
-    return problem_response(500, "Internal Server Error", "the error was logged")
+    return render(RequestProblem(500, "Internal Server Error", "the error was logged"))
 
 
 def init_app(app: Flask) -> None:
-    app.register_error_handler(InvalidBody, invalid_body_problem)
-    app.register_error_handler(UnreadableBody, unreadable_body_problem)
-    app.register_error_handler(InvalidQuery, invalid_query_problem)
-    app.register_error_handler(StoreUnavailable, store_unavailable_problem)
-    app.register_error_handler(HTTPException, http_problem)
-    app.register_error_handler(Exception, unexpected_problem)
+    app.register_error_handler(RequestProblem, render)
+    app.register_error_handler(StoreUnavailable, store_unavailable)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, unexpected_error)

@@ -7,9 +7,9 @@ from sqlalchemy import Row
 from ..cities import city_key, city_problem
 from ..schemas import RoomMember, RoomMembers, RoomsList, RoomSummary
 from ..store.users import get_store
-from .api import json_response
 from .keys import requires_key
-from .problems import InvalidQuery, problem_response, query_integer
+from .problems import RequestProblem, invalid_query, query_integer
+from .responses import json_response
 
 bp = Blueprint("rooms", __name__)
 
@@ -35,7 +35,7 @@ def rooms() -> Response:
     if city is not None:
         problem = city_problem(city)
         if problem is not None:
-            raise InvalidQuery(f"city {problem}, not {city!r}")
+            raise invalid_query(f"city {problem}, not {city!r}")
         key = city_key(city)
     found = get_store().rooms(key, _after(), limit)
     return json_response(
@@ -54,7 +54,7 @@ def room_members(room_id: str) -> Response:
     store = get_store()
     room = store.room(room_id)
     if room is None:
-        return problem_response(404, "Unknown room", f"there is no room {room_id!r}")
+        raise RequestProblem(404, "Unknown room", f"there is no room {room_id!r}")
     members = store.room_members(room_id, _after(), limit)
     return json_response(
         RoomMembers(

@@ -74,6 +74,24 @@ def test_unknown_user_is_a_404_problem(client, path):
     assert "nobody" in response.get_json()["detail"]
 
 
+@pytest.mark.parametrize("user_id", ["nobody", "x" * 300, "nul%00"])
+def test_an_unknown_and_an_unstorable_id_get_the_same_problem(client, user_id):
+    for path in (f"/users/{user_id}", f"/users/{user_id}/similar"):
+        response = client.get(path, headers=READER)
+        assert response.status_code == 404
+        problem = response.get_json()
+        assert problem["title"] == "Unknown user"
+        assert problem["detail"].startswith("no assignment is stored for user")
+        assert response.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize("user_id", ["nobody", "x" * 300])
+def test_the_key_is_checked_before_whether_the_user_exists(client, user_id):
+    response = client.get(f"/users/{user_id}")
+    assert response.status_code == 401
+    assert client.delete(f"/users/{user_id}", headers=READER).status_code == 401
+
+
 def test_erasure_needs_the_api_key(client):
     assign(client, "u4", surf=True)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
