@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install test-tools run test lint docs docs-build verify containers soak bench train migrate lock clean
+.PHONY: install test-tools run test lint docs docs-generate docs-build verify containers soak bench train migrate lock clean
 
 install: $(VENV)/.installed
 
@@ -62,7 +62,11 @@ lint: install
 	$(BIN)/lint-imports
 
 # The documentation site: a broken link, a missing page or an anchor that is not there
-# fails the build (strict). The API reference is generated from /openapi.json.
+# fails the build (strict). docs-generate writes the pages made from the code (the API
+# reference, the settings table, the heatmap); tests/test_docs.py checks they are current.
+docs-generate: install
+	$(BIN)/python tools/generate_docs.py
+
 docs-build: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 

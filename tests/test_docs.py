@@ -3,8 +3,11 @@ app, page by page in order, each answer with the fields its page shows; and ever
 NOMADS_* setting a command line of the manual sets passes the service's validation."""
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,8 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from helpers.live_server import REPO
 
-from nomads_cluster import DEFAULTS
-from nomads_cluster.settings import ConfigError, Settings, validate_settings
+from nomads_cluster.settings import ConfigError, load_settings
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
@@ -155,23 +157,26 @@ def manual_settings() -> list[tuple[str, str]]:
     ]
 
 
+@pytest.fixture
+def environment_of(monkeypatch):
+    """Sets one variable in an environment without any other NOMADS_* setting."""
+    for name in list(os.environ):
+        if name.startswith("NOMADS_") or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    return monkeypatch.setenv
+
+
 @pytest.mark.parametrize("name, value", manual_settings())
-def test_settings_in_the_manual_are_accepted(name, value):
-    config, setting = {**DEFAULTS, "LOG_FORMAT": "json"}, name.removeprefix("NOMADS_")
-    if setting in Settings.model_fields:  # else a variable of the tools (known or refused)
-        try:  # as Flask's from_prefixed_env reads them
-            config[setting] = json.loads(value)
-        except json.JSONDecodeError:
-            config[setting] = value
-    validate_settings(config, {name: value})
+def test_settings_in_the_manual_are_accepted(environment_of, name, value):
+    environment_of(name, value)
+    load_settings()
 
 
-def test_a_setting_the_service_refuses_is_caught():
+def test_a_setting_the_service_refuses_is_caught(environment_of):
     # What the settings test above relies on: the validation refuses a short key.
+    environment_of("NOMADS_API_KEY", "secret")
     with pytest.raises(ConfigError, match="NOMADS_API_KEY"):
-        validate_settings(
-            {**DEFAULTS, "LOG_FORMAT": "json", "API_KEY": "secret"}, {"NOMADS_API_KEY": "secret"}
-        )
+        load_settings()
 
 
 def test_the_curl_reader_finds_the_guide_examples():
@@ -179,3 +184,13 @@ def test_the_curl_reader_finds_the_guide_examples():
     requests = [request_of(command) for command, _ in examples]
     assert {"POST", "GET", "DELETE"} <= {r["method"] for r in requests}
     assert sum(documented is not None for _, documented in examples) >= 8
+
+
+def test_the_pages_made_from_the_code_are_current():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "generate_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr

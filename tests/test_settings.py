@@ -7,8 +7,8 @@ import sys
 import pytest
 from helpers.live_server import REPO
 
-from nomads_cluster import DEFAULTS, ConfigError, create_app
-from nomads_cluster.settings import validate_settings
+from nomads_cluster import ConfigError, create_app
+from nomads_cluster.settings import load_settings, settings_table
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def environment(monkeypatch, tmp_path):
         ("NOMADS_JWKS_URL", "file:///keys.json", "String should match pattern"),
         ("NOMADS_LOG_FORMAT", "xml", "Input should be 'json' or 'text'"),
         ("NOMADS_MODEL_CHECK_SECONDS", "0", "Input should be greater than or equal to 0.1"),
-        ("NOMADS_DATABASE_URL", "mysql://db/x", "Value error, must start with one of sqlite"),
+        ("NOMADS_DATABASE_URL", "mysql://db/x", "must start with one of sqlite"),
         ("NOMADS_DRIFT_WINDOW", "0", "Input should be greater than or equal to 1"),
         ("NOMADS_DATABSE_URL", "postgresql://db/x", "unknown setting"),
     ],
@@ -84,16 +84,28 @@ def test_heroku_without_a_database_refuses_to_start(environment, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("config", "environ"),
-    [
-        ({"EPHEMERAL_STORE": "true"}, {"NOMADS_EPHEMERAL_STORE": "true"}),  # as read from env
-        ({"DATABASE_URL": "postgres://db/nomads"}, {}),  # the add-on's variable
-    ],
-    ids=["opted-in-to-a-throwaway-store", "with-postgresql"],
+    ("name", "value"),
+    [("NOMADS_EPHEMERAL_STORE", "true"), ("DATABASE_URL", "postgres://db/nomads")],
+    ids=["opted-in-to-a-throwaway-store", "with-the-add-on-s-database"],
 )
-def test_heroku_starts_with_a_database_or_an_explicit_throwaway_store(config, environ):
-    settings = {**DEFAULTS, "LOG_FORMAT": "json", **config}
-    validate_settings(settings, {"DYNO": "web.1", **environ})
+def test_heroku_starts_with_a_database_or_an_explicit_throwaway_store(
+    environment, monkeypatch, name, value
+):
+    monkeypatch.delenv("NOMADS_DATABASE_URL")
+    monkeypatch.setenv("DYNO", "web.1")
+    environment(name, value)
+    settings = load_settings()
+    assert settings.EPHEMERAL_STORE or settings.DATABASE_URL == "postgres://db/nomads"
+
+
+def test_a_key_of_digits_stays_a_key(environment):
+    environment("NOMADS_API_KEY", "1234567890123456")
+    assert load_settings().API_KEY == "1234567890123456"
+
+
+def test_the_documented_table_is_the_settings_class():
+    page = (REPO / "docs" / "configuration.md").read_text()
+    assert settings_table() in page
 
 
 def test_debug_is_allowed_in_development(environment, make_app):
@@ -123,8 +135,12 @@ def test_the_server_refuses_to_start_in_one_line(tmp_path):
     }
     result = subprocess.run(
         [sys.executable, "-c", "import app_cluster"],
-        cwd=REPO, env=environment, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("nomads-cluster: invalid configuration: NOMADS_API_KEY")

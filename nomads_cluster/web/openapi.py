@@ -9,7 +9,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, json, render_template, url_for
+from flask import Blueprint, Response, current_app, json, render_template, url_for
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -414,8 +414,3 @@ def openapi_document() -> Response:
 @docs.get("")
 def swagger_ui() -> str:
     return render_template("docs.html", openapi_url=url_for("openapi.openapi_document"))
-
-
-def init_app(app: Flask) -> None:
-    app.register_blueprint(bp)
-    app.register_blueprint(docs)

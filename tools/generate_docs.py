@@ -1,17 +1,26 @@
-"""MkDocs hook: what the site shows of the code, made from it at each build so that it
-cannot drift: the API reference from the app's own /openapi.json, and the committed
-model's heatmap (no copy kept by hand)."""
+"""The pages of the manual made from the code, written into docs/ so that they read
+on the forge as on the site: the API reference from the app's own /openapi.json, the
+settings table from the settings class, and the committed model's heatmap.
+
+    python tools/generate_docs.py          # write them (make docs-generate)
+    python tools/generate_docs.py --check  # exit 1 when a committed one is stale
+
+tests/test_docs.py runs the check, so a page cannot drift from the code.
+"""
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from mkdocs.structure.files import File, Files
-
-REPO = Path(__file__).resolve().parents[2]
-REFERENCE_PAGE = "reference.md"
-HEATMAP = "img/heatmap.png"
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+REFERENCE_PAGE = DOCS / "reference.md"
+HEATMAP = DOCS / "img" / "heatmap.png"
+CONFIGURATION_PAGE = DOCS / "configuration.md"
+TABLE_START = "<!-- settings table: made by tools/generate_docs.py -->\n"
+TABLE_END = "<!-- end of the settings table -->\n"
 
 
 def openapi_document() -> dict[str, Any]:
@@ -100,7 +109,7 @@ def reference_markdown(document: dict[str, Any]) -> str:
     lines = [
         "# API reference",
         "",
-        "Generated at each build from the service's own `GET /openapi.json` (OpenAPI "
+        "Made from the service's own `GET /openapi.json` (OpenAPI "
         f"{document['openapi']}); the [guide](api.md) shows each endpoint with curl.",
         "",
         "## Operations",
@@ -115,8 +124,43 @@ def reference_markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def on_files(files: Files, config: Any) -> Files:
-    content = reference_markdown(openapi_document())
-    files.append(File.generated(config, REFERENCE_PAGE, content=content))
-    files.append(File.generated(config, HEATMAP, abs_src_path=str(REPO / "model" / "heatmap.png")))
-    return files
+def configuration_page(page: str) -> str:
+    """``page`` with its settings table made again from the settings class."""
+    from nomads_cluster.settings import settings_table
+
+    before, _, rest = page.partition(TABLE_START)
+    _, _, after = rest.partition(TABLE_END)
+    return before + TABLE_START + settings_table() + TABLE_END + after
+
+
+def generated() -> dict[Path, bytes]:
+    """Each generated file and what it must hold."""
+    return {
+        REFERENCE_PAGE: (reference_markdown(openapi_document()) + "\n").encode(),
+        CONFIGURATION_PAGE: configuration_page(CONFIGURATION_PAGE.read_text()).encode(),
+        HEATMAP: (REPO / "model" / "heatmap.png").read_bytes(),
+    }
+
+
+def stale() -> list[Path]:
+    """The generated files whose committed content is not what the code makes."""
+    return [
+        path
+        for path, content in generated().items()
+        if not path.exists() or path.read_bytes() != content
+    ]
+
+
+def main(arguments: list[str]) -> int:
+    if arguments == ["--check"]:
+        paths = stale()
+        for path in paths:
+            print(f"{path.relative_to(REPO)} is stale: run make docs-generate", file=sys.stderr)
+        return 1 if paths else 0
+    for path, content in generated().items():
+        path.write_bytes(content)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
