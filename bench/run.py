@@ -384,6 +384,68 @@ def print_report(results: dict[int, dict[str, dict]], first_answer: dict[str, fl
             )
 
 
+# Where a full run writes its summary: the README and the performance page.
+PUBLISHED = [REPO / "README.md", REPO / "docs" / "performance.md"]
+TABLE_START = "<!-- bench table: written by bench/run.py -->\n"
+TABLE_END = "<!-- end of the bench table -->\n"
+SUMMARY_ROWS = {
+    "original service": "original service",
+    "nomads-cluster /cluster/preview": "`/cluster/preview` (nothing stored)",
+    "nomads-cluster, SQLite": "`/cluster`, SQLite",
+    "nomads-cluster, PostgreSQL": "`/cluster`, PostgreSQL",
+    "nomads-cluster, SQLite, with a city": "`/cluster` with a city, SQLite",
+    "nomads-cluster, PostgreSQL, with a city": "`/cluster` with a city, PostgreSQL",
+    "nomads-cluster, SQLite, shadowing a candidate": "`/cluster`, SQLite, shadowing a candidate",
+}
+
+
+def summary_table(results: dict[int, dict[str, dict]], first_answer: dict[str, float]) -> str:
+    """Each server's share of the bare endpoint's throughput (its p99 as a multiple of
+    the bare endpoint's), at each number of connections, with the run's own spread."""
+    counts = list(results)
+    rows = [
+        "| | " + " | ".join(f"{n} connections" for n in counts) + " |",
+        "|---" * (len(counts) + 1) + "|",
+    ]
+    for name, label in SUMMARY_ROWS.items():
+        if all(name in results[n] for n in counts):
+            cells = []
+            for n in counts:
+                bare, server = results[n][BARE], results[n][name]
+                share = server["requests_per_s"] / bare["requests_per_s"]
+                cells.append(f"{share:.2f} ({server['p99_ms'] / bare['p99_ms']:.1f}x)")
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    bare_rounds = [results[n][BARE]["requests_per_s_range"] for n in counts]
+    low, high = min(r[0] for r in bare_rounds), max(r[1] for r in bare_rounds)
+    original, ours_pss = first_answer.get("original service"), []
+    notes = [
+        "",
+        f"The bare endpoint's rounds ranged from {low:.0f} to {high:.0f} requests a second.",
+    ]
+    if original:
+        for name in SUMMARY_ROWS:
+            if name.startswith("nomads-cluster") and name in results[counts[0]]:
+                ours_pss.append((first_answer[name] / original, results[counts[0]][name]["pss_mb"]))
+        starts = [start for start, _ in ours_pss]
+        pss = [mb / results[counts[0]]["original service"]["pss_mb"] for _, mb in ours_pss]
+        notes.append(
+            f"First answer after launch: {min(starts):.2f} to {max(starts):.2f} of the original "
+            f"service's time; memory (PSS) {min(pss):.2f} to {max(pss):.2f} of its."
+        )
+    return "\n".join(rows + notes) + "\n"
+
+
+def publish(table: str) -> None:
+    """Write ``table`` between the markers of each published page."""
+    for page in PUBLISHED:
+        text = page.read_text()
+        before, found, rest = text.partition(TABLE_START)
+        if not found:
+            continue
+        _, _, after = rest.partition(TABLE_END)
+        page.write_text(before + TABLE_START + table + TABLE_END + after)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per round")
@@ -447,6 +509,8 @@ def main() -> None:
         "connections (medians), 1000 random bodies, 2 gunicorn workers each"
     )
     print_report(results, first_answer)
+    if not args.only and not args.against:
+        publish(summary_table(results, first_answer))
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(
