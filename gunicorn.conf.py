@@ -57,7 +57,7 @@ _created_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 if _created_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nomads-metrics-")
 
-# gunicorn's own error answers as problems, each answer in one write (wire.py). Imported
+# gunicorn's own error answers as problems (wire.py). Imported
 # only now: the package imports prometheus_client, which picks its mode on import.
 from nomads_cluster.web import wire  # noqa: E402
 
@@ -68,19 +68,17 @@ def when_ready(server) -> None:
     # The preloaded app's objects, moved out of the garbage collector's reach before
     # the workers fork: a collection in a worker would otherwise write to every one of
     # them (its bookkeeping lives in the objects' headers) and copy the pages they
-    # share with this process. 151 -> 125 MB PSS for the server (docs/performance.md).
+    # share with this process (the bench reports the server's PSS).
     gc.freeze()
 
 
 def post_request(worker, req, environ, resp) -> None:
     # Let the other connections be served before this one reads its next request. A
     # keep-alive connection whose next request is already in its socket never blocks,
-    # so without this its greenlet serves it again and again while others wait: at 16
-    # connections /cluster/preview had a p99 of 0.3-1 s for a median of 1.3 ms.
-    # gevent.idle() waits until the event loop has polled the sockets and run every
-    # greenlet ready; gevent.sleep(0), which only queued this one behind those already
-    # ready, still left a p99 of 35-230 ms at 64 connections (idle: 26-39 ms, for the
-    # same throughput; docs/performance.md).
+    # so without this its greenlet serves it again and again while others wait, and
+    # the p99 latency grows far beyond the median. gevent.idle() waits until the event
+    # loop has polled the sockets and run every greenlet ready; gevent.sleep(0) only
+    # queues this one behind those already ready, which leaves the sockets unpolled.
     gevent.idle()
 
 

@@ -148,8 +148,8 @@ def _as_text(
     columns = []
     for column_name, column in zip(batch.schema.names, batch.columns, strict=True):
         if column_name in text_columns:
-            # The same bytes seen as text, once checked (a cast would import
-            # pyarrow.compute: 0.05 s, a twentieth of the command on a million rows).
+            # The same bytes seen as text, once checked: a cast would import
+            # pyarrow.compute, a noticeable part of the command's start-up.
             column = pa.Array.from_buffers(
                 pa.string(), len(column), column.buffers(), column.null_count, column.offset
             )
@@ -316,7 +316,7 @@ class ResultWriter:
         self._csv: pa_csv.CSVWriter | None = None
         # pyarrow formats and writes a CSV without holding the GIL: each chunk is
         # written by this thread, on the second core, while the next one is read and
-        # scored (a million rows: 1.9 -> 1.6 s, docs/performance.md).
+        # scored.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="write-csv")
         self._writing: Future[None] | None = None
 

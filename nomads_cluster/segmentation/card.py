@@ -55,9 +55,9 @@ class Numbering(BaseModel):
 
 
 # Warm start: how far retrained segments may move from the previous ones, as the weight
-# of ||H - H_prev||² per training user. On 20 bootstrap resamples of the survey, 0.02
-# kept 0.90 of the users in their segment (0.65 cold) at +1.0% reconstruction error
-# (docs/model.md, bench/warm_start.py).
+# of ||H - H_prev||² per training user: chosen on bootstrap resamples of the survey as
+# the weight that keeps most users in their segment for a small loss of fit
+# (bench/warm_start.py prints both for each weight; docs/model.md).
 DEFAULT_ANCHOR = 0.02
 
 

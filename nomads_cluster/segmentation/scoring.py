@@ -87,9 +87,9 @@ class SegmentScorer:
         """``scores`` of one user (a 1-D 0/1 vector): the request path.
 
         The same selection and near-tie rule as ``scores``, with the few dozen
-        comparisons in plain Python: on one user, numpy's per-call cost with the caches
-        a web request leaves cold was twice the whole (110 against 54 µs of CPU per
-        request, measured in a gunicorn worker under load). Tests hold the two equal.
+        comparisons in plain Python: on one user, numpy's fixed cost per call, with the
+        caches a web request leaves cold, outweighs the arithmetic itself. Tests hold
+        the two equal.
         """
         optimum, numbers = self._optimal_support(features)
         flags = self._support_flags[optimum]

@@ -1,10 +1,10 @@
 """Writing assignments in as few statements as the database allows.
 
 Every stored answer passes here (through the group committer), so a write's cost is
-part of each request's. Through SQLAlchemy's compiled statements a group of 16
-assignments cost 580 µs of CPU on SQLite and 1.9 ms on PostgreSQL (psycopg's pipelined
-``executemany``, five round trips); here the statements are written once per database
-and the values handed to the driver as they are (``docs/performance.md``):
+part of each request's. SQLAlchemy's compiled statements spend more CPU per group than
+the database does, and psycopg's pipelined ``executemany`` makes several round trips;
+here the statements are written once per database and the values handed to the driver
+as they are:
 
 - SQLite: two ``executemany`` of one statement each, which sqlite3 loops over in C;
 - PostgreSQL: one statement for the whole group, its rows as one JSON parameter

@@ -111,7 +111,7 @@ def _cluster_response(
 def cluster_answer(body: ClusterRequest, source: str) -> tuple[Assignment, ClusterResponse]:
     """One user's assignment, to store, and the answer that explains it (without its
     room, which the store gives)."""
-    # vars(): the validated fields themselves, without model_dump's copy (13 µs).
+    # vars(): the validated fields themselves, without the copy model_dump would make.
     interests = vars(body.interests)
     features = encode_interests(interests)
     segment, scores = served_model.get_model().assign_user(features)

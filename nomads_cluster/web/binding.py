@@ -44,8 +44,8 @@ def require_own_token(user_id: str | int) -> None:
     401 or 403 problem otherwise."""
     if not binding_on():
         return
-    # Imported only where binding is on: PyJWT and cryptography cost a server that does
-    # not bind about 9 MB and part of its start-up.
+    # Imported only where binding is on: PyJWT and cryptography would cost a server
+    # that does not bind memory and start-up time for nothing.
     import jwt
 
     token = bearer_token()

@@ -2,11 +2,9 @@
 
 The headers are the ones Flask-Cors gave with the options the service used (any
 origin, sent even without an Origin header; or a list, matched without regard to case,
-with ``Vary: Origin``; preflights cached a day), from one small hook. Flask-Cors, the
-original service's choice, was kept while its cost stayed within the noise; measured
-again on 2026-12-02 it cost 6 % of ``/cluster/preview``'s throughput under load (8
-alternated rounds, disjoint ranges) and 45 µs of its 414 µs in one process
-(docs/performance.md).
+with ``Vary: Origin``; preflights cached a day), from one small hook: the extension's
+general matching, run on every request, cost the hot path more than these few headers
+(the bench serves the original service, Flask-Cors included, beside this one).
 """
 
 from flask import Flask, Response, request

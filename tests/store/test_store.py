@@ -63,7 +63,7 @@ def test_the_revision_start_up_expects_is_the_head_of_the_migration_scripts():
 
 
 def test_a_server_starting_on_a_migrated_database_does_not_import_alembic(tmp_path):
-    """Alembic weighs 10 MB in each process; a server only needs it to migrate."""
+    """Alembic weighs on every process's memory; a server only needs it to migrate."""
     from nomads_cluster.store.engine import create_store_engine
 
     url = f"sqlite:///{tmp_path / 'migrated.sqlite3'}"

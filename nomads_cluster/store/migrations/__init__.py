@@ -2,7 +2,7 @@
 
 Alembic is imported only to migrate: a server starting on a migrated database (the
 release phase migrated it) checks the revision with one query, and its processes do
-not carry Alembic's 10 MB.
+not carry Alembic's modules.
 """
 
 import logging
