@@ -8,11 +8,17 @@ PORT ?= 8000
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-dev.txt pyproject.toml
+# What `make run` needs: the serving lock, honcho, and the package. `make install` (the
+# tests' and tools') adds the development lock on top, with the same serving pins.
+$(VENV)/.serving: requirements-run.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes -r requirements-run.txt
+	$(BIN)/pip install --quiet --no-deps --editable .
+	touch $@
+
+$(VENV)/.installed: requirements-dev.txt pyproject.toml $(VENV)/.serving
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps --editable .
 	touch $@
 
 # What the tests drive besides Python: Debian's chromium (the web page's end-to-end
@@ -28,8 +34,8 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # The locks, from pyproject.toml: every package beneath it pinned, with its hashes.
-# requirements.txt serves (Heroku, the image); -train adds training and file work;
-# -dev adds the tests and tools. The pins already there are kept unless pyproject.toml
+# requirements.txt serves (Heroku, the image); -run adds honcho for `make run`; -train
+# adds training and file work; -dev adds the tests and tools. The pins already there are kept unless pyproject.toml
 # asks otherwise; `make lock UPGRADE=--upgrade` takes the newest. LOCK_DIR: elsewhere
 # (tests/test_locks.py checks that the committed locks are what this makes).
 LOCK_DIR ?= .
@@ -37,12 +43,13 @@ LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-
 	--custom-compile-command "make lock" $(UPGRADE)
 lock: install
 	$(LOCK) -o $(LOCK_DIR)/requirements.txt
+	$(LOCK) --extra run -o $(LOCK_DIR)/requirements-run.txt
 	$(LOCK) --extra train -o $(LOCK_DIR)/requirements-train.txt
-	$(LOCK) --extra train --extra dev -o $(LOCK_DIR)/requirements-dev.txt
+	$(LOCK) --extra train --extra run --extra dev -o $(LOCK_DIR)/requirements-dev.txt
 
 # Serves as Heroku would: the Procfile's web process on $(PORT), and its worker (the
 # change feed's webhook deliveries), run together by honcho.
-run: install
+run: $(VENV)/.serving
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start --port $(PORT) web worker
 
 # A candidate model, filed in the database's registry (served by nobody until

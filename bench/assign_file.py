@@ -53,8 +53,16 @@ def time_read_csv(path: Path) -> tuple[float, float]:
 
 
 def time_assign(path: Path, output: Path) -> tuple[float, float]:
-    command = ["/usr/bin/time", "-f", "%M", str(BIN / "nomads-cluster"), "assign", str(path),
-               "-o", str(output)]  # fmt: skip
+    command = [
+        "/usr/bin/time",
+        "-f",
+        "%M",
+        str(BIN / "nomads-cluster"),
+        "assign",
+        str(path),
+        "-o",
+        str(output),
+    ]
     started = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
@@ -89,8 +97,10 @@ def main() -> None:
     print(f"{args.rows:,} rows ({size_mb:.0f} MB), {args.rounds} rounds, medians\n")
     print("| | seconds | all rounds | peak RSS MB |")
     print("|---|---|---|---|")
-    for label, name in (("pandas.read_csv (the call)", "read_csv"),
-                        ("nomads-cluster assign (whole command)", "assign")):  # fmt: skip
+    for label, name in (
+        ("pandas.read_csv (the call)", "read_csv"),
+        ("nomads-cluster assign (whole command)", "assign"),
+    ):
         r = results[name]
         print(f"| {label} | {r['seconds']:.2f} | {r['all_seconds']} | {r['peak_rss_mb']:.0f} |")
     ratio = results["assign"]["seconds"] / results["read_csv"]["seconds"]

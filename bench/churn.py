@@ -66,8 +66,10 @@ def main() -> None:
             last = done.stdout.splitlines()[0]
     print(f"{args.users:,} stored users; {last}")
     for name, times in seconds.items():
-        print(f"  {name:10} median {statistics.median(times):.1f} s "
-              f"({min(times):.1f}-{max(times):.1f} s over {len(times)} runs)")  # fmt: skip
+        print(
+            f"  {name:10} median {statistics.median(times):.1f} s "
+            f"({min(times):.1f}-{max(times):.1f} s over {len(times)} runs)"
+        )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,10 @@ def main() -> None:
     percentiles = np.percentile(paired_array, [1, 5, 10, 50])
     print(f"{args.resamples} bootstrap resamples of {len(features)} answers")
     print(f"naive retrain numbers segments otherwise: {scrambled} of {args.resamples}")
-    print("Hungarian pairs' similarity, percentiles 1/5/10/50: " + " / ".join(
-        f"{p:.2f}" for p in percentiles
-    ))  # fmt: skip
+    print(
+        "Hungarian pairs' similarity, percentiles 1/5/10/50: "
+        + " / ".join(f"{p:.2f}" for p in percentiles)
+    )
     below = (paired_array < MATCH_THRESHOLD).mean()
     print(f"pairs under MATCH_THRESHOLD ({MATCH_THRESHOLD}), so numbered as new: {below:.1%}")
 

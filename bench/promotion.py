@@ -35,8 +35,12 @@ CLIENTS_PER_INSTANCE = 4
 def cli(env: dict[str, str], *arguments: str) -> str:
     return subprocess.run(
         [sys.executable, "-m", "nomads_cluster", *arguments],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 class Watch:
@@ -101,9 +105,12 @@ def measure(database_url: str, switches: int) -> tuple[list[float], list[float],
         port = free_port()
         command = [sys.executable, "-m", "gunicorn", "app_cluster:app", "-b", f"127.0.0.1:{port}"]
         server = subprocess.Popen(
-            command, cwd=REPO, env={**env, "PORT": str(port)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            command,
+            cwd=REPO,
+            env={**env, "PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         servers.append(server)
         ports.append(port)
     per_instance, fleet, errors = [], [], 0

@@ -399,7 +399,9 @@ SUMMARY_ROWS = {
 }
 
 
-def summary_table(results: dict[int, dict[str, dict]], first_answer: dict[str, float]) -> str:
+def summary_table(
+    results: dict[int, dict[str, dict]], first_answer: dict[str, float], args: argparse.Namespace
+) -> str:
     """Each server's share of the bare endpoint's throughput (its p99 as a multiple of
     the bare endpoint's), at each number of connections, with the run's own spread."""
     counts = list(results)
@@ -420,7 +422,9 @@ def summary_table(results: dict[int, dict[str, dict]], first_answer: dict[str, f
     original, ours_pss = first_answer.get("original service"), []
     notes = [
         "",
-        f"The bare endpoint's rounds ranged from {low:.0f} to {high:.0f} requests a second.",
+        f"Medians of {args.rounds} rounds of {args.seconds} s (`bench/run.py --rounds "
+        f"{args.rounds}`); the bare endpoint's rounds ranged from {low:.0f} to {high:.0f} "
+        "requests a second.",
     ]
     if original:
         for name in SUMMARY_ROWS:
@@ -510,7 +514,7 @@ def main() -> None:
     )
     print_report(results, first_answer)
     if not args.only and not args.against:
-        publish(summary_table(results, first_answer))
+        publish(summary_table(results, first_answer, args))
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "latest.json").write_text(

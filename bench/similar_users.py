@@ -33,9 +33,20 @@ from nomads_cluster.store.tables import SEQ_SEQUENCE, USER_NO_SEQUENCE
 READ_KEY = "bench-read-key-0123456789"
 CITIES = [f"City {i}" for i in range(50)]
 COLUMNS = (
-    "user_id", "id_is_int", "interests", "cluster", "scores", "model_version", "assigned_at",
-    "source", "city", "city_key", "interest_mask", "user_no", "seq",
-)  # fmt: skip
+    "user_id",
+    "id_is_int",
+    "interests",
+    "cluster",
+    "scores",
+    "model_version",
+    "assigned_at",
+    "source",
+    "city",
+    "city_key",
+    "interest_mask",
+    "user_no",
+    "seq",
+)
 
 
 def make_users(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -55,9 +66,21 @@ def rows_of(masks: np.ndarray, cities: np.ndarray, segments: np.ndarray):
         zip(masks.tolist(), cities.tolist(), segments.tolist(), strict=True)
     ):
         interests = [k for b, k in enumerate(INTEREST_KEYS) if mask >> b & 1]
-        yield (f"u{i:07d}", False, json.dumps(interests), segment, '{"1": 0.1}', "bench",
-               "2026-12-02 00:00:00", "bench", CITIES[city], city_key(CITIES[city]), mask,
-               i + 1, i + 1)  # fmt: skip
+        yield (
+            f"u{i:07d}",
+            False,
+            json.dumps(interests),
+            segment,
+            '{"1": 0.1}',
+            "bench",
+            "2026-12-02 00:00:00",
+            "bench",
+            CITIES[city],
+            city_key(CITIES[city]),
+            mask,
+            i + 1,
+            i + 1,
+        )
 
 
 def load(app, masks: np.ndarray, cities: np.ndarray) -> None:
@@ -77,8 +100,10 @@ def load(app, masks: np.ndarray, cities: np.ndarray) -> None:
                 cursor.execute(f"SELECT setval('{sequence.name}', {len(masks)})")
         else:
             marks = ", ".join("?" * len(COLUMNS))
-            cursor.executemany(f"INSERT INTO assignments ({names}) VALUES ({marks})",
-                               rows_of(masks, cities, segments))  # fmt: skip
+            cursor.executemany(
+                f"INSERT INTO assignments ({names}) VALUES ({marks})",
+                rows_of(masks, cities, segments),
+            )
         raw.commit()
     finally:
         raw.close()
@@ -106,8 +131,14 @@ def main() -> None:
         urls["PostgreSQL"] = postgres
     apps = {}
     for name, url in urls.items():
-        app = create_app({"MODEL_DIR": str(DEFAULT_MODEL_DIR), "DATABASE_URL": url,
-                          "READ_API_KEY": READ_KEY, "LOG_LEVEL": "WARNING"})  # fmt: skip
+        app = create_app(
+            {
+                "MODEL_DIR": str(DEFAULT_MODEL_DIR),
+                "DATABASE_URL": url,
+                "READ_API_KEY": READ_KEY,
+                "LOG_LEVEL": "WARNING",
+            }
+        )
         started = time.perf_counter()
         load(app, masks, cities)
         print(f"{name}: loaded in {time.perf_counter() - started:.1f} s")
@@ -138,8 +169,10 @@ def main() -> None:
         low, high = min(medians[db, kind]), max(medians[db, kind])
         p95 = got[int(0.95 * (len(got) - 1))]
         baseline = statistics.median(times[db, "GET /users/<id> (baseline)"])
-        print(f"  {db:10} {kind:28} p50 {statistics.median(got):6.2f} [{low:.2f}-{high:.2f}]"
-              f"  p95 {p95:6.2f}  {statistics.median(got) / baseline:5.1f}x baseline")  # fmt: skip
+        print(
+            f"  {db:10} {kind:28} p50 {statistics.median(got):6.2f} [{low:.2f}-{high:.2f}]"
+            f"  p95 {p95:6.2f}  {statistics.median(got) / baseline:5.1f}x baseline"
+        )
     for app in apps.values():
         app.extensions["user_store"].engine.dispose()
 

@@ -103,10 +103,18 @@ class Instance:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         log = (self.work / f"{self.name}.log").open("a")
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "app_cluster:app",
-             "--bind", f"127.0.0.1:{self.port}"],
-            cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "app_cluster:app",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         wait_until_healthy(self.port, server=self.process)
 
     def workers(self) -> list[int]:
@@ -264,14 +272,18 @@ def main() -> None:
     }
     sent = sum(traffic.outcomes.values())
     answered = sum(n for (_, outcome), n in traffic.outcomes.items() if outcome in range(200, 500))
-    print(f"soak: {args.seconds:.0f} s, {CLIENTS} clients through nginx, 2 gunicorn x 2 workers, "
-          f"PostgreSQL\n")  # fmt: skip
+    print(
+        f"soak: {args.seconds:.0f} s, {CLIENTS} clients through nginx, 2 gunicorn x 2 workers, "
+        f"PostgreSQL\n"
+    )
     print("\n".join(events) + "\n")
     print(f"requests sent: {sent}; answered (2xx/4xx): {answered}; failed: {sent - answered}")
     for (kind, outcome), n in sorted(traffic.outcomes.items(), key=str):
         print(f"  {kind:9} {outcome}: {n}")
-    print(f"acknowledged assignments: {len(traffic.acknowledged)}; in the database: "
-          f"{len(traffic.acknowledged) - len(missing)}; missing: {len(missing)}")  # fmt: skip
+    print(
+        f"acknowledged assignments: {len(traffic.acknowledged)}; in the database: "
+        f"{len(traffic.acknowledged) - len(missing)}; missing: {len(missing)}"
+    )
     for fault, ok in recovered.items():
         print(f"answering {RECOVERY_SECONDS} s after '{fault}': {'yes' if ok else 'NO'}")
     if missing or not all(recovered.values()) or not traffic.acknowledged:

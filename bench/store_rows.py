@@ -52,8 +52,14 @@ def batch_rows_per_second(env: dict[str, str], batches: int) -> float:
 
 def assign_store_rows_per_second(env: dict[str, str], path: Path, rows: int) -> float:
     with tempfile.TemporaryDirectory() as out_dir:
-        command = [str(BIN / "nomads-cluster"), "assign", str(path), "-o",
-                   str(Path(out_dir) / "out.csv"), "--store"]  # fmt: skip
+        command = [
+            str(BIN / "nomads-cluster"),
+            "assign",
+            str(path),
+            "-o",
+            str(Path(out_dir) / "out.csv"),
+            "--store",
+        ]
         started = time.perf_counter()
         subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True)
         return rows / (time.perf_counter() - started)

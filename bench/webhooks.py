@@ -36,13 +36,14 @@ def throughput(database_url: str, events: int) -> float:
     """Events a second, delivering ``events`` events already written."""
     from nomads_cluster.store.engine import create_store_engine
     from nomads_cluster.store.migrations import upgrade
-    from nomads_cluster.store.users import Assignment, UserStore
+    from nomads_cluster.store.records import Assignment
+    from nomads_cluster.store.users import UserStore
     from nomads_cluster.worker.webhooks import WebhookDelivery
 
     store = UserStore(create_store_engine(database_url, timeout=30))
     upgrade(store.engine)
     for start in range(0, events, 1000):
-        store.save(
+        store.assignments.save(
             [
                 Assignment(f"t{i}", ("surf",), 1 + i % 4, {}, "bench", city=CITIES[i % 5])
                 for i in range(start, min(start + 1000, events))
@@ -73,9 +74,12 @@ def lag(database_url: str, seconds: float) -> list[float]:
         "PORT": str(port),
     }
     subprocess.run(
-        [sys.executable, "-m", "nomads_cluster", "db", "upgrade"], cwd=REPO, env=env, check=True,
+        [sys.executable, "-m", "nomads_cluster", "db", "upgrade"],
+        cwd=REPO,
+        env=env,
+        check=True,
         capture_output=True,
-    )  # fmt: skip
+    )
     commands = (
         [sys.executable, "-m", "gunicorn", "app_cluster:app"],
         [sys.executable, "-m", "nomads_cluster", "worker"],

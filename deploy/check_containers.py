@@ -96,7 +96,9 @@ def answers(url: str) -> bool:
 def make_base(work: Path) -> None:
     rootfs = work / "rootfs.tar"
     run(
-        "mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates,passwd",
+        "mmdebstrap",
+        "--variant=minbase",
+        "--include=python3,python3-venv,ca-certificates,passwd",
         # pip in the image trusts what the machine trusts (its extra CAs included).
         "--customize-hook=cp /usr/local/share/ca-certificates/*.crt"
         ' "$1/usr/local/share/ca-certificates/" 2>/dev/null || true',
@@ -104,17 +106,38 @@ def make_base(work: Path) -> None:
         '--customize-hook=chroot "$1" python3 -m venv /opt/python',
         '--customize-hook=printf "[global]\\ncert = /etc/ssl/certs/ca-certificates.crt\\n"'
         ' > "$1/etc/pip.conf"',
-        "bookworm", str(rootfs),
-    )  # fmt: skip
+        "bookworm",
+        str(rootfs),
+    )
     path = "/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    run("podman", "import", "--change", f"ENV PATH={path}", "--change", 'CMD ["python3"]',
-        str(rootfs), BASE)  # fmt: skip
+    run(
+        "podman",
+        "import",
+        "--change",
+        f"ENV PATH={path}",
+        "--change",
+        'CMD ["python3"]',
+        str(rootfs),
+        BASE,
+    )
     rootfs.unlink()
 
 
 def build(tag: str, context: Path) -> None:
-    run("podman", "build", "--format", "docker", "--network", "host", "--pull=never",
-        "--build-arg", f"BASE={BASE}", "-t", tag, str(context))  # fmt: skip
+    run(
+        "podman",
+        "build",
+        "--format",
+        "docker",
+        "--network",
+        "host",
+        "--pull=never",
+        "--build-arg",
+        f"BASE={BASE}",
+        "-t",
+        tag,
+        str(context),
+    )
 
 
 def fresh_host_database() -> str:
@@ -125,8 +148,20 @@ def fresh_host_database() -> str:
 
 def check_single_image() -> None:
     database_url = fresh_host_database()
-    run("podman", "run", "-d", "--name", SINGLE, "--network", "host", "-e", f"PORT={PORT}",
-        "-e", f"DATABASE_URL={database_url}", APP)  # fmt: skip
+    run(
+        "podman",
+        "run",
+        "-d",
+        "--name",
+        SINGLE,
+        "--network",
+        "host",
+        "-e",
+        f"PORT={PORT}",
+        "-e",
+        f"DATABASE_URL={database_url}",
+        APP,
+    )
     base = f"http://127.0.0.1:{PORT}"
     timed(
         "image: first /health answered after start",
@@ -212,9 +247,11 @@ def check_stack() -> None:
     load.join()
     reader = KEYS["NOMADS_READ_API_KEY"]
     missing = [u for u in acknowledged if http(f"{STACK_URL}/users/{u}", key=reader)[0] != 200]
-    print(f"stack: {len(acknowledged)} acknowledged while {replicas[1]} stopped "
-          f"({before} before), {len(refused)} refused {sorted(set(refused))}, "
-          f"{len(missing)} missing")  # fmt: skip
+    print(
+        f"stack: {len(acknowledged)} acknowledged while {replicas[1]} stopped "
+        f"({before} before), {len(refused)} refused {sorted(set(refused))}, "
+        f"{len(missing)} missing"
+    )
     assert not missing, missing[:10]
 
 
@@ -226,8 +263,13 @@ def clean() -> None:
         *(f"{PROJECT}_{s}_{n}" for s in ("db", "migrate", "app", "nginx") for n in (1, 2, 3)),
     ):
         run("podman", "rm", "-f", "--ignore", name, check=False)
-    images = [APP, BASE, f"{PROJECT}_app", f"{PROJECT}_migrate",
-              *(f"localhost/nomads-ci-{d}" for d in STANDINS.values())]  # fmt: skip
+    images = [
+        APP,
+        BASE,
+        f"{PROJECT}_app",
+        f"{PROJECT}_migrate",
+        *(f"localhost/nomads-ci-{d}" for d in STANDINS.values()),
+    ]
     run("podman", "rmi", "-f", "--ignore", *images, check=False)
     with suppress(Exception):
         run("psql", f"{HOST_POSTGRES}/postgres", "-qc", f"DROP DATABASE IF EXISTS {DATABASE}")
@@ -249,10 +291,13 @@ def main() -> None:
         FIGURES["service image size"] = f"{size / 1e6:.0f} MB (base {base_size / 1e6:.0f} MB)"
         check_single_image()
         run("podman", "rm", "-f", SINGLE)
-        timed("stand-in images build (postgres, nginx)", lambda: [
-            build(f"localhost/nomads-ci-{d}", ROOT / "deploy" / "containers" / d)
-            for d in STANDINS.values()
-        ])  # fmt: skip
+        timed(
+            "stand-in images build (postgres, nginx)",
+            lambda: [
+                build(f"localhost/nomads-ci-{d}", ROOT / "deploy" / "containers" / d)
+                for d in STANDINS.values()
+            ],
+        )
         check_stack()
     finally:
         clean()

@@ -41,9 +41,14 @@ def error_details(
 MAX_LISTED = 10
 
 
-def summarize(errors: list[ErrorDetail], limit: int = MAX_LISTED) -> str:
-    """The first ``limit`` errors in one line, and how many more there are."""
-    summary = "; ".join(f"{e['pointer']} {e['detail']}" for e in errors[:limit])
-    if len(errors) > limit:
-        summary += f"; and {len(errors) - limit} more"
+def join_listed(problems: list[str], limit: int = MAX_LISTED) -> str:
+    """The first ``limit`` problems in one line, and how many more there are."""
+    summary = "; ".join(problems[:limit])
+    if len(problems) > limit:
+        summary += f"; and {len(problems) - limit} more"
     return summary
+
+
+def summarize(errors: list[ErrorDetail], limit: int = MAX_LISTED) -> str:
+    """The first ``limit`` errors in one line, each with its place, and how many more."""
+    return join_listed([f"{e['pointer']} {e['detail']}" for e in errors], limit)

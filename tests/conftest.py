@@ -8,11 +8,15 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from hypothesis import settings
+from sqlalchemy.engine import Engine
 
 from nomads_cluster import create_app
 from nomads_cluster.cli.model import DEFAULT_SURVEY
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, model_from_profiles
-from nomads_cluster.store.engine import normalize_url
+from nomads_cluster.store.engine import create_store_engine, normalize_url
+from nomads_cluster.store.migrations import upgrade
+from nomads_cluster.store.records import Assignment
+from nomads_cluster.store.users import UserStore
 
 # CI replays the same examples every run (a submission must not pass or fail by
 # chance); elsewhere hypothesis explores new ones each time.
@@ -129,6 +133,58 @@ def client(app):
 @pytest.fixture
 def store(app):
     return app.extensions["user_store"]
+
+
+@pytest.fixture
+def engine_on():
+    """``engine_on(url, revision="head")``: a store engine on ``url`` migrated to
+    ``revision`` (None: not at all); disposed of afterwards."""
+    engines = []
+
+    def make(url: str, revision: str | None = "head", timeout: float = 30) -> Engine:
+        engines.append(create_store_engine(url, timeout=timeout))
+        if revision is not None:
+            upgrade(engines[-1], revision)
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def postgres_store(engine_on, postgres_url) -> UserStore:
+    """A store of its own on PostgreSQL, as a server's worker has one."""
+    return UserStore(engine_on(postgres_url), timeout=30)
+
+
+class Assigner:
+    """Stores users' assignments directly, as the service would have made them."""
+
+    def __init__(self, store: UserStore):
+        self.store = store
+
+    def __call__(
+        self,
+        user_id: str | int,
+        *interests: str,
+        cluster: int = 1,
+        city: str | None = None,
+        model_version: str = "v1",
+        source: str = "api",
+    ) -> Assignment:
+        """Save one user (by default in segment 1 of model v1) and return it as stored."""
+        record = Assignment(
+            user_id, interests, cluster, {}, model_version, source=source, city=city
+        )
+        self.store.assignments.save([record])
+        return self.store.assignments.current(str(user_id))
+
+
+@pytest.fixture
+def assigned(store) -> Assigner:
+    """``assigned("ana", "surf", city="Madrid")``: a stored user, in one line."""
+    return Assigner(store)
 
 
 @pytest.fixture

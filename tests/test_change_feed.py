@@ -44,8 +44,9 @@ def call(port: int, method: str, path: str, data: dict | None = None, key: str =
     if key:
         headers["Authorization"] = f"Bearer {key}"
     payload = None if data is None else json.dumps(data).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", payload, headers,
-                                     method=method)  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", payload, headers, method=method
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status
@@ -150,9 +151,13 @@ def run_scenario(database_url: str, tmp_path: Path, committed) -> None:
         registry.file(candidate, "tests")
         registry.promote(candidate.version, "tests")
         reassigned = subprocess.run(
-            [sys.executable, "-m", "nomads_cluster", "reassign"], cwd=REPO, env=env,
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [sys.executable, "-m", "nomads_cluster", "reassign"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert reassigned.returncode == 0, reassigned.stderr
         assert wait_until(
             lambda: delivery_state(store, receiver.url).failed_attempts >= failed_before + 2, 30

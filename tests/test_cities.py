@@ -43,9 +43,17 @@ def test_a_name_with_nothing_to_transliterate_is_keyed_by_a_digest():
 
 @pytest.mark.parametrize(
     "name, problem",
-    [("", True), ("x" * (MAX_CITY_LENGTH + 1), True), (" ", True), ("a\tb", True),
-     ("a\x85b", True), ("!!!", False), ("\u3000", False), (" Oslo ", False)],
-)  # fmt: skip
+    [
+        ("", True),
+        ("x" * (MAX_CITY_LENGTH + 1), True),
+        (" ", True),
+        ("a\tb", True),
+        ("a\x85b", True),
+        ("!!!", False),
+        ("\u3000", False),
+        (" Oslo ", False),
+    ],
+)
 def test_the_city_rule_is_the_api_schemas_pattern(name, problem):
     assert (city_problem(name) is not None) == problem
     assert (re.fullmatch(CITY_PATTERN, name) is None or len(name) > MAX_CITY_LENGTH) == problem

@@ -15,13 +15,16 @@ from urllib.parse import urlsplit
 import pytest
 from helpers.live_server import REPO
 
+from nomads_cluster import create_app
 from nomads_cluster.settings import ConfigError, load_settings
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 # The keys the API guide starts its server with, by the variables its curls name.
-KEYS = {"NOMADS_API_KEY": "change-me-to-a-long-secret",
-        "NOMADS_READ_API_KEY": "change-me-to-a-read-secret"}  # fmt: skip
+KEYS = {
+    "NOMADS_API_KEY": "change-me-to-a-long-secret",
+    "NOMADS_READ_API_KEY": "change-me-to-a-read-secret",
+}
 SETTING = re.compile(r"NOMADS_[A-Z_]+=.+")
 
 
@@ -124,7 +127,6 @@ def shape_differences(documented: Any, actual: Any, where: str = "#") -> list[st
 
 @pytest.mark.parametrize("page", [p for p in PAGES if curl_examples(p)], ids=lambda p: p.name)
 def test_every_curl_of_the_page_answers_as_shown(page, tmp_path):
-    from nomads_cluster import create_app
 
     keys = {name.removeprefix("NOMADS_"): key for name, key in KEYS.items()}
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'docs.sqlite3'}", **keys})

@@ -29,10 +29,17 @@ def command(third: Path, database_url: str, *arguments: str) -> str:
     no model/, with DATABASE_URL and nothing else of the service's."""
     result = subprocess.run(
         [sys.executable, "-m", "nomads_cluster", *arguments],
-        cwd=third, capture_output=True, text=True, timeout=300,
-        env={"DATABASE_URL": database_url, "PATH": os.environ["PATH"],
-             "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(third)},
-    )  # fmt: skip
+        cwd=third,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "DATABASE_URL": database_url,
+            "PATH": os.environ["PATH"],
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HOME": str(third),
+        },
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -132,8 +139,11 @@ def run_fleet(database_url: str, tmp_path: Path, survey_path: Path) -> None:
         first = json.loads(command(third, database_url, "models", "--json"))
         (committed,) = [v["version"] for v in first if v["served"]]
         trained = command(third, database_url, "train", "--data", str(survey_path), "--warm-start")
-        (candidate,) = [v["version"] for v in json.loads(
-            command(third, database_url, "models", "--json")) if not v["served"]]  # fmt: skip
+        (candidate,) = [
+            v["version"]
+            for v in json.loads(command(third, database_url, "models", "--json"))
+            if not v["served"]
+        ]
         assert f"model {candidate}" in trained
 
         with Load(ports) as load:

@@ -67,8 +67,11 @@ def worker_pids(port: int) -> list[int]:
         ["pgrep", "-f", "--", f"--bind 127.0.0.1:{port}"], capture_output=True, text=True
     ).stdout.split()
     pids = {int(pid) for pid in found}
-    parents = {pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-               for pid in pids if Path(f"/proc/{pid}/stat").exists()}  # fmt: skip
+    parents = {
+        pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        for pid in pids
+        if Path(f"/proc/{pid}/stat").exists()
+    }
     return sorted(pid for pid, parent in parents.items() if parent in pids)
 
 

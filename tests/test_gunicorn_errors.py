@@ -33,13 +33,17 @@ def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
     [
         (b"GET /health?secret=abc HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
         (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-        (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(150))
-         + b"\r\n", 431),
+        (
+            b"GET /health HTTP/1.1\r\n"
+            + b"".join(b"X-%d: y\r\n" % n for n in range(150))
+            + b"\r\n",
+            431,
+        ),
         (b"GET /health HTTP/1.1\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431),
         (b"POST /cluster HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     ],
     ids=["request-line", "long-url", "many-headers", "big-header", "bad-chunk"],
-)  # fmt: skip
+)
 def test_gunicorns_own_errors_are_problems(server, raw, status):
     port, _ = server
     answered, headers, body = exchange(port, raw)

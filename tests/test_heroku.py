@@ -13,9 +13,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import variant_of
 from helpers.live_server import REPO
 
 from nomads_cluster.cli.service import TRAINING_PACKAGES
+from nomads_cluster.store.engine import create_store_engine
+from nomads_cluster.store.registry import ModelRegistry
+from nomads_cluster.store.users import UserStore
 from nomads_cluster.testing import free_port, wait_until_healthy
 
 
@@ -31,8 +35,11 @@ def heroku_slug(tmp_path_factory):
     slug = root / "app"
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for name in files:
         if (REPO / name).is_file():
             (slug / name).parent.mkdir(parents=True, exist_ok=True)
@@ -40,10 +47,17 @@ def heroku_slug(tmp_path_factory):
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-r", "requirements.txt"],
-        cwd=slug, check=True,
-    )  # fmt: skip
+        [
+            venv / "bin" / "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            "requirements.txt",
+        ],
+        cwd=slug,
+        check=True,
+    )
     return slug, venv
 
 
@@ -60,9 +74,13 @@ def test_release_then_web_from_requirements_txt_alone(heroku_slug, tmp_path):
     commands = procfile_commands()
 
     release = subprocess.run(
-        ["sh", "-c", commands["release"]], cwd=slug, env=heroku_env(venv, database_url),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        ["sh", "-c", commands["release"]],
+        cwd=slug,
+        env=heroku_env(venv, database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert release.returncode == 0, release.stderr
     assert release.stdout.startswith("database schema:")
     with sqlite3.connect(tmp_path / "heroku.sqlite3") as db:
@@ -105,9 +123,13 @@ def test_serving_install_says_what_training_commands_need(heroku_slug, command):
     slug, venv = heroku_slug
     (slug / "users.csv").write_text("_id,surf\n1,1\n")
     run = subprocess.run(
-        [venv / "bin" / "python", "-m", "nomads_cluster", *command], cwd=slug,
-        env=heroku_env(venv, "sqlite://"), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [venv / "bin" / "python", "-m", "nomads_cluster", *command],
+        cwd=slug,
+        env=heroku_env(venv, "sqlite://"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1
     missing = re.search(r"needs (\w+), one of the training packages", run.stderr)
     assert missing and missing.group(1) in TRAINING_PACKAGES, run.stderr
@@ -126,22 +148,42 @@ def test_an_installed_package_finds_the_model_where_it_runs(heroku_slug, tmp_pat
     slug, venv = heroku_slug
     target = tmp_path / "site-packages"
     subprocess.run(
-        [venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "--target", str(target), str(slug)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            venv / "bin" / "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(slug),
+        ],
+        check=True,
+        capture_output=True,
+    )
     database_url = f"sqlite:///{tmp_path / 'installed.sqlite3'}"
     env = {**heroku_env(venv, database_url), "PYTHONPATH": str(target)}
     upgrade = subprocess.run(
         [venv / "bin" / "python", target / "bin" / "nomads-cluster", "db", "upgrade"],
-        cwd=slug, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=slug,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert upgrade.returncode == 0, upgrade.stderr
     where = subprocess.run(
-        [venv / "bin" / "python", "-c",
-         "import nomads_cluster.segmentation.model as m; print(m.__file__, m.DEFAULT_MODEL_DIR)"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import nomads_cluster.segmentation.model as m; print(m.__file__, m.DEFAULT_MODEL_DIR)",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert where[0].startswith(str(target))  # the installed copy, not the repository's
     assert where[1] == str(tmp_path / "model")
 
@@ -151,20 +193,19 @@ def test_a_one_off_dyno_promotes_and_rolls_back_a_model_filed_from_a_laptop(
 ):
     """`heroku run python -m nomads_cluster ...`: the registry's commands need only the
     serving install and DATABASE_URL."""
-    from conftest import variant_of
-
-    from nomads_cluster.store.engine import create_store_engine
-    from nomads_cluster.store.registry import ModelRegistry
-    from nomads_cluster.store.users import UserStore
 
     slug, venv = heroku_slug
     database_url = f"sqlite:///{tmp_path / 'heroku.sqlite3'}"
 
     def dyno(*arguments: str) -> str:
         run = subprocess.run(
-            [venv / "bin" / "python", "-m", "nomads_cluster", *arguments], cwd=slug,
-            env=heroku_env(venv, database_url), capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [venv / "bin" / "python", "-m", "nomads_cluster", *arguments],
+            cwd=slug,
+            env=heroku_env(venv, database_url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 0, run.stderr
         return run.stdout
 

@@ -10,7 +10,12 @@ from helpers.live_server import REPO
 
 from nomads_cluster.cli.service import TRAINING_PACKAGES
 
-LOCKS = ["requirements.txt", "requirements-train.txt", "requirements-dev.txt"]
+LOCKS = [
+    "requirements.txt",
+    "requirements-run.txt",
+    "requirements-train.txt",
+    "requirements-dev.txt",
+]
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) \\$", re.M)
 
 
@@ -34,13 +39,13 @@ def test_serving_installs_no_training_package():
         name = distributions.get(package, package)
         assert name not in serving and name in training, name
     # What serves is pinned alike everywhere: a lock never moves a serving package.
-    for lock in ("requirements-train.txt", "requirements-dev.txt"):
+    for lock in ("requirements-run.txt", "requirements-train.txt", "requirements-dev.txt"):
         assert {name: pinned(lock)[name] for name in serving} == serving
 
 
 def test_each_extra_of_pyproject_has_its_lock():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert set(project["optional-dependencies"]) == {"train", "dev"}
+    assert set(project["optional-dependencies"]) == {"run", "train", "dev"}
     makefile = (REPO / "Makefile").read_text()
     for lock in LOCKS:
         assert f"-o $(LOCK_DIR)/{lock}" in makefile
@@ -56,8 +61,11 @@ def test_the_locks_are_what_make_lock_makes_of_pyproject(tmp_path):
         shutil.copy(REPO / lock, tmp_path / lock)
     made = subprocess.run(
         ["make", "--no-print-directory", "lock", f"LOCK_DIR={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stderr
     for lock in LOCKS:
         assert (tmp_path / lock).read_text() == (REPO / lock).read_text(), (

@@ -38,9 +38,13 @@ def test_make_run_serves_and_delivers_the_events_of_a_sign_up(tmp_path):
     honcho = [str(Path(sys.executable).parent / "honcho"), "start", "--port", str(port)]
     with (tmp_path / "run.log").open("w") as log:
         run = subprocess.Popen(
-            [*honcho, "web", "worker"], cwd=REPO, env=env, stdout=log, stderr=log,
+            [*honcho, "web", "worker"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=log,
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             wait_until_healthy(port, server=run)
             body = {"_id": "newcomer", "interests": {"surf": True}, "city": "Madrid"}

@@ -27,7 +27,7 @@ BAD_ROWS_SHOWN = 20  # with --skip-bad-rows, the first ones are listed, then a c
 @click.argument("survey", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def ingest(survey: Path) -> None:
     """Load the answers of a survey export into the database (known answers skipped)."""
-    from ..store.users import chosen_interests
+    from ..store.records import chosen_interests
 
     with training_packages("ingest"):
         from ..segmentation.survey import read_survey_answers
@@ -45,7 +45,7 @@ def ingest(survey: Path) -> None:
         for answer in answers
     ]
     with database() as store:
-        added = store.add_responses(rows)
+        added = store.survey.add(rows)
     click.echo(
         f"{survey.name}: {counted(added, 'new answer')} stored, {len(rows) - added} already known"
     )

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,7 +133,7 @@ def train(
 
     if from_db:
         with database() as store:
-            features, hashes = store.response_features()
+            features, hashes = store.survey.features()
         if not len(features):
             raise click.ClickException("the database holds no survey answers: run ingest first")
         digest = hashlib.sha256("".join(hashes).encode()).hexdigest()
@@ -154,13 +155,24 @@ def train(
         )
     with ExitStack() as cleanup:
         written = out or Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
-        try:
-            card = train_model(
-                survey, written, previous_model, components, algorithm,
-                anchor if warm_start else None,
-            )  # fmt: skip
-        except ValueError as exc:  # a warm start from a k-means model
-            raise click.ClickException(str(exc)) from None
+        # scikit-learn's warnings (a fit that stopped at its iteration limit) would be
+        # printed by Python after the results, without saying which fit: gathered here,
+        # they are told once each, before the results.
+        with warnings.catch_warnings(record=True) as raised:
+            warnings.simplefilter("always")
+            try:
+                card = train_model(
+                    survey,
+                    written,
+                    previous_model,
+                    components,
+                    algorithm,
+                    anchor if warm_start else None,
+                )
+            except ValueError as exc:  # a warm start from a k-means model
+                raise click.ClickException(str(exc)) from None
+        for message in dict.fromkeys(str(warning.message) for warning in raised):
+            click.echo(f"warning from the fit: {message}", err=True)
         version = _file(written) if out is None else None
     if "selection" in card:
         report = f" (see {out / card['selection']['report']})" if out else ""
@@ -323,7 +335,7 @@ def _measure_churn(models: "ModelRegistry", version: str) -> "Churn":
         f"(the fleet serves {served})",
         err=True,
     )
-    total = models.store.count_users()
+    total = models.store.lifecycle.count_users()
     with click.progressbar(length=total, label="scoring the stored users", file=sys.stderr) as bar:
         report = measure_churn(models.store, candidate, on_chunk=bar.update)
     models.record_churn(version, served or version, report.moves)

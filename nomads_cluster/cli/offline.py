@@ -29,7 +29,8 @@ from ..segmentation.model import SegmentModel
 from ..segmentation.survey import SurveyFormatError, parse_answer_cells
 
 if TYPE_CHECKING:  # the store (and SQLAlchemy) is imported only with --store
-    from ..store.users import Assignment, UserStore
+    from ..store.records import Assignment
+    from ..store.users import UserStore
 
 ID_COLUMNS = ("_id", "id", "user_id")  # looked for in this order
 CITY_COLUMN = "city"  # optional: the user's city, as in a /cluster body
@@ -241,6 +242,8 @@ def truth_values(column: pa.BinaryArray) -> np.ndarray:
 
 def _describe_bad_row(cells: dict[str, Any], line: int, id_column: str) -> BadRow:
     """What is wrong with a row: its id and city are text, its interests bytes."""
+    from ..validation import join_listed  # with pydantic: only once a row is bad
+
     if not any(cells.values()):
         return BadRow(int(line), "empty line")
     problems = [] if cells[id_column] else [f"{id_column} is empty"]
@@ -254,7 +257,7 @@ def _describe_bad_row(cells: dict[str, Any], line: int, id_column: str) -> BadRo
         elif cell.strip().lower() not in TRUTH:
             text = cell.decode(errors="backslashreplace")
             problems.append(f"{key} is {text!r}, not 0, 1, true or false")
-    return BadRow(int(line), "; ".join(problems))
+    return BadRow(int(line), join_listed(problems))  # as many as the API lists
 
 
 def read_survey_csv(file: IO[bytes], name: str) -> Iterator[Chunk]:
@@ -427,7 +430,7 @@ def assign_file(
                 segments, scores = model.assign_users(chunk.features)
                 writer.write(chunk.ids, segments, scores)
                 if store is not None:
-                    store.save(_records(chunk, segments, scores, model))
+                    store.assignments.save(_records(chunk, segments, scores, model))
                 summary.assigned += len(chunk.ids)
                 on_progress(chunk.bytes_read)
             writer.close()
@@ -464,17 +467,11 @@ def _python_ids(ids: pa.Array | list[Any]) -> list[Any]:
 def _records(
     chunk: Chunk, segments: np.ndarray, scores: np.ndarray, model: SegmentModel
 ) -> list["Assignment"]:
-    from ..store.users import Assignment, chosen_interests
+    from ..store.records import Assignment, chosen_interests
 
     return [
-        Assignment(
-            user_id=user_id,
-            interests=chosen_interests(features),
-            cluster=int(segment),
-            scores=model.scores_by_number(user_scores),
-            model_version=model.version,
-            source="assign",
-            city=city,
+        Assignment.scored(
+            model, user_id, chosen_interests(features), segment, user_scores, "assign", city
         )
         for user_id, features, segment, user_scores, city in zip(
             _python_ids(chunk.ids),

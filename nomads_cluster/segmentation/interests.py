@@ -12,15 +12,28 @@ import numpy as np
 # The survey's four groups, in the model's column order.
 INTEREST_GROUPS: dict[str, tuple[str, ...]] = {
     "Sports": (
-        "climbing", "fitness", "football", "paddle", "running", "surf", "trecking", "volley",
+        "climbing",
+        "fitness",
+        "football",
+        "paddle",
+        "running",
+        "surf",
+        "trecking",
+        "volley",
     ),
     "Culture": (
-        "bookstores", "concerts", "guidedVisits", "movies", "museums", "parks",
-        "ruralTourism", "theaters",
+        "bookstores",
+        "concerts",
+        "guidedVisits",
+        "movies",
+        "museums",
+        "parks",
+        "ruralTourism",
+        "theaters",
     ),
     "Food": ("burguers", "chinese", "indian", "italian", "mediterranean", "sushi"),
     "Leisure": ("coffee", "drinks", "parties", "sunsets"),
-}  # fmt: skip
+}
 
 INTEREST_KEYS: tuple[str, ...] = tuple(key for keys in INTEREST_GROUPS.values() for key in keys)
 

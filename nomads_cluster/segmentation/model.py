@@ -177,11 +177,12 @@ class SegmentModel:
     def segment_label(self, number: int) -> str:
         return self.card.segments[self._index[number]].label
 
-    def assign_user(self, features: np.ndarray) -> tuple[int, dict[str, float]]:
-        """The segment and the scores, by segment, of one user's 26 0/1 features."""
+    def assign_user(self, features: np.ndarray) -> tuple[int, list[float]]:
+        """The segment and the scores (in component order, as ``assign_users``' columns)
+        of one user's 26 0/1 features."""
         scores = self.scorer.score_user(features)
         best = scores.index(max(scores))  # the first best, as argmax
-        return self.numbers[best], self.scores_by_number(scores)
+        return self.numbers[best], scores
 
     def scores_by_number(self, scores: Sequence[float]) -> dict[str, float]:
         """Scores in component order, as a JSON object keyed (and ordered) by number."""
@@ -191,10 +192,13 @@ class SegmentModel:
         """The user's interests that added most to the score of segment ``number``."""
         contributions = self.scorer.contributions(features, self._index[number])
         ranked = sorted(
-            ((value, key) for key, value in zip(INTEREST_KEYS, contributions, strict=True)
-             if value > 0.0),
+            (
+                (value, key)
+                for key, value in zip(INTEREST_KEYS, contributions, strict=True)
+                if value > 0.0
+            ),
             reverse=True,
-        )  # fmt: skip
+        )
         return [(key, value) for value, key in ranked[:TOP_REASONS]]
 
     def assign_users(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -49,10 +49,12 @@ class SegmentScorer:
             raise ValueError("the components are linearly dependent: the scores are not unique")
         # Every subset of the components, the empty one (w = 0) included.
         supports = np.array(
-            [[i in subset for i in range(n_components)]
-             for size in range(n_components + 1)
-             for subset in combinations(range(n_components), size)]
-        )  # fmt: skip
+            [
+                [i in subset for i in range(n_components)]
+                for size in range(n_components + 1)
+                for subset in combinations(range(n_components), size)
+            ]
+        )
         # kkt[s] sends p = H x to: on support s the least-squares solution w, off it the
         # gradient H Hᵀ w - p.
         kkt = np.zeros((len(supports), n_components, n_components))
@@ -139,9 +141,11 @@ class SegmentScorer:
         optimum = functools.reduce(np.minimum, numbers).argmax(axis=1)  # first, as argmax
         users = np.arange(len(features))
         return np.column_stack(
-            [np.where(self._supports[optimum, j], numbers[j][users, optimum], 0.0)
-             for j in range(self.n_components)]
-        )  # fmt: skip
+            [
+                np.where(self._supports[optimum, j], numbers[j][users, optimum], 0.0)
+                for j in range(self.n_components)
+            ]
+        )
 
 
 def is_near_tie(second: np.ndarray | float, best: np.ndarray | float) -> np.ndarray | bool:

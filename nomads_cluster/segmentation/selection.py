@@ -100,8 +100,10 @@ def evaluate(algorithm: str, features: np.ndarray, k: int, restarts: int = RESTA
         if len(set(labels.tolist())) > 1
         else math.nan
     )
-    runs = [segments_of(fit_segments(algorithm, features, k, seed), features)
-            for seed in range(1, restarts + 1)]  # fmt: skip
+    runs = [
+        segments_of(fit_segments(algorithm, features, k, seed), features)
+        for seed in range(1, restarts + 1)
+    ]
     return Candidate(
         algorithm=algorithm,
         components=k,
@@ -137,13 +139,20 @@ def write_report(
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
-    measures = [("reconstruction_error", "reconstruction error"), ("stability", "stability"),
-                ("silhouette", "silhouette")]  # fmt: skip
+    measures = [
+        ("reconstruction_error", "reconstruction error"),
+        ("stability", "stability"),
+        ("silhouette", "silhouette"),
+    ]
     for axis, (field, title) in zip(axes, measures, strict=True):
         for algorithm in ALGORITHMS:
             rows = [c for c in candidates if c.algorithm == algorithm]
-            axis.plot([c.components for c in rows], [getattr(c, field) for c in rows],
-                      marker="o", label=algorithm)  # fmt: skip
+            axis.plot(
+                [c.components for c in rows],
+                [getattr(c, field) for c in rows],
+                marker="o",
+                label=algorithm,
+            )
         if field == "stability":
             axis.axhline(MIN_STABILITY, color="grey", linestyle="--", linewidth=1)
         axis.set_title(title)

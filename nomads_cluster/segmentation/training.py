@@ -36,7 +36,7 @@ MATCH_THRESHOLD = 0.5
 
 
 ALGORITHM_NAMES = {"nmf": "sklearn.decomposition.NMF", "kmeans": "sklearn.cluster.KMeans"}
-PROFILE_NAMES = {  # what the heatmap's rows are, by the card's algorithm
+PROFILE_NAMES = {  # what the heatmap's columns are, by the card's algorithm
     "sklearn.decomposition.NMF": "NMF components",
     "sklearn.cluster.KMeans": "k-means centroids",
 }
@@ -216,22 +216,19 @@ def draw_heatmap(
     matplotlib.use("Agg")  # files only: no display, and no GUI toolkit to import
     from matplotlib import pyplot as plt
 
+    # Interests down, segments across: a tall picture stays readable on a phone's width.
     order = sorted(range(len(segments)), key=lambda i: segments[i].segment)
-    figure, axes = plt.subplots(figsize=(11, 1.6 + 0.6 * len(order)), layout="constrained")
-    image = axes.imshow(components[order], cmap="YlGnBu", aspect="auto", vmin=0)
-    axes.set_xticks(
-        range(len(INTEREST_KEYS)),
-        [key_to_label(k) for k in INTEREST_KEYS],
-        rotation=50,
-        ha="right",
-        rotation_mode="anchor",
+    figure, axes = plt.subplots(
+        figsize=(2.6 + 0.55 * len(order), 1.4 + 0.3 * len(INTEREST_KEYS)), layout="constrained"
     )
-    axes.set_yticks(
-        range(len(order)), [f"{segments[i].segment}: {segments[i].label}" for i in order]
-    )
-    axes.set_xlabel("interest")
-    axes.set_title(f"What each segment is made of ({PROFILE_NAMES[algorithm]})")
-    figure.colorbar(image, ax=axes, label="weight", shrink=0.9)
+    image = axes.imshow(components[order].T, cmap="YlGnBu", aspect="auto", vmin=0)
+    axes.set_yticks(range(len(INTEREST_KEYS)), [key_to_label(k) for k in INTEREST_KEYS])
+    axes.set_xticks(range(len(order)), [str(segments[i].segment) for i in order])
+    axes.xaxis.tick_top()
+    axes.xaxis.set_label_position("top")
+    axes.set_xlabel("segment")
+    axes.set_title(f"Interests by segment ({PROFILE_NAMES[algorithm]})", fontsize="medium")
+    figure.colorbar(image, ax=axes, label="weight", shrink=0.6)
     # No timestamp or software version in the file: the same model draws the same bytes.
     figure.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(figure)

@@ -64,7 +64,7 @@ def measure_churn(
     segment they were last told, a chunk at a time (``on_chunk``: users of the chunk)."""
     report, after = SegmentMoves(), 0
     while True:
-        user_nos, masks, segments = store.current_segments(after, chunk_users)
+        user_nos, masks, segments = store.lifecycle.current_segments(after, chunk_users)
         if not len(user_nos):
             return report
         new, _ = candidate.assign_users(decode_masks(masks))

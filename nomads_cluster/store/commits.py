@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
+from .assignments import Assignments
+from .engine import StoreUnavailable
+from .records import Assignment
 from .rooms import PlacedRoom
-from .users import Assignment, StoreUnavailable, UserStore
 
 MAX_GROUP_ROWS = 2000  # a batch request alone may bring 1,000
 
@@ -35,10 +37,10 @@ class _Write:
 
 
 class GroupCommitter:
-    """Stores assignments like ``UserStore.save``, sharing transactions between threads."""
+    """Stores assignments like ``Assignments.save``, sharing transactions between threads."""
 
-    def __init__(self, store: UserStore, wait_seconds: float):
-        self.store = store
+    def __init__(self, assignments: Assignments, wait_seconds: float):
+        self.assignments = assignments
         # Past this, a write not yet taken by the committer is given up (a 503).
         self.wait_seconds = wait_seconds
         self._pid: int | None = None
@@ -49,6 +51,11 @@ class GroupCommitter:
         self._gathered = threading.Condition()
         self._waiting: list[_Write] = []
         threading.Thread(target=self._commit_forever, name="group-commit", daemon=True).start()
+
+    @property
+    def waiting(self) -> int:
+        """Writes handed to the committer and not taken into a group yet."""
+        return len(self._waiting) if self._pid == os.getpid() else 0
 
     def save(self, records: Sequence[Assignment]) -> list[PlacedRoom | None]:
         """Return once every record is committed, with their rooms; StoreUnavailable
@@ -90,7 +97,7 @@ class GroupCommitter:
 
     def _commit(self, group: list[_Write]) -> None:
         try:
-            placed = self.store.save([record for write in group for record in write.records])
+            placed = self.assignments.save([record for write in group for record in write.records])
         except StoreUnavailable as exc:
             for write in group:
                 write.error = exc
@@ -114,8 +121,9 @@ class GroupCommitter:
 
 def init_app(app: Flask) -> None:
     """The app's committer, over its store (store.init_app comes first)."""
-    store = app.extensions["user_store"]
-    app.extensions["group_committer"] = GroupCommitter(store, float(app.config["DATABASE_TIMEOUT"]))
+    assignments = app.extensions["user_store"].assignments
+    timeout = float(app.config["DATABASE_TIMEOUT"])
+    app.extensions["group_committer"] = GroupCommitter(assignments, timeout)
 
 
 def get_committer() -> GroupCommitter:

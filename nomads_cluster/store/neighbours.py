@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
+from .database import Database
 from .engine import CHANGES_LOCK, advisory_lock
+from .records import Assignment
 from .tables import assignments, store_state
 
 NO_CITY = -1
@@ -94,11 +96,13 @@ class NeighbourIndex:
             ).where(assignments.c.seq > self._seq, assignments.c.seq <= committed)
             parts = []  # streamed: a first load reads every user
             for rows in conn.execution_options(yield_per=LOAD_ROWS).execute(query).partitions():
-                parts.append((
-                    np.fromiter((row[0] for row in rows), np.int64, len(rows)),
-                    np.fromiter((row[1] for row in rows), np.int32, len(rows)),
-                    np.fromiter((self.city_code(row[2]) for row in rows), np.int32, len(rows)),
-                ))  # fmt: skip
+                parts.append(
+                    (
+                        np.fromiter((row[0] for row in rows), np.int64, len(rows)),
+                        np.fromiter((row[1] for row in rows), np.int32, len(rows)),
+                        np.fromiter((self.city_code(row[2]) for row in rows), np.int32, len(rows)),
+                    )
+                )
             if parts:
                 self._apply(*(np.concatenate(column) for column in zip(*parts, strict=True)))
             self._seq = committed
@@ -132,3 +136,43 @@ def _committed_changes(conn: sa.Connection) -> tuple[int, int]:
         advisory_lock(conn, CHANGES_LOCK)
         committed, erasures = conn.execute(query).one()
     return committed, erasures
+
+
+class SimilarUsers:
+    """``find``: a stored user and the users most like them, with their assignments."""
+
+    def __init__(self, database: Database):
+        self.database = database
+        self._index = NeighbourIndex()
+
+    def find(
+        self, user_id: str, k: int, same_city: bool
+    ) -> tuple[Assignment, list[tuple[Neighbour, Assignment]]] | None:
+        """The user and the ``k`` stored users most like them, with their current
+        assignments; ``same_city``: of the user's city (none for a user without one).
+        None when the user is not stored."""
+        me = sa.select(assignments).where(assignments.c.user_id == user_id)
+
+        def work(conn: sa.Connection) -> tuple[sa.Row, list[Neighbour], list[sa.Row]] | None:
+            self._index.refresh(conn)  # first: it ends its own transaction
+            row = conn.execute(me).first()
+            if row is None:
+                return None
+            if same_city and row.city_key is None:  # nobody shares a city they have not
+                return row, [], []
+            city = row.city_key if same_city else None
+            found = self._index.similar(row.user_no, row.interest_mask, city, k)
+            numbers = [neighbour.user_no for neighbour in found]
+            rows = conn.execute(
+                sa.select(assignments).where(assignments.c.user_no.in_(numbers))
+            ).all()
+            return row, found, rows
+
+        result = self.database.run(work, write=False)
+        if result is None:
+            return None
+        row, found, rows = result
+        by_number = {r.user_no: Assignment.from_row(r) for r in rows}
+        # A user erased between the index's refresh and this read is left out.
+        neighbours = [(n, by_number[n.user_no]) for n in found if n.user_no in by_number]
+        return Assignment.from_row(row), neighbours

@@ -8,7 +8,8 @@ import numpy as np
 from ..segmentation.interests import encode_interests
 from ..segmentation.model import SegmentModel
 from .churn import SegmentMoves
-from .users import Assignment, UserStore
+from .records import Assignment
+from .users import UserStore
 
 BATCH_USERS = 1000
 
@@ -34,27 +35,22 @@ def reassign(
     """
     report = ReassignReport()
     after = None
-    while batch := store.stale(model.version, after, batch_users):
+    while batch := store.lifecycle.stale(model.version, after, batch_users):
         features = np.array([encode_interests(dict.fromkeys(r.interests, True)) for r in batch])
         segments, scores = model.assign_users(features)
         changes = [
             (
                 read,
-                Assignment(
-                    user_id=read.user_id,
-                    interests=read.interests,
-                    cluster=segment,
-                    scores=model.scores_by_number(user_scores),
-                    model_version=model.version,
-                    source="reassign",
-                    city=read.city,  # the room follows the segment (rooms.py)
+                # The room follows the segment (rooms.py).
+                Assignment.scored(
+                    model, read.user_id, read.interests, segment, user_scores, "reassign", read.city
                 ),
             )
             for read, segment, user_scores in zip(
                 batch, segments.tolist(), scores.tolist(), strict=True
             )
         ]
-        applied = store.replace_unchanged(changes)
+        applied = store.lifecycle.replace_unchanged(changes)
         report.reassigned += len(applied)
         report.skipped += len(changes) - len(applied)
         report.moves.update((read.cluster, new.cluster) for read, new in applied)

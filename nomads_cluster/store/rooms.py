@@ -22,7 +22,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..cities import room_id
+from .database import Database
 from .engine import advisory_lock
+from .records import Assignment, current_page
 from .tables import assignments, rooms
 
 Row = dict[str, Any]  # Assignment.as_row()
@@ -181,36 +183,48 @@ def place_in_rooms(
     return [plan.place(row) for row in rows]
 
 
-def room_counts(
-    conn: sa.Connection,
-    key: str | None,
-    after: str | None,
-    limit: int,
-    room_id: str | None = None,
-) -> list:
-    """Rooms (of a city's key, or all, or the one ``room_id``) with their member
-    counts, by id after ``after``."""
-    query = (
-        sa.select(rooms.c.id, rooms.c.city, rooms.c.segment, rooms.c.members)
-        .order_by(rooms.c.id)
-        .limit(limit)
-    )
-    if key is not None:
-        query = query.where(rooms.c.city_key == key)
-    if after is not None:
-        query = query.where(rooms.c.id > after)
-    if room_id is not None:
-        query = query.where(rooms.c.id == room_id)
-    return conn.execute(query).all()
+class Rooms:
+    """The rooms as the API shows them: their member counts, their members, and the
+    room a user would join."""
 
+    def __init__(self, database: Database, room_size: int):
+        self.database = database
+        self.room_size = room_size
 
-def room_to_join(
-    conn: sa.Connection, key: str, segment: int, room_size: int
-) -> tuple[str, str | None]:
-    """The id of the room a user of this city and segment would join now, and its
-    city's name (None for a room not opened yet)."""
-    group_rooms = _open_rooms(conn, [(key, segment)], room_size).get((key, segment), {})
-    ordinal = _ordinal_to_join(group_rooms, room_size)
-    if ordinal in group_rooms:
-        return group_rooms[ordinal].id, group_rooms[ordinal].city
-    return room_id(key, segment, ordinal), None
+    def page(self, key: str | None, after: str | None, limit: int) -> list[sa.Row]:
+        """Rooms (id, city, segment, members) by id after ``after``; of one city's key,
+        or all."""
+        query = self._counts().limit(limit)
+        if key is not None:
+            query = query.where(rooms.c.city_key == key)
+        if after is not None:
+            query = query.where(rooms.c.id > after)
+        return self.database.run(lambda conn: conn.execute(query).all(), write=False)
+
+    def get(self, room_id: str) -> sa.Row | None:
+        """The room (id, city, segment, members), or None."""
+        query = self._counts().where(rooms.c.id == room_id)
+        return self.database.run(lambda conn: conn.execute(query).first(), write=False)
+
+    def members(self, room_id: str, after: str | None, limit: int) -> list[Assignment]:
+        """The room's members in user id order, after the user id ``after``."""
+        return current_page(self.database, assignments.c.room_id == room_id, after, limit)
+
+    def to_join(self, key: str, segment: int) -> tuple[str, str | None]:
+        """The room a user of this city's key and segment would join now: its id, and
+        its city as written (None when it is not opened yet)."""
+
+        def work(conn: sa.Connection) -> tuple[str, str | None]:
+            group = (key, segment)
+            group_rooms = _open_rooms(conn, [group], self.room_size).get(group, {})
+            ordinal = _ordinal_to_join(group_rooms, self.room_size)
+            if ordinal in group_rooms:
+                return group_rooms[ordinal].id, group_rooms[ordinal].city
+            return room_id(key, segment, ordinal), None
+
+        return self.database.run(work, write=False)
+
+    @staticmethod
+    def _counts() -> sa.Select:
+        columns = (rooms.c.id, rooms.c.city, rooms.c.segment, rooms.c.members)
+        return sa.select(*columns).order_by(rooms.c.id)

@@ -30,14 +30,10 @@ from ..segmentation.card import ModelCard
 from ..segmentation.drift import MAX_WINDOW
 from ..segmentation.interests import INTEREST_KEYS, encode_interests, interest_mask, mask_interests
 from ..store.commits import get_committer
+from ..store.engine import StoreUnavailable
+from ..store.records import Assignment
 from ..store.rooms import PlacedRoom
-from ..store.users import (
-    STORE_ERRORS,
-    Assignment,
-    StoreUnavailable,
-    count_assignments,
-    get_store,
-)
+from ..store.users import STORE_ERRORS, count_assignments, get_store
 from ..validation import MAX_LISTED, summarize
 from . import served_model
 from .binding import require_batch_right, require_own_token
@@ -61,24 +57,6 @@ MAX_DRIFT_WINDOW = MAX_WINDOW
 MAX_LISTED_IN_BATCH = 100  # errors listed in a batch's answer, all items together
 SIMILAR_K = 10  # users of /users/<id>/similar unless ?k= says otherwise
 MAX_SIMILAR_K = 100
-
-
-def _assignment(
-    request_: ClusterRequest,
-    interests: dict[str, bool],
-    segment: int,
-    scores: dict[str, float],
-    source: str,
-) -> Assignment:
-    return Assignment(
-        user_id=request_.user_id,
-        interests=tuple(key for key, chosen in interests.items() if chosen),
-        cluster=int(segment),
-        scores=scores,
-        model_version=served_model.get_model().version,
-        source=source,
-        city=request_.city,
-    )
 
 
 def _with_room(answer: ClusterResponse, placed: PlacedRoom | None) -> ClusterResponse:
@@ -114,8 +92,10 @@ def cluster_answer(body: ClusterRequest, source: str) -> tuple[Assignment, Clust
     # vars(): the validated fields themselves, without the copy model_dump would make.
     interests = vars(body.interests)
     features = encode_interests(interests)
-    segment, scores = served_model.get_model().assign_user(features)
-    record = _assignment(body, interests, segment, scores, source)
+    model = served_model.get_model()
+    segment, scores = model.assign_user(features)
+    chosen = tuple(key for key, chosen in interests.items() if chosen)
+    record = Assignment.scored(model, body.user_id, chosen, segment, scores, source, body.city)
     return record, _cluster_response(record, features)
 
 
@@ -147,7 +127,7 @@ def cluster_preview() -> Response:
     city, the room the user would join now."""
     record, answer = _answer_body("preview")
     if record.city is not None:
-        room_id, room_city = get_store().room_to_join(city_key(record.city), record.cluster)
+        room_id, room_city = get_store().rooms.to_join(city_key(record.city), record.cluster)
         answer.room = Room(id=room_id, city=room_city or record.city, segment=record.cluster)
     return json_response(answer)
 
@@ -181,15 +161,17 @@ def cluster_batch() -> Response:
         model = served_model.get_model()
         segments, scores = model.assign_users(features)
         records = [
-            _assignment(
-                request_,
-                chosen,
-                int(segment),
-                model.scores_by_number(user_scores),
+            Assignment.scored(
+                model,
+                request_.user_id,
+                tuple(key for key, chosen in user_interests.items() if chosen),
+                segment,
+                user_scores,
                 "batch",
+                request_.city,
             )
-            for (_, request_), chosen, segment, user_scores in zip(
-                valid, interests, segments, scores.tolist(), strict=True
+            for (_, request_), user_interests, segment, user_scores in zip(
+                valid, interests, segments.tolist(), scores.tolist(), strict=True
             )
         ]
         placed = get_committer().save(records)
@@ -290,7 +272,7 @@ def _storable(user_id: str) -> str:
 @bp.get("/users/<user_id>")
 @requires_key("read")
 def user(user_id: str) -> Response:
-    record = get_store().current(_storable(user_id))
+    record = get_store().assignments.current(_storable(user_id))
     if record is None:
         raise unknown_user(user_id)
     return json_response(_stored(record))
@@ -300,7 +282,7 @@ def user(user_id: str) -> Response:
 @requires_key("read")
 def user_history(user_id: str) -> Response:
     limit = query_integer("limit", HISTORY_LIMIT, MAX_HISTORY_LIMIT)
-    records = get_store().history(_storable(user_id), limit)
+    records = get_store().assignments.history(_storable(user_id), limit)
     if not records:
         raise unknown_user(user_id)
     return json_response(
@@ -316,7 +298,7 @@ def similar_users(user_id: str) -> Response:
     city = request.args.get("city")
     if city not in (None, "same"):
         raise invalid_query(f"city must be 'same' or absent, not {city!r}")
-    found = get_store().similar(_storable(user_id), k, same_city=city == "same")
+    found = get_store().similar_users.find(_storable(user_id), k, same_city=city == "same")
     if found is None:
         raise unknown_user(user_id)
     me, neighbours = found
@@ -343,7 +325,7 @@ def similar_users(user_id: str) -> Response:
 @requires_key("admin")
 def erase_user(user_id: str) -> Response:
     """Erase the user's current assignment and whole history."""
-    if not get_store().erase(_storable(user_id)):
+    if not get_store().assignments.erase(_storable(user_id)):
         raise unknown_user(user_id)
     return Response(status=204)
 

@@ -126,7 +126,11 @@ def init_app(app: Flask) -> None:
             access_log.info("request", extra=fields)
         else:
             access_log.info(
-                "%s %s %s %.1f ms", request.method, request.path, response.status_code,
-                fields["duration_ms"] or 0, extra={"request_id": identifier},
-            )  # fmt: skip
+                "%s %s %s %.1f ms",
+                request.method,
+                request.path,
+                response.status_code,
+                fields["duration_ms"] or 0,
+                extra={"request_id": identifier},
+            )
         return response

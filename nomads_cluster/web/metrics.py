@@ -63,9 +63,10 @@ class _DriftCollector(Collector):
             shares.add_metric([report.model_version, number, "training"], segment.training_share)
         yield shares
         count = GaugeMetricFamily(
-            "nomads_drift_window_assignments", "Assignments in the drift window.",
+            "nomads_drift_window_assignments",
+            "Assignments in the drift window.",
             labels=["model_version"],
-        )  # fmt: skip
+        )
         count.add_metric([report.model_version], report.assignments)
         yield count
 

@@ -5,6 +5,7 @@ with (one source of truth), and Swagger UI at /docs, from the swagger-ui-py pack
 import re
 import sys
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -73,16 +74,21 @@ _USER_ID = {
 
 
 _LIMIT = {
-    "name": "limit", "in": "query", "required": False,
+    "name": "limit",
+    "in": "query",
+    "required": False,
     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": PAGE_SIZE},
-}  # fmt: skip
+}
 
 
 def _after(what: str) -> dict[str, Any]:
     return {
-        "name": "after", "in": "query", "required": False, "schema": {"type": "string"},
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
         "description": f"The `next` of the previous page: {what} after it.",
-    }  # fmt: skip
+    }
 
 
 # What an operation answers with a status: a description, and the body's class if any.
@@ -122,11 +128,15 @@ def _key_problems(right: Right) -> dict[int, Answer]:
 
 # Only where writes are bound to the caller (NOMADS_JWT_SECRET or NOMADS_JWKS_URL).
 _BOUND_WRITES: dict[int, Answer] = {
-    401: ("Writes are bound to the caller, and the user's bearer JWT is missing or not "
-          "valid.", schemas.Problem),
-    403: ("Writes are bound to the caller, and the token's subject is another user.",
-          schemas.Problem),
-}  # fmt: skip
+    401: (
+        "Writes are bound to the caller, and the user's bearer JWT is missing or not valid.",
+        schemas.Problem,
+    ),
+    403: (
+        "Writes are bound to the caller, and the token's subject is another user.",
+        schemas.Problem,
+    ),
+}
 
 _PROBLEMS_OF_BODIES: dict[int, Answer] = {
     400: ("The body is not JSON.", schemas.Problem),
@@ -143,169 +153,310 @@ _ASSIGNED: Answer = ("The user's segment, explained.", schemas.ClusterResponse)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
-        "post", "/cluster", "Assign a user to a segment, and remember it", "segments",
+        "post",
+        "/cluster",
+        "Assign a user to a segment, and remember it",
+        "segments",
         {200: _ASSIGNED, **_PROBLEMS_OF_BODIES, **_BOUND_WRITES, **_STORE_DOWN},
-        body=schemas.ClusterRequest, body_example=CLUSTER_EXAMPLE,
+        body=schemas.ClusterRequest,
+        body_example=CLUSTER_EXAMPLE,
     ),
     Operation(
-        "post", "/cluster/preview", "The answer /cluster would give, stored nowhere", "segments",
+        "post",
+        "/cluster/preview",
+        "The answer /cluster would give, stored nowhere",
+        "segments",
         {200: _ASSIGNED, **_PROBLEMS_OF_BODIES},
-        body=schemas.ClusterRequest, body_example=CLUSTER_EXAMPLE,
+        body=schemas.ClusterRequest,
+        body_example=CLUSTER_EXAMPLE,
     ),
     Operation(
-        "post", "/cluster/batch", f"Assign up to {schemas.BATCH_LIMIT} users at once", "segments",
+        "post",
+        "/cluster/batch",
+        f"Assign up to {schemas.BATCH_LIMIT} users at once",
+        "segments",
         {
             200: ("One result per user, in order.", schemas.BatchResponse),
-            401: ("Writes are bound to the caller, and the admin key is missing or wrong.",
-                  schemas.Problem),
-            **_PROBLEMS_OF_BODIES, **_STORE_DOWN,
+            401: (
+                "Writes are bound to the caller, and the admin key is missing or wrong.",
+                schemas.Problem,
+            ),
+            **_PROBLEMS_OF_BODIES,
+            **_STORE_DOWN,
         },
-        body=schemas.BatchRequest, body_example=BATCH_EXAMPLE,
+        body=schemas.BatchRequest,
+        body_example=BATCH_EXAMPLE,
     ),
     Operation(
-        "get", "/clusters", "Every segment: label, top interests, share", "segments",
+        "get",
+        "/clusters",
+        "Every segment: label, top interests, share",
+        "segments",
         {200: ("The loaded model's segments.", schemas.SegmentsOverview)},
     ),
     Operation(
-        "get", "/clusters/drift", "Recent segments against training (PSI)", "segments",
+        "get",
+        "/clusters/drift",
+        "Recent segments against training (PSI)",
+        "segments",
         {
             200: ("The drift of the served model's segments.", schemas.DriftReport),
-            400: (f"The window is not an integer from 1 to {MAX_DRIFT_WINDOW}.",
-                  schemas.Problem),
+            400: (f"The window is not an integer from 1 to {MAX_DRIFT_WINDOW}.", schemas.Problem),
             **_STORE_DOWN,
         },
-        parameters=[{
-            "name": "window", "in": "query", "required": False,
-            "description": "How many of the latest assignments (default NOMADS_DRIFT_WINDOW).",
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DRIFT_WINDOW},
-        }],
+        parameters=[
+            {
+                "name": "window",
+                "in": "query",
+                "required": False,
+                "description": "How many of the latest assignments (default NOMADS_DRIFT_WINDOW).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DRIFT_WINDOW},
+            }
+        ],
     ),
     Operation(
-        "get", "/clusters/{number}", "One segment", "segments",
+        "get",
+        "/clusters/{number}",
+        "One segment",
+        "segments",
         {
             200: ("The segment.", SegmentSummary),
             404: ("No such segment.", schemas.Problem),
         },
-        parameters=[{
-            "name": "number", "in": "path", "required": True, "example": 1,
-            "schema": {"type": "integer"}, "description": "The segment, 1..n_segments.",
-        }],
+        parameters=[
+            {
+                "name": "number",
+                "in": "path",
+                "required": True,
+                "example": 1,
+                "schema": {"type": "integer"},
+                "description": "The segment, 1..n_segments.",
+            }
+        ],
     ),
     Operation(
-        "get", "/clusters/heatmap.png", "Heatmap of the segments by interest", "segments",
+        "get",
+        "/clusters/heatmap.png",
+        "Heatmap of the segments by interest",
+        "segments",
         {200: ("A PNG picture.", None), 404: ("The model has no heatmap.", schemas.Problem)},
         media_type="image/png",
     ),
     Operation(
-        "get", "/version", "The model card of the model that answers", "service",
+        "get",
+        "/version",
+        "The model card of the model that answers",
+        "service",
         {200: ("The model card.", ModelCard)},
     ),
     Operation(
-        "get", "/users/{user_id}", "A user's current assignment", "users",
+        "get",
+        "/users/{user_id}",
+        "A user's current assignment",
+        "users",
         {
             200: ("What the user was last told.", schemas.StoredAssignment),
-            **_key_problems("read"), **_UNKNOWN_USER, **_STORE_DOWN,
+            **_key_problems("read"),
+            **_UNKNOWN_USER,
+            **_STORE_DOWN,
         },
-        parameters=[_USER_ID], key="read",
+        parameters=[_USER_ID],
+        key="read",
     ),
     Operation(
-        "get", "/users/{user_id}/history", "A user's assignments, newest first", "users",
+        "get",
+        "/users/{user_id}/history",
+        "A user's assignments, newest first",
+        "users",
         {
             200: ("The user's history.", schemas.UserHistory),
             400: (f"The limit is not an integer from 1 to {MAX_HISTORY_LIMIT}.", schemas.Problem),
-            **_key_problems("read"), **_UNKNOWN_USER, **_STORE_DOWN,
+            **_key_problems("read"),
+            **_UNKNOWN_USER,
+            **_STORE_DOWN,
         },
-        parameters=[_USER_ID, {
-            "name": "limit", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT,
-                       "default": HISTORY_LIMIT},
-        }], key="read",
+        parameters=[
+            _USER_ID,
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_HISTORY_LIMIT,
+                    "default": HISTORY_LIMIT,
+                },
+            },
+        ],
+        key="read",
     ),
     Operation(
-        "get", "/users/{user_id}/similar", "The stored users most like a user", "users",
+        "get",
+        "/users/{user_id}/similar",
+        "The stored users most like a user",
+        "users",
         {
-            200: ("The k most similar users, by Jaccard of their interests.",
-                  schemas.SimilarUsers),
-            400: (f"k is not an integer from 1 to {MAX_SIMILAR_K}, or city is not `same`.",
-                  schemas.Problem),
-            **_key_problems("read"), **_UNKNOWN_USER, **_STORE_DOWN,
+            200: ("The k most similar users, by Jaccard of their interests.", schemas.SimilarUsers),
+            400: (
+                f"k is not an integer from 1 to {MAX_SIMILAR_K}, or city is not `same`.",
+                schemas.Problem,
+            ),
+            **_key_problems("read"),
+            **_UNKNOWN_USER,
+            **_STORE_DOWN,
         },
-        parameters=[_USER_ID, {
-            "name": "k", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SIMILAR_K,
-                       "default": SIMILAR_K},
-        }, {
-            "name": "city", "in": "query", "required": False,
-            "schema": {"type": "string", "enum": ["same"]},
-            "description": "`same`: only users of the user's city (none for a user without "
-                           "one).",
-        }], key="read",
+        parameters=[
+            _USER_ID,
+            {
+                "name": "k",
+                "in": "query",
+                "required": False,
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_SIMILAR_K,
+                    "default": SIMILAR_K,
+                },
+            },
+            {
+                "name": "city",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["same"]},
+                "description": "`same`: only users of the user's city (none for a user without "
+                "one).",
+            },
+        ],
+        key="read",
     ),
     Operation(
-        "get", "/rooms", "Chat rooms and their member counts", "rooms",
+        "get",
+        "/rooms",
+        "Chat rooms and their member counts",
+        "rooms",
         {
             200: ("The rooms, by id.", schemas.RoomsList),
             400: ("A bad city or limit.", schemas.Problem),
             **_STORE_DOWN,
         },
-        parameters=[{
-            "name": "city", "in": "query", "required": False, "example": "Madrid",
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CITY_LENGTH,
-                       "pattern": CITY_PATTERN},
-            "description": "Only this city's rooms (case, accents and spaces do not count).",
-        }, _LIMIT, _after("rooms")],
+        parameters=[
+            {
+                "name": "city",
+                "in": "query",
+                "required": False,
+                "example": "Madrid",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_CITY_LENGTH,
+                    "pattern": CITY_PATTERN,
+                },
+                "description": "Only this city's rooms (case, accents and spaces do not count).",
+            },
+            _LIMIT,
+            _after("rooms"),
+        ],
     ),
     Operation(
-        "get", "/rooms/{room_id}/members", "A room's members", "rooms",
+        "get",
+        "/rooms/{room_id}/members",
+        "A room's members",
+        "rooms",
         {
             200: ("The room and a page of its members, by user id.", schemas.RoomMembers),
             400: ("A bad limit.", schemas.Problem),
             404: ("No such room.", schemas.Problem),
-            **_key_problems("read"), **_STORE_DOWN,
+            **_key_problems("read"),
+            **_STORE_DOWN,
         },
-        parameters=[{
-            "name": "room_id", "in": "path", "required": True, "example": "madrid-1",
-            "schema": {"type": "string"},
-        }, _LIMIT, _after("members")], key="read",
+        parameters=[
+            {
+                "name": "room_id",
+                "in": "path",
+                "required": True,
+                "example": "madrid-1",
+                "schema": {"type": "string"},
+            },
+            _LIMIT,
+            _after("members"),
+        ],
+        key="read",
     ),
     Operation(
-        "get", "/events", "Every placement, move and erasure, in order", "rooms",
+        "get",
+        "/events",
+        "Every placement, move and erasure, in order",
+        "rooms",
         {
             200: ("Up to `limit` events after `after`, in id order.", schemas.EventsPage),
             400: ("A bad after or limit.", schemas.Problem),
-            410: ("Events after `after` were pruned: rebuild from the rooms' members.",
-                  schemas.Problem),
-            **_key_problems("read"), **_STORE_DOWN,
+            410: (
+                "Events after `after` were pruned: rebuild from the rooms' members.",
+                schemas.Problem,
+            ),
+            **_key_problems("read"),
+            **_STORE_DOWN,
         },
-        parameters=[{
-            "name": "after", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
-            "description": "The `next_after` of the previous page [default: the oldest kept].",
-        }, {
-            "name": "limit", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_PAGE,
-                       "default": EVENTS_PAGE},
-        }], key="read",
+        parameters=[
+            {
+                "name": "after",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
+                "description": "The `next_after` of the previous page [default: the oldest kept].",
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_EVENTS_PAGE,
+                    "default": EVENTS_PAGE,
+                },
+            },
+        ],
+        key="read",
     ),
     Operation(
-        "delete", "/users/{user_id}", "Erase a user's assignment and history", "users",
+        "delete",
+        "/users/{user_id}",
+        "Erase a user's assignment and history",
+        "users",
         {
             204: ("Erased.", None),
-            **_key_problems("admin"), **_UNKNOWN_USER, **_STORE_DOWN,
+            **_key_problems("admin"),
+            **_UNKNOWN_USER,
+            **_STORE_DOWN,
         },
-        parameters=[_USER_ID], key="admin",
+        parameters=[_USER_ID],
+        key="admin",
     ),
     Operation(
-        "get", "/metrics", "Prometheus metrics of every worker", "service",
-        {200: ("Prometheus text format.", None), **_STORE_DOWN}, media_type="text/plain",
+        "get",
+        "/metrics",
+        "Prometheus metrics of every worker",
+        "service",
+        {200: ("Prometheus text format.", None), **_STORE_DOWN},
+        media_type="text/plain",
     ),
     Operation(
-        "get", "/health", "Whether the service can assign", "service",
-        {200: ("It can (degraded: it could not load the model the registry serves, and "
-               "keeps serving the one it had).", schemas.Health),
-         503: ("The store is down.", schemas.Health)},
+        "get",
+        "/health",
+        "Whether the service can assign",
+        "service",
+        {
+            200: (
+                "It can (degraded: it could not load the model the registry serves, and "
+                "keeps serving the one it had).",
+                schemas.Health,
+            ),
+            503: ("The store is down.", schemas.Health),
+        },
     ),
-)  # fmt: skip
+)
 
 
 def _component_schemas() -> tuple[dict[type[BaseModel], dict], dict[str, Any]]:
@@ -318,6 +469,18 @@ def _component_schemas() -> tuple[dict[type[BaseModel], dict], dict[str, Any]]:
     ]
     refs, definitions = models_json_schema(modes, ref_template="#/components/schemas/{model}")
     return {cls: refs[cls, mode] for cls, mode in modes}, definitions.get("$defs", {})
+
+
+def _problem_example(path: str, status: int, description: str) -> dict[str, Any]:
+    """A problem as this response sends it: its own status, title and detail (the
+    schema's one example would show every error as a 400)."""
+    return {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": description,
+        "instance": path,
+    }
 
 
 def _response(op: Operation, status: int, refs: dict, examples: dict) -> dict[str, Any]:
@@ -333,6 +496,8 @@ def _response(op: Operation, status: int, refs: dict, examples: dict) -> dict[st
     content: dict[str, Any] = {"schema": refs[cls]}
     if (op.method, op.path, status) in examples:
         content["example"] = examples[op.method, op.path, status]
+    elif cls is schemas.Problem:
+        content["example"] = _problem_example(op.path, status, description)
     response: dict[str, Any] = {"description": description, "content": {media: content}}
     if status == 503:
         response["headers"] = {

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from ..schemas import Problem, body_errors, valid_interests_note
-from ..store.users import STORE_ERRORS, StoreUnavailable
+from ..store.engine import StoreUnavailable
+from ..store.users import STORE_ERRORS
 from ..validation import MAX_LISTED, summarize
 
 PROBLEM_MIMETYPE = "application/problem+json"

@@ -19,7 +19,7 @@ def json_response(answer: BaseModel, status: int = 200, exclude_none: bool = Fal
 def drift_report(window: int) -> DriftReport:
     """The latest ``window`` live assignments of the served model against training."""
     model = served_model.get_model()
-    counts = get_store().recent_segments(model.version, window, drift.LIVE_SOURCES)
+    counts = get_store().lifecycle.recent_segments(model.version, window, drift.LIVE_SOURCES)
     expected = {segment.segment: segment.share for segment in model.card.segments}
     # A model imported without its training data has no shares to drift from.
     known = None not in expected.values()

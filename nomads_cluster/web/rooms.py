@@ -37,13 +37,13 @@ def rooms() -> Response:
         if problem is not None:
             raise invalid_query(f"city {problem}, not {city!r}")
         key = city_key(city)
-    found = get_store().rooms(key, _after(), limit)
+    found = get_store().rooms.page(key, _after(), limit)
     return json_response(
         RoomsList(
             rooms=[_summary(room) for room in found],
             next=found[-1].id if len(found) == limit else None,
         )
-    )  # fmt: skip
+    )
 
 
 @bp.get("/rooms/<room_id>/members")
@@ -52,10 +52,10 @@ def room_members(room_id: str) -> Response:
     """A room's members, by user id, a page at a time (?after=, ?limit=)."""
     limit = query_integer("limit", PAGE_SIZE, MAX_PAGE_SIZE)
     store = get_store()
-    room = store.room(room_id)
+    room = store.rooms.get(room_id)
     if room is None:
         raise RequestProblem(404, "Unknown room", f"there is no room {room_id!r}")
-    members = store.room_members(room_id, _after(), limit)
+    members = store.rooms.members(room_id, _after(), limit)
     return json_response(
         RoomMembers(
             room=_summary(room),

@@ -25,8 +25,8 @@ from sqlalchemy.engine import Engine
 from ..metrics.registry import Counter as MetricCounter
 from ..metrics.registry import Gauge
 from ..segmentation.model import ModelError, SegmentModel
+from ..store.engine import StoreUnavailable
 from ..store.registry import CHANNEL, ModelRegistry
-from ..store.users import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

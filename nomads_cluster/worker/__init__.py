@@ -6,8 +6,9 @@ import threading
 import time
 from datetime import timedelta
 
+from ..store.engine import StoreUnavailable
 from ..store.events import prune_events
-from ..store.users import StoreUnavailable, UserStore
+from ..store.users import UserStore
 from .webhooks import WebhookDelivery
 
 log = logging.getLogger(__name__)

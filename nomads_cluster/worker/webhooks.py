@@ -80,7 +80,7 @@ class WebhookDelivery:
         now = datetime.now(UTC)
         if not self._lease(now):
             return self.lease.total_seconds() / 4
-        state = self._state()
+        state = self.state()
         if state.stopped_at is not None:
             if not self._stopped_logged:
                 log.error("webhook deliveries to %s stopped: %s", self.url, state.stopped_reason)
@@ -200,7 +200,8 @@ class WebhookDelivery:
 
         return self.store.run(work, write=True)
 
-    def _state(self) -> sa.Row:
+    def state(self) -> sa.Row:
+        """This receiver's row of ``webhook_deliveries``: where its deliveries stand."""
         query = sa.select(webhook_deliveries).where(webhook_deliveries.c.url == self.url)
         return self.store.run(lambda conn: conn.execute(query).one(), write=False)
 

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from nomads_cluster.cli import main
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, encode_interests
 from nomads_cluster.store import churn
+from nomads_cluster.store.records import Assignment
 from nomads_cluster.store.tables import assignment_history
-from nomads_cluster.store.users import Assignment
 
 N_USERS = 300
 
@@ -31,7 +31,7 @@ def stored(store) -> list[Assignment]:
         )
         for i in range(N_USERS)
     ]
-    store.save(users)
+    store.assignments.save(users)
     return users
 
 

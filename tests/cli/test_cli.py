@@ -10,6 +10,7 @@ from nomads_cluster.cli import main
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
 from nomads_cluster.segmentation.survey import read_survey
+from nomads_cluster.store.migrations import head_revision
 
 HEADER = ",".join(["_id", *INTEREST_KEYS])
 
@@ -44,8 +45,10 @@ def read_results(path) -> list[dict]:
 
 def test_assign_csv_gives_the_services_segments_and_scores(runner, tmp_path, model):
     users = random_users(500)
-    write_csv(tmp_path / "in.csv", [f"u{i}," + ",".join(str(int(v)) for v in row)
-                                    for i, row in enumerate(users)])  # fmt: skip
+    write_csv(
+        tmp_path / "in.csv",
+        [f"u{i}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(users)],
+    )
     result = runner.invoke(
         main, ["assign", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.csv")]
     )
@@ -54,15 +57,22 @@ def test_assign_csv_gives_the_services_segments_and_scores(runner, tmp_path, mod
     rows = read_results(tmp_path / "out.csv")
     assert [row["_id"] for row in rows] == [f"u{i}" for i in range(500)]
     for row, user in zip(rows, users, strict=True):
-        segment, scores = model.assign_user(user)
+        segment, components = model.assign_user(user)
+        scores = model.scores_by_number(components)
         assert int(row["cluster"]) == segment
         assert {j: float(row[f"score_{j}"]) for j in scores} == pytest.approx(scores, abs=1e-12)
 
 
 def test_assign_reads_true_false_and_ignores_other_columns(runner, tmp_path, model):
     path = tmp_path / "in.csv"
-    path.write_text("note,id," + ",".join(INTEREST_KEYS) + "\n"
-                    + "x,007," + ",".join(["true", "False"] * 13) + "\n")  # fmt: skip
+    path.write_text(
+        "note,id,"
+        + ",".join(INTEREST_KEYS)
+        + "\n"
+        + "x,007,"
+        + ",".join(["true", "False"] * 13)
+        + "\n"
+    )
     result = runner.invoke(main, ["assign", str(path), "-o", str(tmp_path / "out.csv")])
     assert result.exit_code == 0, result.output
     [row] = read_results(tmp_path / "out.csv")
@@ -223,14 +233,16 @@ def test_assign_store_writes_every_result_to_the_database(
     runner, tmp_path, cli_env, config_for, make_app
 ):
     users = random_users(30, seed=4)
-    write_csv(tmp_path / "in.csv", [f"s{i}," + ",".join(str(int(v)) for v in row)
-                                    for i, row in enumerate(users)])  # fmt: skip
+    write_csv(
+        tmp_path / "in.csv",
+        [f"s{i}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(users)],
+    )
     out = tmp_path / "out.csv"
     result = runner.invoke(main, ["assign", str(tmp_path / "in.csv"), "-o", str(out), "--store"])
     assert result.exit_code == 0, result.output
     store = make_app(config_for(cli_env)).extensions["user_store"]
     for row in read_results(out):
-        stored = store.current(row["_id"])
+        stored = store.assignments.current(row["_id"])
         assert stored.cluster == int(row["cluster"])
         assert stored.source == "assign"
 
@@ -240,8 +252,13 @@ def test_assign_store_places_users_of_a_city_column_in_rooms(
 ):
     header = ",".join(["_id", "city", *INTEREST_KEYS])
     cells = ",".join("1" if key == "surf" else "0" for key in INTEREST_KEYS)
-    lines = [header, f"c1, Madrid ,{cells}", f"c2,MADRID,{cells}", f"c3,,{cells}",
-             f"c4,   ,{cells}"]  # fmt: skip
+    lines = [
+        header,
+        f"c1, Madrid ,{cells}",
+        f"c2,MADRID,{cells}",
+        f"c3,,{cells}",
+        f"c4,   ,{cells}",
+    ]
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.csv"
     command = ["assign", str(tmp_path / "in.csv"), "-o", str(out), "--store"]
@@ -251,21 +268,23 @@ def test_assign_store_places_users_of_a_city_column_in_rooms(
     result = runner.invoke(main, [*command, "--skip-bad-rows"])
     assert result.exit_code == 0, result.output
     store = make_app(config_for(cli_env)).extensions["user_store"]
-    first, second, no_city = (store.current(user) for user in ("c1", "c2", "c3"))
+    first, second, no_city = (store.assignments.current(user) for user in ("c1", "c2", "c3"))
     assert (first.city, second.city, no_city.city) == ("Madrid", "MADRID", None)
     assert first.room_id == second.room_id == f"madrid-{first.cluster}"
-    assert no_city.room_id is None and store.current("c4") is None
+    assert no_city.room_id is None and store.assignments.current("c4") is None
 
 
 def test_assign_jsonl_takes_the_city_of_each_body(runner, tmp_path, cli_env, config_for, make_app):
-    bodies = [{"_id": 1, "interests": {"surf": True}, "city": "Oslo"},
-              {"_id": 2, "interests": {"surf": True}}]  # fmt: skip
+    bodies = [
+        {"_id": 1, "interests": {"surf": True}, "city": "Oslo"},
+        {"_id": 2, "interests": {"surf": True}},
+    ]
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(b) for b in bodies) + "\n")
     command = ["assign", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o.csv"), "--store"]
     assert runner.invoke(main, command).exit_code == 0
     store = make_app(config_for(cli_env)).extensions["user_store"]
-    assert store.current("1").room_id.startswith("oslo-")
-    assert store.current("2").room_id is None
+    assert store.assignments.current("1").room_id.startswith("oslo-")
+    assert store.assignments.current("2").room_id is None
 
 
 def test_ingest_skips_known_answers_and_train_from_db_matches_the_file(
@@ -303,7 +322,6 @@ def test_train_on_a_missing_survey_says_which(runner, tmp_path):
 def test_db_upgrade_reports_the_revision_and_serves_the_committed_model_once(
     runner, database_url, monkeypatch, committed
 ):
-    from nomads_cluster.store.migrations import head_revision
 
     monkeypatch.setenv("NOMADS_DATABASE_URL", database_url)
     first = runner.invoke(main, ["db", "upgrade"])

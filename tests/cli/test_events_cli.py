@@ -3,14 +3,16 @@
 import json
 
 from nomads_cluster.cli import main
-from nomads_cluster.store.users import Assignment
+from nomads_cluster.store.records import Assignment
 
 
 def test_events_prints_the_feed_from_the_oldest_kept_or_after_an_id(
     runner, store, database_url, monkeypatch
 ):
     monkeypatch.setenv("NOMADS_DATABASE_URL", database_url)
-    store.save([Assignment(f"e{i}", ("surf",), 1 + i, {}, "v1", city="Oslo") for i in range(3)])
+    store.assignments.save(
+        [Assignment(f"e{i}", ("surf",), 1 + i, {}, "v1", city="Oslo") for i in range(3)]
+    )
     printed = runner.invoke(main, ["events"])
     assert printed.exit_code == 0, printed.output
     events = [json.loads(line) for line in printed.stdout.splitlines()]

@@ -10,7 +10,7 @@ from conftest import variant_of
 from nomads_cluster.cli import main
 from nomads_cluster.segmentation.interests import encode_interests
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, sha256_of
-from nomads_cluster.store.users import Assignment
+from nomads_cluster.store.records import Assignment
 
 
 @pytest.fixture
@@ -83,13 +83,16 @@ def test_reassign_uses_the_version_the_fleet_serves_and_says_so(cli, app, store,
     candidate = variant_of(committed, "c0ffee000001")
     app.extensions["model_registry"].file(candidate, "tests")
     user = Assignment(
-        user_id="r1", interests=("surf", "coffee"), cluster=1, scores={},
+        user_id="r1",
+        interests=("surf", "coffee"),
+        cluster=1,
+        scores={},
         model_version="0ld0ld0ld0ld",
-    )  # fmt: skip
-    store.save([user])
+    )
+    store.assignments.save([user])
     cli("promote", candidate.version)
     output = cli("reassign")
     assert f"reassigning with model {candidate.version}, the version the fleet serves" in output
     expected, _ = candidate.assign_user(encode_interests(dict.fromkeys(user.interests, True)))
-    stored = store.current("r1")
+    stored = store.assignments.current("r1")
     assert (stored.model_version, stored.cluster) == (candidate.version, expected)

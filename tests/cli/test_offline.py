@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from threadpoolctl import threadpool_info
 
 from nomads_cluster.cli import offline
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
+from nomads_cluster.validation import MAX_LISTED
 
 HEADER = ",".join(["_id", *INTEREST_KEYS])
 REPO = Path(__file__).resolve().parents[2]
@@ -42,13 +44,23 @@ def test_line_numbers_hold_across_chunks_and_skipped_lines(monkeypatch):
     assert features.argmax(axis=1).tolist() == [i % 26 for i in range(10) if i not in (1, 5, 8)]
 
 
+def test_a_bad_row_lists_as_many_errors_as_the_api_and_counts_the_rest():
+    rows = [good_row(0), "u1," + ",".join(["x"] * 26)]
+    (chunk,) = offline.read_interest_csv(csv_bytes(rows), "f.csv", None)
+    (bad,) = chunk.bad_rows
+    listed, _, more = bad.reason.rpartition("; and ")
+    assert listed.count(", not 0, 1, true or false") == MAX_LISTED
+    assert more == f"{26 - MAX_LISTED} more"
+
+
 def test_progress_reaches_the_whole_file(tmp_path, monkeypatch):
     monkeypatch.setattr(offline, "CHUNK_BYTES", SMALL_CHUNK)
     path = tmp_path / "in.csv"
     path.write_bytes(csv_bytes([good_row(i) for i in range(40)]).getvalue())
     seen: list[int] = []
-    offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR),
-                        on_progress=seen.append)  # fmt: skip
+    offline.assign_file(
+        path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR), on_progress=seen.append
+    )
     assert seen == sorted(seen)
     assert len(seen) >= 5
     assert seen[-1] == path.stat().st_size
@@ -144,7 +156,6 @@ def test_assign_runs_without_the_web_layer_the_store_or_pandas(tmp_path):
 
 
 def test_scoring_runs_on_one_blas_thread_while_the_writer_has_the_other_core(tmp_path):
-    from threadpoolctl import threadpool_info
 
     path = tmp_path / "in.csv"
     path.write_bytes(csv_bytes([good_row(i) for i in range(5)]).getvalue())
@@ -153,8 +164,7 @@ def test_scoring_runs_on_one_blas_thread_while_the_writer_has_the_other_core(tmp
     assign_users = model.assign_users
 
     def assign_and_look(features):
-        seen.extend(pool["num_threads"] for pool in threadpool_info()
-                    if pool["user_api"] == "blas")  # fmt: skip
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
         return assign_users(features)
 
     model.assign_users = assign_and_look

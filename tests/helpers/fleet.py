@@ -14,10 +14,16 @@ CHECK_SECONDS = "1"  # each worker's poll of the model registry
 def copy_of_repository(target: Path) -> Path:
     """The repository's files as a deploy has them (tracked and new, none ignored), in
     a git repository of their own, so that any change to them shows."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         if (REPO / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -31,8 +37,11 @@ def copy_of_repository(target: Path) -> Path:
 def working_tree_changes(copy: Path) -> str:
     return subprocess.run(
         ["git", "status", "--porcelain", "--ignored"],
-        cwd=copy, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def instance(

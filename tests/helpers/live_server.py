@@ -21,8 +21,17 @@ def run_gunicorn(
     """gunicorn as the Procfile runs it (--preload), from ``cwd`` (the repository or a
     copy of it), on a free port; yields the port."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "app_cluster:app", "--preload",
-               "--workers", str(workers), "--bind", f"127.0.0.1:{port}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "app_cluster:app",
+        "--preload",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+    ]
     with log_path.open("w") as log:
         server = subprocess.Popen(
             command, cwd=cwd, env={**os.environ, **env}, stdout=log, stderr=log

@@ -7,7 +7,7 @@ import pytest
 from nomads_cluster.segmentation import drift
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.survey import read_survey
-from nomads_cluster.store.users import Assignment
+from nomads_cluster.store.records import Assignment
 
 
 def psi_by_definition(expected: dict, actual: dict) -> float:
@@ -31,10 +31,16 @@ def test_an_empty_segment_gives_a_finite_index():
 
 @pytest.mark.parametrize(
     ("psi", "n", "status"),
-    [(0.05, 500, "stable"), (0.1, 500, "moderate"), (0.2, 500, "moderate"),
-     (0.25, 500, "significant"), (3.0, 500, "significant"), (3.0, 99, "insufficient data"),
-     (None, 0, "insufficient data")],
-)  # fmt: skip
+    [
+        (0.05, 500, "stable"),
+        (0.1, 500, "moderate"),
+        (0.2, 500, "moderate"),
+        (0.25, 500, "significant"),
+        (3.0, 500, "significant"),
+        (3.0, 99, "insufficient data"),
+        (None, 0, "insufficient data"),
+    ],
+)
 def test_verdicts_at_the_documented_thresholds(psi, n, status):
     assert drift.verdict(psi, n) == status
 
@@ -87,8 +93,13 @@ def test_only_live_assignments_of_the_served_model_count(client, store, app):
     def stored(user_id: str, source: str, version: str) -> Assignment:
         return Assignment(user_id, ("surf",), 1, {"1": 1.0}, version, source=source)
 
-    store.save([stored("r", "reassign", model.version), stored("a", "assign", model.version),
-                stored("o", "api", "0ld0ld0ld0ld")])  # fmt: skip
+    store.assignments.save(
+        [
+            stored("r", "reassign", model.version),
+            stored("a", "assign", model.version),
+            stored("o", "api", "0ld0ld0ld0ld"),
+        ]
+    )
     assert client.get("/clusters/drift").get_json()["assignments"] == 0
     client.post("/cluster", json={"_id": "live", "interests": {"surf": True}})
     report = client.get("/clusters/drift").get_json()

@@ -5,6 +5,7 @@ import json
 import joblib
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -12,18 +13,27 @@ from hypothesis.extra.numpy import arrays
 from nomads_cluster.cli import main
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, encode_interests
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
+from nomads_cluster.segmentation.survey import read_survey
 
 
 @pytest.fixture(scope="module")
 def kmeans_dir(survey_path, tmp_path_factory):
-    from click.testing import CliRunner
 
     out = tmp_path_factory.mktemp("kmeans")
     result = CliRunner().invoke(
         main,
-        ["train", "--data", str(survey_path), "--out", str(out), "--algorithm", "kmeans",
-         "--previous", str(DEFAULT_MODEL_DIR)],
-    )  # fmt: skip
+        [
+            "train",
+            "--data",
+            str(survey_path),
+            "--out",
+            str(out),
+            "--algorithm",
+            "kmeans",
+            "--previous",
+            str(DEFAULT_MODEL_DIR),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -38,8 +48,9 @@ def fitted(kmeans_dir):
     return joblib.load(kmeans_dir / "model.pkl")
 
 
-users = arrays(np.float64, st.tuples(st.integers(1, 30), st.just(26)),
-               elements=st.sampled_from([0.0, 1.0]))  # fmt: skip
+users = arrays(
+    np.float64, st.tuples(st.integers(1, 30), st.just(26)), elements=st.sampled_from([0.0, 1.0])
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -54,7 +65,6 @@ def test_segment_is_kmeans_predict(served, fitted, features):
 
 
 def test_scores_are_the_responsibilities_of_the_centroids(served, fitted, survey_path):
-    from nomads_cluster.segmentation.survey import read_survey
 
     features = read_survey(survey_path).features
     variance = served.card.score_variance
@@ -96,7 +106,7 @@ def test_the_service_answers_with_a_kmeans_model(
     answer = client.post("/cluster", json={"_id": "k", "interests": interests}).get_json()
     segment, scores = served.assign_user(encode_interests(interests))
     assert answer["cluster"] == segment
-    assert answer["scores"] == pytest.approx(scores)
+    assert answer["scores"] == pytest.approx(served.scores_by_number(scores))
     assert list(answer["scores"]) == sorted(answer["scores"], key=int)
     assert sum(answer["explanation"]["normalised_scores"].values()) == pytest.approx(1)
     reasons = [item["interest"] for item in answer["explanation"]["top_interests"]]
@@ -111,9 +121,18 @@ def test_auto_with_kmeans_fits_kmeans_choice(runner, survey_path, tmp_path):
     out = tmp_path / "auto"
     result = runner.invoke(
         main,
-        ["train", "--data", str(survey_path), "--out", str(out), "--components", "auto",
-         "--algorithm", "kmeans"],
-    )  # fmt: skip
+        [
+            "train",
+            "--data",
+            str(survey_path),
+            "--out",
+            str(out),
+            "--components",
+            "auto",
+            "--algorithm",
+            "kmeans",
+        ],
+    )
     assert result.exit_code == 0, result.output
     card = json.loads((out / "model.json").read_text())
     assert card["algorithm"] == "sklearn.cluster.KMeans"

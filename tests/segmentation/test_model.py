@@ -9,6 +9,8 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, ModelError, load_model, sha256_of
 
@@ -61,7 +63,6 @@ def _replace_pickle(model_dir: Path, estimator) -> None:
 
 
 def test_pickle_of_another_estimator_is_refused(model_copy):
-    from sklearn.decomposition import PCA
 
     _replace_pickle(model_copy, PCA(n_components=4).fit(np.eye(26)))
     with pytest.raises(ModelError, match="PCA is not allowed"):
@@ -69,7 +70,6 @@ def test_pickle_of_another_estimator_is_refused(model_copy):
 
 
 def test_pickle_of_another_algorithm_than_the_cards_is_refused(model_copy):
-    from sklearn.cluster import KMeans
 
     _replace_pickle(model_copy, KMeans(n_clusters=4, n_init=1).fit(np.eye(26)))
     with pytest.raises(ModelError, match=r"does not hold a fitted sklearn\.decomposition\.NMF"):
@@ -148,7 +148,8 @@ def test_assign_user_gives_argmax_plus_one(sklearn_model):
     model = load_model(DEFAULT_MODEL_DIR)
     rng = np.random.default_rng(3)
     for user in (rng.random((50, 26)) < 0.4).astype(np.float64):
-        segment, scores = model.assign_user(user)
+        segment, components = model.assign_user(user)
+        scores = model.scores_by_number(components)
         assert segment == int(np.argmax(sklearn_model.transform(user[None, :]))) + 1
         assert list(scores) == ["1", "2", "3", "4"]
         assert scores[str(segment)] == max(scores.values())

@@ -5,8 +5,11 @@ from itertools import permutations
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import READER
 
+from nomads_cluster.cli import main
+from nomads_cluster.segmentation import training
 from nomads_cluster.segmentation.fitting import fit_nmf
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
 from nomads_cluster.segmentation.survey import Survey
@@ -120,7 +123,6 @@ def test_a_new_segment_gets_a_number_never_used(survey, committed, tmp_path):
 
 
 def test_service_answers_with_the_models_own_numbers(make_app, config_for, survey, tmp_path):
-    from nomads_cluster.segmentation import training
 
     # A model numbered 2, 5, 7, 9: every answer speaks of those numbers only.
     card = training.train(survey, tmp_path / "model")
@@ -136,9 +138,11 @@ def test_service_answers_with_the_models_own_numbers(make_app, config_for, surve
     user = {"_id": "u", "interests": {"drinks": True, "parties": True, "concerts": True}}
     answer = client.post("/cluster", json=user).get_json()
     assert answer["cluster"] in {2, 5, 7, 9}
-    assert set(answer["scores"]) == set(answer["explanation"]["normalised_scores"]) == {
-        "2", "5", "7", "9"
-    }  # fmt: skip
+    assert (
+        set(answer["scores"])
+        == set(answer["explanation"]["normalised_scores"])
+        == {"2", "5", "7", "9"}
+    )
     assert answer["scores"][str(answer["cluster"])] == max(answer["scores"].values())
     assert answer["explanation"]["top_interests"]
     assert client.get("/users/u", headers=READER).get_json()["scores"] == answer["scores"]
@@ -153,9 +157,6 @@ def test_service_answers_with_the_models_own_numbers(make_app, config_for, surve
 
 
 def test_train_command_reports_the_matching(survey_path, tmp_path):
-    from click.testing import CliRunner
-
-    from nomads_cluster.cli import main
 
     out = tmp_path / "m"
     arguments = ["--data", survey_path, "--out", out, "--previous", DEFAULT_MODEL_DIR]

@@ -39,7 +39,7 @@ def at_least_a_millionth(value: float) -> float:
 
 @settings(max_examples=100, deadline=None)
 @given(
-    # Values 0 or at least 1e-6: at 1e-110 (as hypothesis once tried) the scores reach
+    # Values 0 or at least 1e-6: at tiny values such as 1e-110 the scores reach
     # 1e109 and the two best supports differ by less than rounding at that scale.
     components=arrays(
         np.float64,

@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pytest
 
+from nomads_cluster.cli import main
 from nomads_cluster.segmentation import selection
+from nomads_cluster.segmentation.model import load_model
 from nomads_cluster.segmentation.selection import Candidate, choose, co_membership_agreement
 
 
 def candidate(k: int, stability: float, silhouette: float) -> Candidate:
-    return Candidate("nmf", k, reconstruction_error=1.0, stability=stability,
-                     silhouette=silhouette)  # fmt: skip
+    return Candidate("nmf", k, reconstruction_error=1.0, stability=stability, silhouette=silhouette)
 
 
 def test_agreement_of_identical_and_relabelled_runs_is_one():
@@ -51,8 +52,6 @@ def test_clear_clusters_are_found(tmp_path):
 
 
 def test_train_auto_writes_the_report_and_fits_the_chosen_count(runner, survey_path, tmp_path):
-    from nomads_cluster.cli import main
-    from nomads_cluster.segmentation.model import load_model
 
     out = tmp_path / "auto"
     result = runner.invoke(
@@ -75,7 +74,6 @@ def test_train_auto_writes_the_report_and_fits_the_chosen_count(runner, survey_p
 
 @pytest.mark.parametrize("value", ["1", "11", "four", ""])
 def test_components_must_be_a_count_or_auto(runner, value):
-    from nomads_cluster.cli import main
 
     result = runner.invoke(main, ["train", "--components", value])
     assert result.exit_code == 2

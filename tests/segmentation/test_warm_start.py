@@ -58,9 +58,11 @@ def test_a_resample_moves_fewer_users_warm_than_cold_and_the_card_says_so(
     kept = np.mean(warm.assign_users(resampled.features)[0] == before)
     cold = fit_nmf(resampled.features)
     cold_kept = np.mean(
-        segments_of(cold.components_, number_segments(cold.components_, committed)[0],
-                    resampled.features) == before
-    )  # fmt: skip
+        segments_of(
+            cold.components_, number_segments(cold.components_, committed)[0], resampled.features
+        )
+        == before
+    )
     assert report["kept_training_users"] == pytest.approx(kept, abs=1e-6)
     assert report["kept_training_users_cold"] == pytest.approx(cold_kept, abs=1e-6)
     assert report["error_vs_cold"] == pytest.approx(
@@ -69,14 +71,27 @@ def test_a_resample_moves_fewer_users_warm_than_cold_and_the_card_says_so(
     assert kept > cold_kept
     # The model is an NMF like any: scikit-learn's transform agrees with the scorer.
     model = fit_anchored_nmf(resampled.features, committed.scorer.components)
-    assert np.allclose(model.transform(survey.features), warm.scorer.scores(survey.features),
-                       atol=1e-3)  # fmt: skip
+    assert np.allclose(
+        model.transform(survey.features), warm.scorer.scores(survey.features), atol=1e-3
+    )
 
 
 def test_train_warm_start_from_the_command_line(runner, survey_path, tmp_path):
-    result = runner.invoke(main, ["train", "--data", str(survey_path), "--out",
-                                  str(tmp_path / "m"), "--previous", str(DEFAULT_MODEL_DIR),
-                                  "--warm-start", "--anchor", "0.05"])  # fmt: skip
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(survey_path),
+            "--out",
+            str(tmp_path / "m"),
+            "--previous",
+            str(DEFAULT_MODEL_DIR),
+            "--warm-start",
+            "--anchor",
+            "0.05",
+        ],
+    )
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "m" / "model.json").read_text())
     assert card["warm_start"]["anchor"] == 0.05
@@ -91,10 +106,13 @@ def test_train_warm_start_from_the_command_line(runner, survey_path, tmp_path):
         (["--previous", str(DEFAULT_MODEL_DIR), "--components", "3"], "keeps the previous"),
     ],
 )
-def test_a_warm_start_it_cannot_do_is_refused_in_one_line(runner, survey_path, tmp_path, args,
-                                                          message):  # fmt: skip
-    result = runner.invoke(main, ["train", "--data", str(survey_path), "--out",
-                                  str(tmp_path / "m"), "--warm-start", *args])  # fmt: skip
+def test_a_warm_start_it_cannot_do_is_refused_in_one_line(
+    runner, survey_path, tmp_path, args, message
+):
+    result = runner.invoke(
+        main,
+        ["train", "--data", str(survey_path), "--out", str(tmp_path / "m"), "--warm-start", *args],
+    )
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "m").exists()

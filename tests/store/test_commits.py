@@ -7,15 +7,16 @@ import time
 import pytest
 
 from nomads_cluster.store.commits import GroupCommitter
-from nomads_cluster.store.users import Assignment, StoreUnavailable
+from nomads_cluster.store.engine import StoreUnavailable
+from nomads_cluster.store.records import Assignment
 
 
-class GatedStore:
-    """The real store, whose transactions wait at a gate the test opens; it records
-    the users of each transaction and can fail the ones holding a given user."""
+class GatedAssignments:
+    """The real store's assignments, whose transactions wait at a gate the test opens;
+    it records the users of each transaction and can fail the ones holding a given user."""
 
     def __init__(self, store):
-        self.store = store
+        self.assignments = store.assignments
         self.transactions: list[list[str]] = []
         self.gate = threading.Event()
         self.in_transaction = threading.Event()
@@ -31,7 +32,7 @@ class GatedStore:
             raise ValueError(f"cannot store {self.poison}")
         if self.failure is not None and len(self.transactions) > 1:
             raise self.failure
-        return self.store.save(records)
+        return self.assignments.save(records)
 
 
 def record(user_id: str) -> Assignment:
@@ -62,7 +63,7 @@ def wait_for(condition) -> None:
 
 @pytest.fixture
 def gated(store):
-    return GatedStore(store)
+    return GatedAssignments(store)
 
 
 def first_transaction_in_flight(gated, committer, outcomes) -> threading.Thread:
@@ -74,7 +75,7 @@ def first_transaction_in_flight(gated, committer, outcomes) -> threading.Thread:
 
 def queue_behind(committer, outcomes, users) -> list[threading.Thread]:
     threads = [save_in_thread(committer, user, outcomes) for user in users]
-    wait_for(lambda: len(committer._waiting) == len(users))
+    wait_for(lambda: committer.waiting == len(users))
     return threads
 
 
@@ -91,7 +92,7 @@ def test_writes_waiting_meanwhile_share_the_next_transaction(gated, store):
     assert sorted(gated.transactions[1]) == users  # one transaction for all six
     assert outcomes == dict.fromkeys(["first", *users], "stored")
     for user in ["first", *users]:
-        assert store.current(user).cluster == 1
+        assert store.assignments.current(user).cluster == 1
 
 
 def test_a_write_that_fails_fails_alone(gated, store):
@@ -104,8 +105,11 @@ def test_a_write_that_fails_fails_alone(gated, store):
         thread.join()
     assert isinstance(outcomes["bad"], RuntimeError)
     assert outcomes["good-1"] == outcomes["good-2"] == "stored"
-    assert store.current("bad") is None
-    assert store.current("good-1") is not None and store.current("good-2") is not None
+    assert store.assignments.current("bad") is None
+    assert (
+        store.assignments.current("good-1") is not None
+        and store.assignments.current("good-2") is not None
+    )
 
 
 def test_the_database_down_fails_every_write_of_the_transaction(gated, store):
@@ -121,7 +125,7 @@ def test_the_database_down_fails_every_write_of_the_transaction(gated, store):
     for user in users:
         assert isinstance(outcomes[user], StoreUnavailable)
         assert "unavailable" in str(outcomes[user])
-        assert store.current(user) is None
+        assert store.assignments.current(user) is None
 
 
 def test_a_write_not_taken_in_time_is_refused_and_never_written(gated, store):
@@ -133,6 +137,6 @@ def test_a_write_not_taken_in_time_is_refused_and_never_written(gated, store):
     gated.gate.set()
     first.join()
     assert outcomes["first"] == "stored"
-    assert committer._waiting == []
+    assert committer.waiting == 0
     assert gated.transactions == [["first"]]
-    assert store.current("late") is None
+    assert store.assignments.current("late") is None

@@ -11,15 +11,21 @@ import pytest
 import sqlalchemy as sa
 
 from nomads_cluster.store.events import CursorTooOld, prune_events, read_events
+from nomads_cluster.store.records import Assignment
 from nomads_cluster.store.tables import user_events
-from nomads_cluster.store.users import Assignment
+from nomads_cluster.store.writes import assignment_writer
 
 
 def record(user_id: str, cluster: int = 1, city: str | None = None, **fields) -> Assignment:
     return Assignment(
-        user_id=user_id, interests=("surf",), cluster=cluster, scores={},
-        model_version="v1", city=city, **fields,
-    )  # fmt: skip
+        user_id=user_id,
+        interests=("surf",),
+        cluster=cluster,
+        scores={},
+        model_version="v1",
+        city=city,
+        **fields,
+    )
 
 
 def feed(store, after: int = 0) -> list[dict]:
@@ -32,12 +38,12 @@ def summary(events: list[dict]) -> list[tuple]:
 
 
 def test_placements_moves_and_erasures_each_make_one_event(store):
-    store.save([record("a"), record("b", city="Madrid")])
-    store.save([record("a")])  # the same again: no event
-    store.save([record("a", cluster=2)])  # a new segment
-    store.save([record("a", cluster=2, city="Oslo")])  # a first city: placed in a room
-    store.save([record("b", cluster=3, city="Madrid")])  # another segment, another room
-    store.erase("b")
+    store.assignments.save([record("a"), record("b", city="Madrid")])
+    store.assignments.save([record("a")])  # the same again: no event
+    store.assignments.save([record("a", cluster=2)])  # a new segment
+    store.assignments.save([record("a", cluster=2, city="Oslo")])  # a first city: placed in a room
+    store.assignments.save([record("b", cluster=3, city="Madrid")])  # another segment, another room
+    store.assignments.erase("b")
     events = feed(store)
     assert summary(events) == [
         ("user.placed", "a", 1, None),
@@ -56,17 +62,19 @@ def test_placements_moves_and_erasures_each_make_one_event(store):
 
 
 def test_two_changes_of_one_user_in_one_write_are_two_events(store):
-    store.save([record("c"), record("c", cluster=4), record("c", cluster=4)])
+    store.assignments.save([record("c"), record("c", cluster=4), record("c", cluster=4)])
     assert summary(feed(store)) == [("user.placed", "c", 1, None), ("user.moved", "c", 4, None)]
 
 
 def test_reassign_writes_a_move_for_each_user_it_changes(store):
-    store.save([record("r1", city="Lisboa"), record("r2")])
-    read = {r.user_id: r for r in (store.current("r1"), store.current("r2"))}
+    store.assignments.save([record("r1", city="Lisboa"), record("r2")])
+    read = {
+        r.user_id: r for r in (store.assignments.current("r1"), store.assignments.current("r2"))
+    }
     after = feed(store)[-1]["id"]
     moved = replace(read["r1"], cluster=2, model_version="v2", source="reassign", room_id=None)
     kept = replace(read["r2"], model_version="v2", source="reassign")
-    store.replace_unchanged([(read["r1"], moved), (read["r2"], kept)])
+    store.lifecycle.replace_unchanged([(read["r1"], moved), (read["r2"], kept)])
     events = feed(store, after)
     assert summary(events) == [("user.moved", "r1", 2, "lisboa-2")]
     assert events[0]["source"] == "reassign" and events[0]["model_version"] == "v2"
@@ -93,17 +101,18 @@ def test_a_failed_write_leaves_no_event(store):
                 f" WHEN NEW.user_id = 'bad' BEGIN {refusal}; END"
             )
     with pytest.raises(sa.exc.DBAPIError, match="refused"):
-        store.save([record("ok"), record("bad")])
-    assert feed(store) == [] and store.current("ok") is None
+        store.assignments.save([record("ok"), record("bad")])
+    assert feed(store) == [] and store.assignments.current("ok") is None
 
 
 def test_pruned_events_make_an_old_cursor_too_old(store):
-    store.save([record("p1"), record("p2")])
+    store.assignments.save([record("p1"), record("p2")])
     first, second = feed(store)
     with store.engine.begin() as conn:
         old = datetime.now(UTC) - timedelta(days=8)
-        conn.execute(user_events.update().where(user_events.c.id == first["id"]).values(
-            occurred_at=old))  # fmt: skip
+        conn.execute(
+            user_events.update().where(user_events.c.id == first["id"]).values(occurred_at=old)
+        )
     assert store.run(lambda conn: prune_events(conn, timedelta(days=7)), write=True) == 1
     with pytest.raises(CursorTooOld, match=f"the events up to {first['id']} were pruned"):
         feed(store, 0)
@@ -116,13 +125,12 @@ def test_a_reader_waits_for_a_writer_in_flight_and_skips_no_id(store, database_u
     the second alone (and move past the first for ever)."""
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite's writers take turns: ids are always committed in order")
-    from nomads_cluster.store.writes import assignment_writer
 
     write = assignment_writer(store.engine.dialect).write
     held = store.engine.connect()
     transaction = held.begin()
     write(held, [record("slow").as_row()])  # id N, not committed
-    store.save([record("fast")])  # id N + 1, committed
+    store.assignments.save([record("fast")])  # id N + 1, committed
     read: list[list[dict]] = []
     reader = threading.Thread(target=lambda: read.append(feed(store)))
     reader.start()
@@ -152,7 +160,7 @@ def test_concurrent_writers_are_followed_without_a_gap_or_a_repeat(store, databa
     def sign_up(writer: int) -> None:
         for i in range(40):
             city = "Madrid" if i % 2 else None
-            store.save([record(f"w{writer}-{i}", cluster=1 + i % 4, city=city)])
+            store.assignments.save([record(f"w{writer}-{i}", cluster=1 + i % 4, city=city)])
 
     reader = threading.Thread(target=follow)
     reader.start()
@@ -169,8 +177,8 @@ def test_concurrent_writers_are_followed_without_a_gap_or_a_repeat(store, databa
 def test_without_any_room_a_move_is_a_move_and_a_repost_nothing(store):
     """No room opened yet (nothing in the rooms table): the write's reading of the
     users' places must still see them as they were."""
-    store.save([record("n1"), record("n2")])
-    store.save([record("n1"), record("n2", cluster=3)])
+    store.assignments.save([record("n1"), record("n2")])
+    store.assignments.save([record("n1"), record("n2", cluster=3)])
     assert summary(feed(store)) == [
         ("user.placed", "n1", 1, None),
         ("user.placed", "n2", 1, None),

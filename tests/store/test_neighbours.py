@@ -2,6 +2,7 @@
 through new users, changes and erasures."""
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from hypothesis import strategies as st
 
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, interest_mask
 from nomads_cluster.store.neighbours import jaccard, top_similar
-from nomads_cluster.store.users import Assignment
+from nomads_cluster.store.records import Assignment
+from nomads_cluster.store.users import UserStore
+from nomads_cluster.store.writes import assignment_writer
 
 CITIES = ["Madrid", "Paris", None]
 
@@ -38,8 +41,9 @@ def test_jaccard_of_masks_is_that_of_the_interest_sets(masks, mask):
     st.data(),
 )
 def test_top_similar_is_the_sorted_prefix_with_ties_in_position_order(similarity, k, data):
-    eligible = np.array(data.draw(st.lists(st.booleans(), min_size=len(similarity),
-                                           max_size=len(similarity))))  # fmt: skip
+    eligible = np.array(
+        data.draw(st.lists(st.booleans(), min_size=len(similarity), max_size=len(similarity)))
+    )
     values = np.array(similarity)
     expected = sorted(np.flatnonzero(eligible), key=lambda i: (-values[i], i))[:k]
     assert top_similar(values, eligible, k).tolist() == expected
@@ -77,7 +81,7 @@ def check_against_brute_force(store, stored, order, rng, queries=12) -> None:
         me = stored[user_id]
         for same_city in [False, True] if me.city else [False]:
             k = rng.choice([1, 5, 10, 30])
-            found_me, neighbours = store.similar(user_id, k, same_city)
+            found_me, neighbours = store.similar_users.find(user_id, k, same_city)
             got = [(str(other.user_id), n.similarity) for n, other in neighbours]
             assert got == brute_force_similar(stored, order, me, k, same_city)
             assert found_me.user_id == me.user_id
@@ -91,7 +95,7 @@ def test_similar_users_equal_brute_force_as_the_store_changes(store):
     order: list[str] = []  # user ids in the order they were first stored
 
     def save(users):
-        store.save(users)
+        store.assignments.save(users)
         for u in users:
             if str(u.user_id) not in stored:
                 order.append(str(u.user_id))
@@ -104,33 +108,33 @@ def test_similar_users_equal_brute_force_as_the_store_changes(store):
     check_against_brute_force(store, stored, order, rng)
     # Erased users are gone from every answer, and never come back in one.
     for user_id in rng.sample(sorted(stored), 15):
-        assert store.erase(user_id)
+        assert store.assignments.erase(user_id)
         del stored[user_id]
         order.remove(user_id)
     check_against_brute_force(store, stored, order, rng)
 
 
 def test_a_user_is_never_their_own_neighbour_nor_unknown_users_found(store):
-    store.save(random_users(random.Random(2), 3, "x"))
-    me, neighbours = store.similar("x1", 10, False)
+    store.assignments.save(random_users(random.Random(2), 3, "x"))
+    me, neighbours = store.similar_users.find("x1", 10, False)
     assert me.user_id == "x1" and "x1" not in [o.user_id for _, o in neighbours]
     assert len(neighbours) == 2
-    assert store.similar("nobody", 10, False) is None
+    assert store.similar_users.find("nobody", 10, False) is None
 
 
 @pytest.mark.parametrize("erase_first", [False, True])
 def test_two_stores_on_one_database_see_each_others_writes(store, erase_first):
     # As two workers or instances: each has its own index, following the database.
-    from nomads_cluster.store.users import UserStore
 
     other = UserStore(store.engine)
-    store.save(random_users(random.Random(4), 20, "y"))
-    assert len(other.similar("y1", 50, False)[1]) == 19
+    store.assignments.save(random_users(random.Random(4), 20, "y"))
+    assert len(other.similar_users.find("y1", 50, False)[1]) == 19
     if erase_first:
-        store.erase("y2")
-    store.save([Assignment(user_id="new", interests=("surf",), cluster=1, scores={},
-                           model_version="v1")])  # fmt: skip
-    ids = [o.user_id for _, o in other.similar("y1", 50, False)[1]]
+        store.assignments.erase("y2")
+    store.assignments.save(
+        [Assignment(user_id="new", interests=("surf",), cluster=1, scores={}, model_version="v1")]
+    )
+    ids = [o.user_id for _, o in other.similar_users.find("y1", 50, False)[1]]
     assert "new" in ids and ("y2" not in ids) == erase_first
 
 
@@ -138,21 +142,27 @@ def test_on_postgresql_the_index_waits_for_writers_in_flight(make_app, config_fo
     """A write in flight holds a change number; the index must not move past it before
     it commits, or that change would never be read (numbers commit out of order; on
     SQLite the writers take turns, so they commit in order)."""
-    import threading
 
     store = make_app(config_for(postgres_url)).extensions["user_store"]
-    store.save(random_users(random.Random(6), 5, "z"))
-    late = Assignment(user_id="late", interests=("surf",), cluster=1, scores={},
-                      model_version="v1")  # fmt: skip
+    store.assignments.save(random_users(random.Random(6), 5, "z"))
+    late = Assignment(user_id="late", interests=("surf",), cluster=1, scores={}, model_version="v1")
     found = {}
     with store.engine.connect() as writer:
         transaction = writer.begin()
-        store._writer.write(writer, [late.as_row()])  # numbered, not committed
-        reader = threading.Thread(target=lambda: found.update(r=store.similar("z1", 10, False)))
+        assignment_writer(store.engine.dialect).write(
+            writer, [late.as_row()]
+        )  # numbered, not committed
+        reader = threading.Thread(
+            target=lambda: found.update(r=store.similar_users.find("z1", 10, False))
+        )
         reader.start()
-        wait_until_blocked(store.engine, reader, "advisory",  # as it should
-                           "the index read past a write in flight",
-                           "the index never waited for the write in flight")  # fmt: skip
+        wait_until_blocked(
+            store.engine,
+            reader,
+            "advisory",  # as it should
+            "the index read past a write in flight",
+            "the index never waited for the write in flight",
+        )
         transaction.commit()
     reader.join(30)
     assert "late" in [other.user_id for _, other in found["r"][1]]

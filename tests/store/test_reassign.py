@@ -8,7 +8,9 @@ import pytest
 from nomads_cluster.cli import main
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, encode_interests
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
-from nomads_cluster.store.users import Assignment, StoreUnavailable, UserStore
+from nomads_cluster.store.engine import StoreUnavailable
+from nomads_cluster.store.lifecycle import Lifecycle
+from nomads_cluster.store.records import Assignment
 
 N_USERS = 230
 
@@ -33,7 +35,7 @@ def old_users(store) -> list[Assignment]:
         )
         for i in range(N_USERS)
     ]
-    store.save(users)
+    store.assignments.save(users)
     return users
 
 
@@ -50,12 +52,12 @@ def test_every_user_gets_the_current_models_segment_in_their_history(run, store,
     for user in old_users:
         segment, scores = model.assign_user(encode_interests(dict.fromkeys(user.interests, True)))
         expected[user.user_id] = segment
-        current = store.current(str(user.user_id))
+        current = store.assignments.current(str(user.user_id))
         assert current.model_version == model.version and current.source == "reassign"
         assert current.cluster == segment and current.interests == user.interests
-        assert current.scores == pytest.approx(scores)
+        assert current.scores == pytest.approx(model.scores_by_number(scores))
         assert current.user_id == user.user_id  # integer ids stay integers
-        history = store.history(str(user.user_id), 10)
+        history = store.assignments.history(str(user.user_id), 10)
         assert [h.source for h in history] == ["reassign", "api"]
     changed = sum(segment != 1 for segment in expected.values())
     assert (
@@ -69,7 +71,7 @@ def test_every_user_gets_the_current_models_segment_in_their_history(run, store,
 
 
 def test_a_stopped_run_goes_on_where_it_stopped(run, store, old_users, monkeypatch):
-    replace = UserStore.replace_unchanged
+    replace = Lifecycle.replace_unchanged
     calls = []
 
     def fail_on_the_third_batch(self, changes):
@@ -78,24 +80,24 @@ def test_a_stopped_run_goes_on_where_it_stopped(run, store, old_users, monkeypat
             raise StoreUnavailable("the database is unavailable (test)")
         return replace(self, changes)
 
-    monkeypatch.setattr(UserStore, "replace_unchanged", fail_on_the_third_batch)
+    monkeypatch.setattr(Lifecycle, "replace_unchanged", fail_on_the_third_batch)
     stopped = run("--batch-size", "50")
     assert stopped.exit_code == 1
     assert "run reassign again to go on" in stopped.output
-    done = [u for u in old_users if store.current(str(u.user_id)).source == "reassign"]
+    done = [u for u in old_users if store.assignments.current(str(u.user_id)).source == "reassign"]
     assert len(done) == 100  # the two batches before the failure were committed
 
-    monkeypatch.setattr(UserStore, "replace_unchanged", replace)
+    monkeypatch.setattr(Lifecycle, "replace_unchanged", replace)
     resumed = run("--batch-size", "50")
     assert resumed.exit_code == 0, resumed.output
     assert f"reassigned {N_USERS - 100} users" in resumed.output
     for user in old_users:
-        sources = [h.source for h in store.history(str(user.user_id), 10)]
+        sources = [h.source for h in store.assignments.history(str(user.user_id), 10)]
         assert sources == ["reassign", "api"]  # once each, never twice
 
 
 def test_a_user_assigned_again_meanwhile_is_left_alone(store, old_users, model):
-    read = store.current(str(old_users[0].user_id))
+    read = store.assignments.current(str(old_users[0].user_id))
     fresh = Assignment(
         user_id=read.user_id,
         interests=("surf",),
@@ -104,7 +106,7 @@ def test_a_user_assigned_again_meanwhile_is_left_alone(store, old_users, model):
         model_version=model.version,
         source="api",
     )
-    store.save([fresh])  # the app posted the user after reassign read them
+    store.assignments.save([fresh])  # the app posted the user after reassign read them
     stale_result = Assignment(
         user_id=read.user_id,
         interests=read.interests,
@@ -113,6 +115,6 @@ def test_a_user_assigned_again_meanwhile_is_left_alone(store, old_users, model):
         model_version=model.version,
         source="reassign",
     )
-    assert store.replace_unchanged([(read, stale_result)]) == []
-    assert store.current(str(read.user_id)).source == "api"
-    assert [h.source for h in store.history(str(read.user_id), 10)] == ["api", "api"]
+    assert store.lifecycle.replace_unchanged([(read, stale_result)]) == []
+    assert store.assignments.current(str(read.user_id)).source == "api"
+    assert [h.source for h in store.assignments.history(str(read.user_id), 10)] == ["api", "api"]

@@ -12,6 +12,8 @@ from conftest import variant_of
 from nomads_cluster import configured_app
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR
+from nomads_cluster.store.engine import create_store_engine
+from nomads_cluster.store.migrations import upgrade
 from nomads_cluster.store.registry import ModelRegistry, RegistryError
 from nomads_cluster.store.tables import model_promotions, model_versions
 from nomads_cluster.store.users import open_store
@@ -141,8 +143,6 @@ def test_processes_starting_at_once_on_an_empty_database_serve_one_first_version
 
 
 def test_a_database_behind_the_registrys_revision_says_to_upgrade(config_for, tmp_path):
-    from nomads_cluster.store.engine import create_store_engine
-    from nomads_cluster.store.migrations import upgrade
 
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     upgrade(create_store_engine(url, timeout=5), "0004")

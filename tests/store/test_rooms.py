@@ -4,9 +4,11 @@ across a retrain with --previous."""
 
 import multiprocessing
 import random
+import threading
 from collections import Counter
 
 import numpy as np
+import psycopg
 import pytest
 import sqlalchemy as sa
 from helpers.pg_locks import wait_until_blocked
@@ -14,10 +16,16 @@ from helpers.pg_locks import wait_until_blocked
 from nomads_cluster.cities import city_key, room_id
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
-from nomads_cluster.store.engine import create_store_engine
+from nomads_cluster.segmentation.survey import Survey, read_survey
+from nomads_cluster.segmentation.training import train
+from nomads_cluster.store import database
+from nomads_cluster.store.engine import StoreUnavailable, create_store_engine
 from nomads_cluster.store.reassign import reassign
+from nomads_cluster.store.records import Assignment
+from nomads_cluster.store.rooms import place_in_rooms
 from nomads_cluster.store.tables import assignments, rooms
-from nomads_cluster.store.users import Assignment, StoreUnavailable, UserStore
+from nomads_cluster.store.users import UserStore
+from nomads_cluster.store.writes import assignment_writer
 
 
 def user(user_id, city="Madrid", cluster=2, interests=("surf",), version="v1") -> Assignment:
@@ -51,7 +59,7 @@ def members_by_room(store: UserStore) -> dict[str, list[str]]:
 
 
 def test_a_full_room_sends_the_next_member_to_the_next_room(small_rooms):
-    placed = small_rooms.save([user(i) for i in range(7)])
+    placed = small_rooms.assignments.save([user(i) for i in range(7)])
     key = city_key("Madrid")
     expected = [room_id(key, 2, 1)] * 3 + [room_id(key, 2, 2)] * 3 + [room_id(key, 2, 3)]
     assert (
@@ -59,53 +67,62 @@ def test_a_full_room_sends_the_next_member_to_the_next_room(small_rooms):
         == expected
         == ["madrid-2"] * 3 + ["madrid-2-2"] * 3 + ["madrid-2-3"]
     )
-    assert {r.id: r.members for r in small_rooms.rooms(key, None, 10)} == {
-        "madrid-2": 3, "madrid-2-2": 3, "madrid-2-3": 1,
-    }  # fmt: skip
-    assert small_rooms.current("6").room_id == "madrid-2-3"
+    assert {r.id: r.members for r in small_rooms.rooms.page(key, None, 10)} == {
+        "madrid-2": 3,
+        "madrid-2-2": 3,
+        "madrid-2-3": 1,
+    }
+    assert small_rooms.assignments.current("6").room_id == "madrid-2-3"
 
 
 def test_spellings_of_a_city_share_rooms_named_as_their_first_member_wrote(small_rooms):
-    placed = small_rooms.save([user(1, "Málaga"), user(2, "MALAGA"), user(3, "malaga")])
+    placed = small_rooms.assignments.save([user(1, "Málaga"), user(2, "MALAGA"), user(3, "malaga")])
     assert {(room.id, room.city) for room in placed} == {("malaga-2", "Málaga")}
-    assert small_rooms.current("2").city == "MALAGA"  # each user's own spelling is kept
+    assert small_rooms.assignments.current("2").city == "MALAGA"  # each user's own spelling is kept
 
 
 def test_a_user_keeps_their_room_until_their_segment_or_city_changes(small_rooms):
-    small_rooms.save([user(i) for i in range(4)])  # madrid-2: 0, 1, 2; madrid-2-2: 3
-    small_rooms.save([user(0, interests=("sushi",))])  # same city and segment: stays
-    assert small_rooms.current("0").room_id == "madrid-2"
-    (moved,) = small_rooms.save([user(0, cluster=3)])
+    small_rooms.assignments.save([user(i) for i in range(4)])  # madrid-2: 0, 1, 2; madrid-2-2: 3
+    small_rooms.assignments.save([user(0, interests=("sushi",))])  # same city and segment: stays
+    assert small_rooms.assignments.current("0").room_id == "madrid-2"
+    (moved,) = small_rooms.assignments.save([user(0, cluster=3)])
     assert moved.id == "madrid-3"
-    (left,) = small_rooms.save([user(1, city=None)])
-    assert left is None and small_rooms.current("1").room_id is None
+    (left,) = small_rooms.assignments.save([user(1, city=None)])
+    assert left is None and small_rooms.assignments.current("1").room_id is None
     # Two places are free in the first room: the next newcomers take them first.
-    placed = small_rooms.save([user(10), user(11), user(12)])
+    placed = small_rooms.assignments.save([user(10), user(11), user(12)])
     assert [room.id for room in placed] == ["madrid-2", "madrid-2", "madrid-2-2"]
     assert members_by_room(small_rooms) == {
-        "madrid-2": ["10", "11", "2"], "madrid-2-2": ["12", "3"], "madrid-3": ["0"],
-    }  # fmt: skip
+        "madrid-2": ["10", "11", "2"],
+        "madrid-2-2": ["12", "3"],
+        "madrid-3": ["0"],
+    }
 
 
 def test_several_rows_of_one_user_in_a_group_leave_them_in_one_room(small_rooms):
-    small_rooms.save([user(1), user(1, cluster=3), user(1, city="Paris"), user(1, cluster=4)])
+    small_rooms.assignments.save(
+        [user(1), user(1, cluster=3), user(1, city="Paris"), user(1, cluster=4)]
+    )
     assert members_by_room(small_rooms) == {"madrid-4": ["1"]}
-    assert {r.id: r.members for r in small_rooms.rooms(None, None, 10)} == {
-        "madrid-2": 0, "madrid-3": 0, "paris-2": 0, "madrid-4": 1,
-    }  # fmt: skip
+    assert {r.id: r.members for r in small_rooms.rooms.page(None, None, 10)} == {
+        "madrid-2": 0,
+        "madrid-3": 0,
+        "paris-2": 0,
+        "madrid-4": 1,
+    }
 
 
 def test_erasure_leaves_no_trace_in_rooms(small_rooms):
-    small_rooms.save([user(i) for i in range(4)])
-    assert small_rooms.erase("1")
+    small_rooms.assignments.save([user(i) for i in range(4)])
+    assert small_rooms.assignments.erase("1")
     assert members_by_room(small_rooms) == {"madrid-2": ["0", "2"], "madrid-2-2": ["3"]}
-    assert [m.user_id for m in small_rooms.room_members("madrid-2", None, 10)] == [0, 2]
-    assert small_rooms.room("madrid-2").members == 2
+    assert [m.user_id for m in small_rooms.rooms.members("madrid-2", None, 10)] == [0, 2]
+    assert small_rooms.rooms.get("madrid-2").members == 2
 
 
 def stored_counts(store: UserStore) -> tuple[dict[str, int], dict[str, int]]:
     """Each room's kept count of members, and its members counted."""
-    kept = {r.id: r.members for r in store.rooms(None, None, 10_000)}
+    kept = {r.id: r.members for r in store.rooms.page(None, None, 10_000)}
     counted = {room: len(users) for room, users in members_by_room(store).items()}
     return kept, {room: counted.get(room, 0) for room in kept}
 
@@ -153,7 +170,7 @@ def test_rooms_follow_their_rule_and_keep_their_counts_through_any_writes(small_
     for _ in range(60):
         if rng.random() < 0.15 and reference.room_of:
             erased = rng.choice(sorted(reference.room_of))
-            assert small_rooms.erase(erased)
+            assert small_rooms.assignments.erase(erased)
             reference.erase(erased)
             continue
         group = [
@@ -164,7 +181,7 @@ def test_rooms_follow_their_rule_and_keep_their_counts_through_any_writes(small_
             )
             for _ in range(rng.randint(1, 5))
         ]
-        placed = small_rooms.save(group)
+        placed = small_rooms.assignments.save(group)
         assert [None if room is None else room.id for room in placed] == [
             reference.save(record) for record in group
         ]
@@ -176,9 +193,9 @@ def test_rooms_follow_their_rule_and_keep_their_counts_through_any_writes(small_
 
 
 def test_members_come_a_page_at_a_time_in_user_id_order(store):
-    store.save([user(f"u{i:02d}") for i in range(25)])
+    store.assignments.save([user(f"u{i:02d}") for i in range(25)])
     pages, after = [], None
-    while page := store.room_members("madrid-2", after, 10):
+    while page := store.rooms.members("madrid-2", after, 10):
         pages.append([m.user_id for m in page])
         after = str(page[-1].user_id)
     assert [len(p) for p in pages] == [10, 10, 5]
@@ -196,14 +213,16 @@ def sign_up(database_url: str, seed: int) -> None:
     store = UserStore(engine, timeout=30, room_size=ROOM_SIZE)
     rng = random.Random(seed)
     for _ in range(15):
-        store.save([
-            user(
-                rng.choice([f"shared-{rng.randrange(20)}", f"w{seed}-{rng.randrange(40)}"]),
-                city=rng.choice(["Madrid", "Paris", None]),
-                cluster=rng.choice([1, 2]),
-            )
-            for _ in range(rng.randint(1, 6))
-        ])  # fmt: skip
+        store.assignments.save(
+            [
+                user(
+                    rng.choice([f"shared-{rng.randrange(20)}", f"w{seed}-{rng.randrange(40)}"]),
+                    city=rng.choice(["Madrid", "Paris", None]),
+                    cluster=rng.choice([1, 2]),
+                )
+                for _ in range(rng.randint(1, 6))
+            ]
+        )
     engine.dispose()
 
 
@@ -243,46 +262,46 @@ def test_reassign_moves_users_whose_segment_changed_to_a_room_of_it(store):
         user(i, interests=tuple(k for k in INTEREST_KEYS if rng.random() < 0.4), cluster=1)
         for i in range(40)
     ]
-    store.save(old)
+    store.assignments.save(old)
     reassign(store, model)
     for assigned in old:
-        now = store.current(str(assigned.user_id))
-        assert now.room_id == store.room(now.room_id).id
+        now = store.assignments.current(str(assigned.user_id))
+        assert now.room_id == store.rooms.get(now.room_id).id
         assert now.room_id.startswith(f"madrid-{now.cluster}")
-    counts = {r.id: r.members for r in store.rooms(None, None, 10)}
+    counts = {r.id: r.members for r in store.rooms.page(None, None, 10)}
     assert sum(counts.values()) == 40 and counts.get("madrid-1", 0) < 40
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_room_ids_survive_a_retrain_with_previous(store, survey_path, tmp_path):
-    from nomads_cluster.segmentation.survey import Survey, read_survey
-    from nomads_cluster.segmentation.training import train
 
     committed = load_model(DEFAULT_MODEL_DIR)
     survey = read_survey(survey_path)
     segments, scores = committed.assign_users(survey.features)
     cities = ["Madrid", "Lisboa", "Berlin"]
-    store.save([
-        Assignment(
-            user_id=i,
-            interests=tuple(k for k, v in zip(INTEREST_KEYS, row, strict=True) if v),
-            cluster=int(segment),
-            scores=committed.scores_by_number(user_scores),
-            model_version=committed.version,
-            city=cities[i % 3],
-        )
-        for i, (row, segment, user_scores) in enumerate(
-            zip(survey.features, segments, scores.tolist(), strict=True)
-        )
-    ])  # fmt: skip
-    before = {i: store.current(str(i)) for i in range(survey.n_rows)}
+    store.assignments.save(
+        [
+            Assignment(
+                user_id=i,
+                interests=tuple(k for k, v in zip(INTEREST_KEYS, row, strict=True) if v),
+                cluster=int(segment),
+                scores=committed.scores_by_number(user_scores),
+                model_version=committed.version,
+                city=cities[i % 3],
+            )
+            for i, (row, segment, user_scores) in enumerate(
+                zip(survey.features, segments, scores.tolist(), strict=True)
+            )
+        ]
+    )
+    before = {i: store.assignments.current(str(i)) for i in range(survey.n_rows)}
     rows = np.random.default_rng(5).integers(0, survey.n_rows, survey.n_rows)
     resampled = Survey(features=survey.features[rows], sha256="bootstrap", source="bootstrap")
     train(resampled, tmp_path, previous=committed)
     report = reassign(store, load_model(tmp_path))
     kept = 0
     for i, old in before.items():
-        now = store.current(str(i))
+        now = store.assignments.current(str(i))
         assert now.room_id == room_id(city_key(old.city), now.cluster, 1)  # rooms of 250
         if now.cluster == old.cluster:
             kept += 1
@@ -291,140 +310,145 @@ def test_room_ids_survive_a_retrain_with_previous(store, survey_path, tmp_path):
     assert kept > survey.n_rows / 2  # the numbers followed the segments' meaning
 
 
-def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postgres_url):
+def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postgres_store):
     """A placement in flight holds its group's lock until it commits: a newcomer of
     another group is placed meanwhile, one of its group waits for it (and then counts
     its member)."""
-    import threading
 
-    from nomads_cluster.store.migrations import upgrade
-    from nomads_cluster.store.rooms import place_in_rooms
-
-    store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
-    upgrade(store.engine)
-    try:
-        with store.engine.connect() as holder:
-            transaction = holder.begin()
-            rows = [user("first").as_row()]  # Madrid, segment 2
-            place_in_rooms(holder, rows, store.room_size)
-            store._writer.write(holder, rows)  # placed, not committed
-            other_group = threading.Thread(target=store.save, args=([user("paris", "Paris")],))
-            other_group.start()
-            other_group.join(30)
-            assert not other_group.is_alive(), "another city waited for the placement"
-            same_group = threading.Thread(target=store.save, args=([user("second")],))
-            same_group.start()
-            wait_until_blocked(store.engine, same_group, "advisory",
-                               "placed past a placement in flight",
-                               "the placement never waited for the one in flight")  # fmt: skip
-            transaction.commit()
-        same_group.join(30)
-        assert store.room("madrid-2").members == 2
-        assert [store.current(u).room_id for u in ("first", "second", "paris")] == [
-            "madrid-2", "madrid-2", "paris-2",
-        ]  # fmt: skip
-    finally:
-        store.engine.dispose()
+    store = postgres_store
+    with store.engine.connect() as holder:
+        transaction = holder.begin()
+        rows = [user("first").as_row()]  # Madrid, segment 2
+        place_in_rooms(holder, rows, store.room_size)
+        assignment_writer(store.engine.dialect).write(holder, rows)  # placed, not committed
+        other_group = threading.Thread(
+            target=store.assignments.save, args=([user("paris", "Paris")],)
+        )
+        other_group.start()
+        other_group.join(30)
+        assert not other_group.is_alive(), "another city waited for the placement"
+        same_group = threading.Thread(target=store.assignments.save, args=([user("second")],))
+        same_group.start()
+        wait_until_blocked(
+            store.engine,
+            same_group,
+            "advisory",
+            "placed past a placement in flight",
+            "the placement never waited for the one in flight",
+        )
+        transaction.commit()
+    same_group.join(30)
+    assert store.rooms.get("madrid-2").members == 2
+    assert [store.assignments.current(u).room_id for u in ("first", "second", "paris")] == [
+        "madrid-2",
+        "madrid-2",
+        "paris-2",
+    ]
 
 
 def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never_deadlock(
-    postgres_url, monkeypatch
+    postgres_store, monkeypatch
 ):
     """Two writes that take users out of the same two rooms in opposite orders: each
     locks the rooms whose counts it changes, in the order of their ids, before writing,
     so one waits for the other instead of deadlocking (which PostgreSQL would end by
     failing one of them after a second). Both stored, the counts true, no attempt
     failed (the store's retries are off)."""
-    import threading
 
-    from nomads_cluster.store import users
-    from nomads_cluster.store.migrations import upgrade
-
-    monkeypatch.setattr(users, "WRITE_ATTEMPTS", 1)
-    store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
-    upgrade(store.engine)
-    store.save([user("a"), user("d"), user("b", "Paris"), user("c", "Paris")])
+    monkeypatch.setattr(database, "WRITE_ATTEMPTS", 1)
+    store = postgres_store
+    store.assignments.save([user("a"), user("d"), user("b", "Paris"), user("c", "Paris")])
     failed = []
 
     def leave_both() -> None:  # c leaves paris-2, then d leaves madrid-2
         try:
-            store.save([user("c", None), user("d", None)])
+            store.assignments.save([user("c", None), user("d", None)])
         except Exception as exc:  # reported by the assertion below
             failed.append(exc)
 
-    try:
-        with store.engine.connect() as holder:
-            transaction = holder.begin()
-            store._writer.write(holder, [user("a", None).as_row()])  # holds madrid-2's count
-            other = threading.Thread(target=leave_both)
-            other.start()
-            wait_until_blocked(store.engine, other, None, "the other write did not wait",
-                               "the other write never waited")  # fmt: skip
-            store._writer.write(holder, [user("b", None).as_row()])  # paris-2: still free
-            transaction.commit()
-        other.join(30)
-        assert failed == []
-        assert {r.id: r.members for r in store.rooms(None, None, 10)} == {
-            "madrid-2": 0, "paris-2": 0,
-        }  # fmt: skip
-        assert members_by_room(store) == {}
-    finally:
-        store.engine.dispose()
+    with store.engine.connect() as holder:
+        transaction = holder.begin()
+        assignment_writer(store.engine.dialect).write(
+            holder, [user("a", None).as_row()]
+        )  # holds madrid-2's count
+        other = threading.Thread(target=leave_both)
+        other.start()
+        wait_until_blocked(
+            store.engine,
+            other,
+            None,
+            "the other write did not wait",
+            "the other write never waited",
+        )
+        assignment_writer(store.engine.dialect).write(
+            holder, [user("b", None).as_row()]
+        )  # paris-2: still free
+        transaction.commit()
+    other.join(30)
+    assert failed == []
+    assert {r.id: r.members for r in store.rooms.page(None, None, 10)} == {
+        "madrid-2": 0,
+        "paris-2": 0,
+    }
+    assert members_by_room(store) == {}
 
 
 def test_on_postgresql_one_user_placed_and_unplaced_at_once_never_deadlocks(
-    postgres_url, monkeypatch
+    postgres_store, monkeypatch
 ):
     """Two writes of one user in flight at once: one places them in a room of another
     city, one stores them without a city. Every write locks its users' rows, then the
     rooms whose counts it changes, each in order, so the second waits for the first
-    instead of deadlocking (it used to lock the user's old room first, while the first
-    held the user and waited for that room). Both stored, the last one current, the
+    instead of deadlocking (locking the user's old room first would deadlock, the first
+    holding the user and waiting for that room). Both stored, the last one current, the
     counts true, no attempt failed (the store's retries are off)."""
-    import threading
 
-    from nomads_cluster.store import users
-    from nomads_cluster.store.migrations import upgrade
-    from nomads_cluster.store.rooms import place_in_rooms
-
-    monkeypatch.setattr(users, "WRITE_ATTEMPTS", 1)
-    store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
-    upgrade(store.engine)
-    store.save([user("u")])  # in madrid-2
+    monkeypatch.setattr(database, "WRITE_ATTEMPTS", 1)
+    store = postgres_store
+    store.assignments.save([user("u")])  # in madrid-2
     failed = []
 
     def without_city() -> None:
         try:
-            store.save([user("u", None)])
+            store.assignments.save([user("u", None)])
         except Exception as exc:  # reported by the assertion below
             failed.append(exc)
 
-    try:
-        with store.engine.connect() as holder:
-            transaction = holder.begin()
-            rows = [user("u", "Paris").as_row()]
-            place_in_rooms(holder, rows, store.room_size)  # u's row held; paris-2 opened
-            other = threading.Thread(target=without_city)
-            other.start()
-            wait_until_blocked(store.engine, other, None, "the other write did not wait",
-                               "the other write never waited")  # fmt: skip
-            store._writer.write(holder, rows)  # takes u out of madrid-2
-            transaction.commit()
-        other.join(30)
-        assert failed == []
-        assert store.current("u").room_id is None and store.current("u").city is None
-        assert {r.id: r.members for r in store.rooms(None, None, 10)} == {
-            "madrid-2": 0, "paris-2": 0,
-        }  # fmt: skip
-        assert [entry.city for entry in store.history("u", 10)] == [None, "Paris", "Madrid"]
-    finally:
-        store.engine.dispose()
+    with store.engine.connect() as holder:
+        transaction = holder.begin()
+        rows = [user("u", "Paris").as_row()]
+        place_in_rooms(holder, rows, store.room_size)  # u's row held; paris-2 opened
+        other = threading.Thread(target=without_city)
+        other.start()
+        wait_until_blocked(
+            store.engine,
+            other,
+            None,
+            "the other write did not wait",
+            "the other write never waited",
+        )
+        assignment_writer(store.engine.dialect).write(holder, rows)  # takes u out of madrid-2
+        transaction.commit()
+    other.join(30)
+    assert failed == []
+    assert (
+        store.assignments.current("u").room_id is None
+        and store.assignments.current("u").city is None
+    )
+    assert {r.id: r.members for r in store.rooms.page(None, None, 10)} == {
+        "madrid-2": 0,
+        "paris-2": 0,
+    }
+    assert [entry.city for entry in store.assignments.history("u", 10)] == [
+        None,
+        "Paris",
+        "Madrid",
+    ]
 
 
 def test_a_write_failed_by_a_deadlock_is_run_again_and_other_failures_are_not(store):
     """A write that PostgreSQL rolls back whole to end a deadlock (none is known to
     remain: the writes lock in one order) is run again; other failures are not."""
-    import psycopg
 
     class Deadlock(psycopg.errors.DeadlockDetected):
         sqlstate = "40P01"

@@ -8,13 +8,22 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from nomads_cluster.store.engine import normalize_url
-from nomads_cluster.store.migrations import HEAD_REVISION, head_revision, upgrade
-from nomads_cluster.store.tables import assignment_history, assignments, metadata
-from nomads_cluster.store.users import Assignment, UserStore, default_database_url
+from nomads_cluster.segmentation.interests import interest_mask
+from nomads_cluster.store.engine import create_store_engine, normalize_url
+from nomads_cluster.store.migrations import (
+    HEAD_REVISION,
+    alembic_config,
+    head_revision,
+    prepare_schema,
+    upgrade,
+)
+from nomads_cluster.store.records import Assignment
+from nomads_cluster.store.tables import assignment_history, assignments, metadata, rooms
+from nomads_cluster.store.users import UserStore, default_database_url
 
 
 def record(user_id, cluster=1, interests=("surf",), source="api") -> Assignment:
@@ -62,12 +71,10 @@ def test_the_revision_start_up_expects_is_the_head_of_the_migration_scripts():
     assert head_revision() == HEAD_REVISION
 
 
-def test_a_server_starting_on_a_migrated_database_does_not_import_alembic(tmp_path):
+def test_a_server_starting_on_a_migrated_database_does_not_import_alembic(tmp_path, engine_on):
     """Alembic weighs on every process's memory; a server only needs it to migrate."""
-    from nomads_cluster.store.engine import create_store_engine
-
     url = f"sqlite:///{tmp_path / 'migrated.sqlite3'}"
-    upgrade(create_store_engine(url, timeout=5))
+    engine_on(url)
     start_up = (
         "import sys; from nomads_cluster import create_app; create_app(); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
@@ -80,10 +87,8 @@ def test_a_server_starting_on_a_migrated_database_does_not_import_alembic(tmp_pa
 
 
 def test_instances_starting_together_on_one_empty_sqlite_file_migrate_it_once(tmp_path, caplog):
-    """Servers started at once on a new SQLite file once raced: one created the tables
-    while another saw them without a revision (a warning), or failed creating them."""
-    from nomads_cluster.store.engine import create_store_engine
-    from nomads_cluster.store.migrations import prepare_schema
+    """Servers started at once on a new SQLite file: one creates the tables, none sees
+    them without a revision (a warning) or fails creating them."""
 
     url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
     engines = [create_store_engine(url, timeout=5) for _ in range(6)]
@@ -106,67 +111,64 @@ def test_instances_starting_together_on_one_empty_sqlite_file_migrate_it_once(tm
         engine.dispose()
 
 
-def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
-    from nomads_cluster.store.engine import create_store_engine
-
-    engine = create_store_engine(f"sqlite:///{tmp_path / 's.sqlite3'}", timeout=2.5)
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path, engine_on):
+    engine = engine_on(f"sqlite:///{tmp_path / 's.sqlite3'}", revision=None, timeout=2.5)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 2500
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-    engine.dispose()
 
 
 def test_saved_assignment_is_current_and_in_history(store):
     saved = record("u1", cluster=3)
-    store.save([saved])
-    assert store.current("u1") == saved
-    assert store.history("u1", limit=10) == [saved]
+    store.assignments.save([saved])
+    assert store.assignments.current("u1") == saved
+    assert store.assignments.history("u1", limit=10) == [saved]
 
 
 def test_a_new_assignment_replaces_the_current_one_and_history_is_newest_first(store):
     first, second = record("u1", cluster=1), record("u1", cluster=2, interests=("coffee",))
-    store.save([first])
-    store.save([second])
-    assert store.current("u1") == second
-    assert store.history("u1", limit=10) == [second, first]
-    assert store.history("u1", limit=1) == [second]
+    store.assignments.save([first])
+    store.assignments.save([second])
+    assert store.assignments.current("u1") == second
+    assert store.assignments.history("u1", limit=10) == [second, first]
+    assert store.assignments.history("u1", limit=1) == [second]
 
 
 def test_several_records_of_one_user_in_one_save_keep_the_last(store):
     first, second = record(7, cluster=1), record(7, cluster=4)
-    store.save([first, second])
-    assert store.current("7") == second
-    assert store.history("7", limit=10) == [second, first]
+    store.assignments.save([first, second])
+    assert store.assignments.current("7") == second
+    assert store.assignments.history("7", limit=10) == [second, first]
 
 
 @pytest.mark.parametrize("user_id", [42, 2**70, -3, "42a", "ü ñ"])
 def test_user_id_keeps_its_json_type(store, user_id):
-    store.save([record(user_id)])
-    assert store.current(str(user_id)).user_id == user_id
+    store.assignments.save([record(user_id)])
+    assert store.assignments.current(str(user_id)).user_id == user_id
 
 
 def test_assigned_at_comes_back_with_its_time_zone(store):
     saved = record("t")
-    store.save([saved])
-    assigned_at = store.current("t").assigned_at
+    store.assignments.save([saved])
+    assigned_at = store.assignments.current("t").assigned_at
     assert assigned_at == saved.assigned_at
     assert assigned_at.utcoffset() is not None
     assert assigned_at <= datetime.now(UTC)
 
 
 def test_unknown_user_has_no_assignment(store):
-    assert store.current("nobody") is None
-    assert store.history("nobody", limit=10) == []
+    assert store.assignments.current("nobody") is None
+    assert store.assignments.history("nobody", limit=10) == []
 
 
 def test_erasure_leaves_nothing_of_the_user_and_spares_the_others(store):
-    store.save([record("gone"), record("gone", cluster=2), record("stays")])
-    assert store.erase("gone") is True
+    store.assignments.save([record("gone"), record("gone", cluster=2), record("stays")])
+    assert store.assignments.erase("gone") is True
     assert rows_of(store, assignments, "gone") == 0
     assert rows_of(store, assignment_history, "gone") == 0
-    assert store.current("stays") is not None
-    assert store.erase("gone") is False
+    assert store.assignments.current("stays") is not None
+    assert store.assignments.erase("gone") is False
 
 
 def test_survey_answers_are_ingested_once(store):
@@ -181,18 +183,24 @@ def test_survey_answers_are_ingested_once(store):
         }
         for i in range(2)
     ]
-    assert store.add_responses(rows) == 2
-    assert store.add_responses(rows) == 0
-    features, hashes = store.response_features()
+    assert store.survey.add(rows) == 2
+    assert store.survey.add(rows) == 0
+    features, hashes = store.survey.features()
     assert features.shape == (2, 26)
     assert features.sum(axis=1).tolist() == [1.0, 2.0]
     assert hashes == [row["answer_sha256"] for row in rows]
 
 
 COLUMNS_OF_0001 = (
-    "user_id", "id_is_int", "interests", "cluster", "scores", "model_version", "assigned_at",
+    "user_id",
+    "id_is_int",
+    "interests",
+    "cluster",
+    "scores",
+    "model_version",
+    "assigned_at",
     "source",
-)  # fmt: skip
+)
 
 
 def insert_as_of_0001(conn, table, rows) -> None:
@@ -203,93 +211,67 @@ def insert_as_of_0001(conn, table, rows) -> None:
     conn.execute(old.insert(), [{k: row[k] for k in COLUMNS_OF_0001} for row in rows])
 
 
-def test_migration_0003_numbers_existing_users_and_gives_them_no_room(database_url):
-    from nomads_cluster.segmentation.interests import interest_mask
-    from nomads_cluster.store.engine import create_store_engine
-    from nomads_cluster.store.migrations import upgrade
-
-    engine = create_store_engine(database_url, timeout=5)
-    try:
-        upgrade(engine, "0002")
-        old = [
-            record(user_id).as_row() | {"interests": interests}
-            for user_id, interests in (("b", ["surf", "coffee"]), ("a", []), ("c", ["sushi"]))
-        ]
-        with engine.begin() as conn:
-            insert_as_of_0001(conn, assignments, old)
-        upgrade(engine)
-        store = UserStore(engine)
-        with engine.connect() as conn:
-            rows = conn.execute(sa.select(assignments).order_by(assignments.c.user_id)).all()
-        assert [row.user_no for row in rows] == [1, 2, 3]  # in user id order
-        assert [row.seq for row in rows] == [1, 2, 3]
-        assert [row.interest_mask for row in rows] == [
-            interest_mask([]),
-            interest_mask(["surf", "coffee"]),
-            interest_mask(["sushi"]),
-        ]
-        assert {row.room_id for row in rows} == {None}
-        # New users are numbered after them, on both databases.
-        store.save([record("d")])
-        assert store.current("d") is not None
-        with engine.connect() as conn:
-            new = conn.execute(sa.select(assignments).where(assignments.c.user_id == "d")).one()
-        assert (new.user_no, new.seq) == (4, 4)
-    finally:
-        engine.dispose()
+def test_migration_0003_numbers_existing_users_and_gives_them_no_room(database_url, engine_on):
+    engine = engine_on(database_url, revision=None)
+    upgrade(engine, "0002")
+    old = [
+        record(user_id).as_row() | {"interests": interests}
+        for user_id, interests in (("b", ["surf", "coffee"]), ("a", []), ("c", ["sushi"]))
+    ]
+    with engine.begin() as conn:
+        insert_as_of_0001(conn, assignments, old)
+    upgrade(engine)
+    store = UserStore(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(assignments).order_by(assignments.c.user_id)).all()
+    assert [row.user_no for row in rows] == [1, 2, 3]  # in user id order
+    assert [row.seq for row in rows] == [1, 2, 3]
+    assert [row.interest_mask for row in rows] == [
+        interest_mask([]),
+        interest_mask(["surf", "coffee"]),
+        interest_mask(["sushi"]),
+    ]
+    assert {row.room_id for row in rows} == {None}
+    # New users are numbered after them, on both databases.
+    store.assignments.save([record("d")])
+    assert store.assignments.current("d") is not None
+    with engine.connect() as conn:
+        new = conn.execute(sa.select(assignments).where(assignments.c.user_id == "d")).one()
+    assert (new.user_no, new.seq) == (4, 4)
 
 
-def test_migration_0004_counts_the_members_of_rooms_opened_before_it(database_url):
-    from alembic import command
-
-    from nomads_cluster.store.engine import create_store_engine
-    from nomads_cluster.store.migrations import alembic_config, upgrade
-    from nomads_cluster.store.tables import rooms
-
-    engine = create_store_engine(database_url, timeout=5)
-    try:
-        upgrade(engine)
-        store = UserStore(engine, room_size=2)
-        cities = ["Madrid", "Madrid", "Madrid", "Paris", None]
-        store.save([replace(record(i), city=city) for i, city in enumerate(cities)])
-        with engine.begin() as conn:  # back to rooms without counts, and their triggers
-            command.downgrade(alembic_config(conn), "0003")
-            conn.execute(assignments.update().where(assignments.c.user_id == "0").values(
-                room_id=None
-            ))  # fmt: skip
-            assert "members" not in {c["name"] for c in sa.inspect(conn).get_columns("rooms")}
-        upgrade(engine)
-        with engine.connect() as conn:
-            counts = dict(conn.execute(sa.select(rooms.c.id, rooms.c.members)).all())
-        assert counts == {"madrid-1": 1, "madrid-1-2": 1, "paris-1": 1}
-        store.save([replace(record("5"), city="Madrid")])  # the triggers are back
-        assert store.room("madrid-1").members == 2
-    finally:
-        engine.dispose()
+def test_migration_0004_counts_the_members_of_rooms_opened_before_it(database_url, engine_on):
+    engine = engine_on(database_url, revision=None)
+    upgrade(engine)
+    store = UserStore(engine, room_size=2)
+    cities = ["Madrid", "Madrid", "Madrid", "Paris", None]
+    store.assignments.save([replace(record(i), city=city) for i, city in enumerate(cities)])
+    with engine.begin() as conn:  # back to rooms without counts, and their triggers
+        command.downgrade(alembic_config(conn), "0003")
+        conn.execute(assignments.update().where(assignments.c.user_id == "0").values(room_id=None))
+        assert "members" not in {c["name"] for c in sa.inspect(conn).get_columns("rooms")}
+    upgrade(engine)
+    with engine.connect() as conn:
+        counts = dict(conn.execute(sa.select(rooms.c.id, rooms.c.members)).all())
+    assert counts == {"madrid-1": 1, "madrid-1-2": 1, "paris-1": 1}
+    store.assignments.save([replace(record("5"), city="Madrid")])  # the triggers are back
+    assert store.rooms.get("madrid-1").members == 2
 
 
-def test_migration_0002_keys_stored_scores_by_segment_and_back(database_url):
-    from alembic import command
-
-    from nomads_cluster.store.engine import create_store_engine
-    from nomads_cluster.store.migrations import alembic_config, upgrade
-
-    engine = create_store_engine(database_url, timeout=5)
-    try:
-        upgrade(engine, "0001")  # scores were lists, position i being segment i + 1
-        row = record("old").as_row() | {"scores": [0.5, 0.0, 0.25, 0.125]}
-        with engine.begin() as conn:
-            insert_as_of_0001(conn, assignments, [row])
-            insert_as_of_0001(conn, assignment_history, [row, row | {"cluster": 3}])
-        upgrade(engine)
-        by_segment = {"1": 0.5, "2": 0.0, "3": 0.25, "4": 0.125}
-        with engine.connect() as conn:
-            assert conn.execute(sa.select(assignments.c.scores)).scalars().all() == [by_segment]
-            history = conn.execute(sa.select(assignment_history.c.scores)).scalars().all()
-            assert history == [by_segment, by_segment]
-        with engine.begin() as conn:
-            command.downgrade(alembic_config(conn), "0001")
-        with engine.connect() as conn:
-            assert conn.execute(sa.select(assignments.c.scores)).scalar_one() == row["scores"]
-    finally:
-        engine.dispose()
+def test_migration_0002_keys_stored_scores_by_segment_and_back(database_url, engine_on):
+    engine = engine_on(database_url, revision=None)
+    upgrade(engine, "0001")  # scores were lists, position i being segment i + 1
+    row = record("old").as_row() | {"scores": [0.5, 0.0, 0.25, 0.125]}
+    with engine.begin() as conn:
+        insert_as_of_0001(conn, assignments, [row])
+        insert_as_of_0001(conn, assignment_history, [row, row | {"cluster": 3}])
+    upgrade(engine)
+    by_segment = {"1": 0.5, "2": 0.0, "3": 0.25, "4": 0.125}
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(assignments.c.scores)).scalars().all() == [by_segment]
+        history = conn.execute(sa.select(assignment_history.c.scores)).scalars().all()
+        assert history == [by_segment, by_segment]
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0001")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(assignments.c.scores)).scalar_one() == row["scores"]

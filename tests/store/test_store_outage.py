@@ -1,11 +1,16 @@
 """The database going away and coming back: 503 with Retry-After, then recovery."""
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from conftest import READER
 from helpers.tcp_proxy import TcpProxy
 
-from nomads_cluster.store.engine import normalize_url
+from nomads_cluster.store import engine as store_engine
+from nomads_cluster.store.engine import StoreUnavailable, normalize_url
+from nomads_cluster.store.migrations import upgrade
+from nomads_cluster.store.records import Assignment
+from nomads_cluster.store.users import UserStore
 
 BODY = {"_id": "outage", "interests": {"surf": True}}
 
@@ -69,7 +74,6 @@ def _backend_pid(store) -> int:
 
 
 def _terminate(postgres_url: str, pid: int) -> None:
-    import psycopg
 
     url = normalize_url(postgres_url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
@@ -80,9 +84,6 @@ def test_a_connection_idle_long_enough_is_pinged_and_replaced_if_dead(postgres_u
     """A server restarted while the pool's connection sat idle: the ping before its
     use notices, and the write goes through on a new connection. A connection in steady
     use is not pinged: its write fails (a 503 for the request), the next one reconnects."""
-    from nomads_cluster.store import engine as store_engine
-    from nomads_cluster.store.migrations import upgrade
-    from nomads_cluster.store.users import Assignment, StoreUnavailable, UserStore
 
     def user(user_id: str) -> Assignment:
         return Assignment(user_id=user_id, interests=(), cluster=1, scores={}, model_version="v")
@@ -93,16 +94,16 @@ def test_a_connection_idle_long_enough_is_pinged_and_replaced_if_dead(postgres_u
         monkeypatch.setattr(store_engine, "PING_AFTER_IDLE_SECONDS", 0)  # idle: pinged
         killed = _backend_pid(store)
         _terminate(postgres_url, killed)
-        store.save([user("after-idle")])
-        assert store.current("after-idle") is not None
+        store.assignments.save([user("after-idle")])
+        assert store.assignments.current("after-idle") is not None
         assert _backend_pid(store) != killed
 
         monkeypatch.setattr(store_engine, "PING_AFTER_IDLE_SECONDS", 3600)  # in use: not
         _terminate(postgres_url, _backend_pid(store))
         with pytest.raises(StoreUnavailable):
-            store.save([user("lost-connection")])
-        store.save([user("next")])
-        assert store.current("next") is not None
-        assert store.current("lost-connection") is None
+            store.assignments.save([user("lost-connection")])
+        store.assignments.save([user("next")])
+        assert store.assignments.current("next") is not None
+        assert store.assignments.current("lost-connection") is None
     finally:
         store.engine.dispose()

@@ -3,8 +3,11 @@ import random
 import pytest
 import sqlalchemy as sa
 
+from nomads_cluster.store.engine import create_store_engine
+from nomads_cluster.store.migrations import upgrade
+from nomads_cluster.store.records import Assignment
 from nomads_cluster.store.tables import assignment_history, assignments
-from nomads_cluster.store.users import Assignment
+from nomads_cluster.store.users import UserStore
 from nomads_cluster.store.writes import COLUMNS, HISTORY_COLUMNS
 
 
@@ -28,11 +31,11 @@ def test_a_group_with_repeated_users_stores_every_row_and_the_last_of_each(store
         )
         for _ in range(40)
     ]
-    store.save(group)
+    store.assignments.save(group)
     for user_id in {str(record.user_id) for record in group}:
         theirs = [record for record in group if str(record.user_id) == user_id]
-        assert store.current(user_id) == theirs[-1]
-        assert store.history(user_id, limit=100) == theirs[::-1]
+        assert store.assignments.current(user_id) == theirs[-1]
+        assert store.assignments.history(user_id, limit=100) == theirs[::-1]
 
 
 def test_a_group_that_fails_stores_nothing_of_it(store):
@@ -40,9 +43,9 @@ def test_a_group_that_fails_stores_nothing_of_it(store):
     good = Assignment("good", ("surf",), 1, {"1": 1.0}, "v1")
     bad = Assignment("bad", ("surf",), None, {"1": 1.0}, "v1")  # cluster is NOT NULL
     with pytest.raises(sa.exc.IntegrityError):
-        store.save([good, bad])
-    assert store.current("good") is None
-    assert store.history("good", limit=10) == []
+        store.assignments.save([good, bad])
+    assert store.assignments.current("good") is None
+    assert store.assignments.history("good", limit=10) == []
 
 
 def test_on_postgresql_a_write_finds_its_users_by_their_key(postgres_url):
@@ -50,9 +53,6 @@ def test_on_postgresql_a_write_finds_its_users_by_their_key(postgres_url):
     through the primary key. Its rows come as one JSON parameter, which the planner
     takes for a hundred rows: matched against them, the planner would read the table
     whole at every write."""
-    from nomads_cluster.store.engine import create_store_engine
-    from nomads_cluster.store.migrations import upgrade
-    from nomads_cluster.store.users import UserStore
 
     def user(user_id: str) -> Assignment:
         return Assignment(user_id, ("surf",), 1, {"1": 1.0}, "v1")
@@ -60,7 +60,7 @@ def test_on_postgresql_a_write_finds_its_users_by_their_key(postgres_url):
     store = UserStore(create_store_engine(postgres_url, timeout=30), timeout=30)
     try:
         upgrade(store.engine)
-        store.save([user(str(n)) for n in range(5000)])
+        store.assignments.save([user(str(n)) for n in range(5000)])
         with store.engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE assignments")
             conn.commit()
@@ -70,7 +70,7 @@ def test_on_postgresql_a_write_finds_its_users_by_their_key(postgres_url):
         def keep(conn, cursor, statement, parameters, context, executemany):
             sent.append((statement, parameters))
 
-        store.save([user("7")])
+        store.assignments.save([user("7")])
         sa.event.remove(store.engine, "before_cursor_execute", keep)
         ((statement, parameters),) = [s for s in sent if s[0].lstrip().startswith("WITH given")]
         with store.engine.connect() as conn:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR
 from nomads_cluster.segmentation.survey import read_survey
+from nomads_cluster.web import api
 
 APP_EXAMPLE = {"_id": "6172a562284bf0c3a4c8632a", "interests": {"surf": True, "coffee": True}}
 
@@ -234,7 +235,6 @@ def test_no_bytes_make_a_server_error(client, raw):
 
 def test_a_server_bug_is_a_logged_500_without_traceback(app, client, monkeypatch, caplog):
     # A schema failure while shaping the answer is ours, not the client's: 500, logged.
-    from nomads_cluster.web import api
 
     monkeypatch.setattr(api, "normalised_scores", lambda scores: {"1": "not a number"})
     response = client.post("/cluster", json=APP_EXAMPLE)

@@ -102,12 +102,14 @@ def key_set(tmp_path):
     server.server_close()
 
 
-def test_tokens_signed_with_the_providers_published_key(make_app, config_for, database_url,
-                                                        key_set):  # fmt: skip
+def test_tokens_signed_with_the_providers_published_key(
+    make_app, config_for, database_url, key_set
+):
     private, url, _ = key_set
     client = make_app(config_for(database_url, JWKS_URL=url)).test_client()
-    signed = jwt.encode({"sub": "u1", "exp": int(time.time()) + 600}, private, "RS256",
-                        headers={"kid": "k1"})  # fmt: skip
+    signed = jwt.encode(
+        {"sub": "u1", "exp": int(time.time()) + 600}, private, "RS256", headers={"kid": "k1"}
+    )
     assert client.post("/cluster", json=BODY, headers=bearer(signed)).status_code == 200
     forged = token("u1")  # HS256, or a key the provider did not publish
     assert client.post("/cluster", json=BODY, headers=bearer(forged)).status_code == 401
@@ -118,8 +120,9 @@ def test_an_unreadable_key_set_is_a_503(make_app, config_for, database_url, key_
     client = make_app(config_for(database_url, JWKS_URL=url)).test_client()
     server.shutdown()  # the provider is down
     server.server_close()
-    signed = jwt.encode({"sub": "u1", "exp": int(time.time()) + 600}, private, "RS256",
-                        headers={"kid": "k1"})  # fmt: skip
+    signed = jwt.encode(
+        {"sub": "u1", "exp": int(time.time()) + 600}, private, "RS256", headers={"kid": "k1"}
+    )
     response = client.post("/cluster", json=BODY, headers=bearer(signed))
     assert response.status_code == 503
     assert "Retry-After" in response.headers

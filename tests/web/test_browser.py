@@ -13,8 +13,14 @@ from werkzeug.serving import make_server
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, encode_interests, key_to_label
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PHONE = {"width": 375, "height": 667}
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -107,7 +113,7 @@ def test_ticking_interests_shows_the_segment_and_why(phone_page, base_url, app, 
     assert shares.index(max(shares)) + 1 == segment
     assert phone_page.get_by_label(f"Segment {segment}", exact=True).count() == 1
     # The page previews: nothing about this visitor is stored.
-    assert store.current("web-page") is None
+    assert store.assignments.current("web-page") is None
 
 
 def test_a_city_shows_the_room_it_would_give(phone_page, base_url, app, store):
@@ -122,7 +128,7 @@ def test_a_city_shows_the_room_it_would_give(phone_page, base_url, app, store):
         f"Your chat room: sevilla-{segment}, with people of segment {segment} in Sevilla."
         in status.inner_text()
     )
-    assert store.current("web-page") is None and store.rooms(None, None, 10) == []
+    assert store.assignments.current("web-page") is None and store.rooms.page(None, None, 10) == []
 
 
 def test_page_fits_a_phone_and_labels_every_control(phone_page, base_url):
@@ -169,12 +175,38 @@ def test_page_passes_axe_before_and_after_an_answer(axe_page, base_url):
     assert accessibility_violations(axe_page) == []
 
 
-def test_no_interest_says_so(phone_page, base_url):
+def test_no_interest_says_so_rather_than_a_segment(phone_page, base_url):
     phone_page.goto(base_url + "/")
     phone_page.get_by_role("button", name="Find my segment").click()
     status = phone_page.get_by_role("status")
     status.get_by_role("heading").wait_for()
-    assert "You ticked no interest" in status.inner_text()
+    assert status.get_by_role("heading").inner_text() == "No interest ticked"
+    assert "Your segment" not in status.inner_text()
+    assert phone_page.locator("#result meter").count() == 0
+
+
+def test_a_long_city_does_not_widen_the_phone_page(phone_page, base_url):
+    phone_page.goto(base_url + "/")
+    phone_page.get_by_label("Surf", exact=True).check()
+    phone_page.get_by_label("Your city").fill("Llanfair" * 12 + "gogo")  # 100 letters, the most
+    phone_page.get_by_role("button", name="Find my segment").click()
+    status = phone_page.get_by_role("status")
+    status.get_by_role("heading").wait_for()
+    assert "Your chat room:" in status.inner_text()
+    assert phone_page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_segments_are_numbered_once_and_the_heatmap_reads_on_a_phone(phone_page, base_url):
+    phone_page.goto(base_url + "/")
+    items = phone_page.locator("#segments-heading ~ .segments > li")
+    assert items.count() >= 2
+    assert items.first.evaluate("item => getComputedStyle(item).listStyleType") == "none"
+    assert items.first.get_by_role("heading").inner_text().startswith("Segment 1: ")
+    heatmap = phone_page.locator("figure img")
+    drawn = heatmap.evaluate("img => [img.naturalWidth, img.naturalHeight, img.clientWidth]")
+    natural_width, natural_height, shown_width = drawn
+    assert natural_height > natural_width  # interests down: a phone's shape
+    assert shown_width >= 0.6 * natural_width  # its labels are not shrunk out of reading
 
 
 def test_swagger_ui_renders_every_operation_offline(browser, base_url, app):

@@ -77,9 +77,12 @@ def test_no_origin_header_still_gets_wildcard(client):
 def test_preflight_grants_the_asked_headers_methods_and_a_day(client):
     response = client.options(
         "/users/u-1",
-        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "get",
-                 "Access-Control-Request-Headers": "X-Request-ID, authorization"},
-    )  # fmt: skip
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "get",
+            "Access-Control-Request-Headers": "X-Request-ID, authorization",
+        },
+    )
     assert response.headers["Access-Control-Allow-Headers"] == "X-Request-ID, authorization"
     assert response.headers["Access-Control-Max-Age"] == "86400"
     methods = response.headers["Access-Control-Allow-Methods"].split(", ")

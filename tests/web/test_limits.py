@@ -2,6 +2,8 @@
 
 import pytest
 
+from nomads_cluster import ConfigError, create_app
+
 
 @pytest.fixture
 def limited(make_app, config_for, tmp_path):
@@ -54,7 +56,6 @@ def test_without_trusted_proxies_the_forwarded_address_is_ignored(limited):
 
 
 def test_a_wrong_limit_is_refused_at_start_up(monkeypatch, tmp_path):
-    from nomads_cluster import ConfigError, create_app
 
     monkeypatch.setenv("NOMADS_DATABASE_URL", f"sqlite:///{tmp_path}/db.sqlite3")
     monkeypatch.setenv("NOMADS_RATE_LIMIT", "lots")

@@ -77,8 +77,10 @@ def test_text_format_is_readable(capsys):
     configure_logging("text", "INFO")
     logging.getLogger("nomads_cluster.access").info("GET /health 200 1.0 ms")
     configure_logging("json", "INFO")
-    assert re.search(r" INFO nomads_cluster\.access \[-\] GET /health 200 1\.0 ms$",
-                     capsys.readouterr().err.strip())  # fmt: skip
+    assert re.search(
+        r" INFO nomads_cluster\.access \[-\] GET /health 200 1\.0 ms$",
+        capsys.readouterr().err.strip(),
+    )
 
 
 def test_other_logs_are_json_lines_with_their_fields_and_traceback(capsys):

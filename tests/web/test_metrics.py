@@ -72,8 +72,9 @@ def test_requests_assignments_and_latency_are_counted(client, app):
     user = (("method", "GET"), ("route", "/users/<user_id>"), ("status", "404"))
     assert delta("nomads_requests_total", user) == 1
     assert delta("nomads_request_duration_seconds_count", (("route", "/cluster"),)) == 4
-    segment = client.post("/cluster/preview", json={"_id": 0, "interests": {"drinks": True,
-                          "parties": True}}).get_json()["cluster"]  # fmt: skip
+    segment = client.post(
+        "/cluster/preview", json={"_id": 0, "interests": {"drinks": True, "parties": True}}
+    ).get_json()["cluster"]
     assigned = (("segment", str(segment)), ("source", "api"))
     assert delta("nomads_assignments_total", assigned) == 3
     version = app.extensions["segment_model"].version
@@ -90,8 +91,11 @@ def test_drift_gauges_are_the_drift_report(client):
     assert found["nomads_drift_window_assignments", version] == report["assignments"] == 5
     for segment in report["segments"]:
         for population in ("recent", "training"):
-            labels = (("model_version", report["model_version"]),
-                      ("population", population), ("segment", str(segment["segment"])))  # fmt: skip
+            labels = (
+                ("model_version", report["model_version"]),
+                ("population", population),
+                ("segment", str(segment["segment"])),
+            )
             value = segment[f"{population}_share"]
             assert found["nomads_drift_segment_share", labels] == pytest.approx(value)
 

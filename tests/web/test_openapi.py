@@ -12,8 +12,14 @@ from nomads_cluster.segmentation.card import ModelCard
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.web.openapi import BATCH_EXAMPLE, CLUSTER_EXAMPLE, OPERATIONS
 
-UNDOCUMENTED = {"/", "/favicon.ico", "/openapi.json", "/docs", "/static/<path:filename>",
-                "/docs/swagger-ui/<path:filename>"}  # fmt: skip
+UNDOCUMENTED = {
+    "/",
+    "/favicon.ico",
+    "/openapi.json",
+    "/docs",
+    "/static/<path:filename>",
+    "/docs/swagger-ui/<path:filename>",
+}
 
 
 @pytest.fixture
@@ -61,8 +67,11 @@ def test_every_route_is_documented_and_nothing_else(app, document):
 
 def test_schemas_are_the_classes_that_validate_and_answer(document):
     components = document["components"]["schemas"]
-    for cls, mode in [(schemas.ClusterRequest, "validation"), (schemas.ClusterResponse,
-                      "serialization"), (ModelCard, "serialization")]:  # fmt: skip
+    for cls, mode in [
+        (schemas.ClusterRequest, "validation"),
+        (schemas.ClusterResponse, "serialization"),
+        (ModelCard, "serialization"),
+    ]:
         generated = cls.model_json_schema(mode=mode, ref_template="#/components/schemas/{model}")
         generated.pop("$defs", None)
         assert components[cls.__name__] == generated
@@ -135,8 +144,13 @@ def test_real_answers_fit_the_document(client, document):
         check_answer(document, "get", "/clusters/heatmap.png", heatmap)
     # The calls reach every answer but the store's 503s (test_store_outage.py).
     assert {(p, 422) for p in ("/cluster", "/cluster/batch")} <= seen
-    assert {("/cluster", 400), ("/cluster", 413), ("/users/{user_id}", 204),
-            ("/users/{user_id}", 401), ("/users/{user_id}", 404)} <= seen  # fmt: skip
+    assert {
+        ("/cluster", 400),
+        ("/cluster", 413),
+        ("/users/{user_id}", 204),
+        ("/users/{user_id}", 401),
+        ("/users/{user_id}", 404),
+    } <= seen
 
 
 def test_operations_behind_a_key_say_which(client, document):
@@ -171,3 +185,13 @@ def test_swagger_ui_is_served_by_the_app_itself(client):
             assert asset.status_code == 200, url
     with client.get("/docs/swagger-ui/swagger-ui-bundle.js") as bundle:
         assert b"SwaggerUIBundle" in bundle.data
+
+
+def test_each_problem_example_has_its_own_status(client):
+    document = client.get("/openapi.json").get_json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                problem = answer.get("content", {}).get("application/problem+json")
+                if problem is not None:
+                    assert problem["example"]["status"] == int(status), (method, path, status)

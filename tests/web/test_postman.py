@@ -40,8 +40,17 @@ def base_url(tmp_path):
 
 def run_collection(newman: Path, base_url: str, keys: dict[str, str], report: Path) -> dict:
     variables = [f"{name}={value}" for name, value in {"baseUrl": base_url, **keys}.items()]
-    command = [str(newman), "run", str(COLLECTION), "--reporters", "cli,json",
-               "--reporter-json-export", str(report), "--color", "off"]  # fmt: skip
+    command = [
+        str(newman),
+        "run",
+        str(COLLECTION),
+        "--reporters",
+        "cli,json",
+        "--reporter-json-export",
+        str(report),
+        "--color",
+        "off",
+    ]
     command += [argument for variable in variables for argument in ("--env-var", variable)]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     summary = json.loads(report.read_text())["run"]

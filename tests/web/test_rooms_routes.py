@@ -52,8 +52,9 @@ def test_a_bad_city_is_a_422_that_says_where(client, city, detail):
     assert client.get("/users/u", headers=READER).status_code == 404  # nothing stored
 
 
-def test_preview_names_the_room_a_city_would_give_and_stores_nothing(make_app, config_for,
-                                                                     database_url):  # fmt: skip
+def test_preview_names_the_room_a_city_would_give_and_stores_nothing(
+    make_app, config_for, database_url
+):
     client = make_app(config_for(database_url, ROOM_SIZE=1)).test_client()
     preview = sign_up(client, "p", city="Lisboa", path="/cluster/preview")
     segment = preview["cluster"]
@@ -89,8 +90,9 @@ def test_rooms_list_member_counts_without_a_key(client):
         "next": None,
     }
     assert [r["id"] for r in client.get("/rooms").get_json()["rooms"]] == [
-        f"paris-{segment}", f"roma-{segment}",
-    ]  # fmt: skip
+        f"paris-{segment}",
+        f"roma-{segment}",
+    ]
     assert "_id" not in client.get("/rooms").get_data(as_text=True)  # counts, not people
 
 
@@ -132,10 +134,12 @@ def test_similar_users_over_http(client):
     sign_up(client, "far", museums=True)
     answer = client.get("/users/me/similar?k=2", headers=READER).get_json()
     assert answer["_id"] == "me"
-    assert [(s["_id"], s["similarity"], s["shared_interests"], s["city"])
-            for s in answer["similar"]] == [
-        ("twin", 1.0, ["surf", "coffee"], "Bergen"), ("near", 0.5, ["surf"], "Oslo"),
-    ]  # fmt: skip
+    assert [
+        (s["_id"], s["similarity"], s["shared_interests"], s["city"]) for s in answer["similar"]
+    ] == [
+        ("twin", 1.0, ["surf", "coffee"], "Bergen"),
+        ("near", 0.5, ["surf"], "Oslo"),
+    ]
     same = client.get("/users/me/similar?city=same", headers=READER).get_json()
     assert [s["_id"] for s in same["similar"]] == ["near"]
     # Nobody shares the city of a user without one.

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, encode_interests
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, TOP_REASONS
+from nomads_cluster.segmentation.survey import read_survey
 
 CARD = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
 
@@ -37,7 +38,6 @@ def test_clusters_lists_the_loaded_models_segments(client, sklearn_model):
 
 
 def test_shares_are_the_training_users_segments(client, survey_path, sklearn_model):
-    from nomads_cluster.segmentation.survey import read_survey
 
     features = read_survey(survey_path).features
     counts = np.bincount(sklearn_model.transform(features).argmax(axis=1), minlength=4)
@@ -82,7 +82,7 @@ def test_preview_answers_as_cluster_and_stores_nothing(client, store):
     body = {"_id": "try-me", "interests": {"surf": True, "sunsets": True}}
     preview = client.post("/cluster/preview", json=body)
     assert preview.status_code == 200
-    assert store.current("try-me") is None
+    assert store.assignments.current("try-me") is None
     assert client.post("/cluster", json=body).get_json() == preview.get_json()
 
 

@@ -57,17 +57,23 @@ def test_a_version_that_cannot_be_loaded_here_is_refused_and_the_old_one_served(
         now = datetime.now(UTC)
         conn.execute(
             model_versions.insert().values(
-                version="f00df00df00d", card=card, profiles=profiles,
+                version="f00df00df00d",
+                card=card,
+                profiles=profiles,
                 parameters_sha256=parameters_sha256(card, profiles),
-                filed_by="newer code", filed_at=now,
+                filed_by="newer code",
+                filed_at=now,
             )
-        )  # fmt: skip
+        )
         conn.execute(
             model_promotions.insert().values(
-                version="f00df00df00d", previous=committed.version, action="promote",
-                promoted_by="newer code", promoted_at=now,
+                version="f00df00df00d",
+                previous=committed.version,
+                action="promote",
+                promoted_by="newer code",
+                promoted_at=now,
             )
-        )  # fmt: skip
+        )
     follower = app.extensions["model_follower"]
     with caplog.at_level(logging.ERROR, logger="nomads_cluster.web.served_model"):
         assert served_version(client) == committed.version  # starts the follower

@@ -16,8 +16,8 @@ from helpers.live_server import REPO
 from helpers.receiver import SECRET
 from helpers.waiting import wait_until
 
+from nomads_cluster.store.records import Assignment
 from nomads_cluster.store.tables import webhook_deliveries
-from nomads_cluster.store.users import Assignment
 from nomads_cluster.testing import WebhookReceiver
 from nomads_cluster.worker import webhooks
 from nomads_cluster.worker.webhooks import WebhookDelivery
@@ -37,7 +37,7 @@ def fast_retries(monkeypatch):
 
 def sign_up(store, count: int, start: int = 0) -> None:
     """``count`` new users, two in three of them in Madrid."""
-    store.save([user(i) for i in range(start, start + count)])
+    store.assignments.save([user(i) for i in range(start, start + count)])
 
 
 def user(i: int) -> Assignment:
@@ -53,7 +53,7 @@ def stored_ids(client) -> list[int]:
 def deliver_all(delivery: WebhookDelivery, steps: int = 200) -> None:
     """Step until the worker has nothing left to send now (or is stopped)."""
     for _ in range(steps):
-        if delivery.step() > 0 and not delivery._state().sending_through:
+        if delivery.step() > 0 and not delivery.state().sending_through:
             return
 
 
@@ -79,7 +79,7 @@ def test_a_failing_then_slow_receiver_gets_the_same_batch_again_then_the_rest(
         deliver_all(delivery)
     assert receiver.event_ids() == stored_ids(client)  # each once, in order
     assert "failed (HTTP 500), try 1" in caplog.text and "try 3" in caplog.text
-    assert delivery._state().failed_attempts == 3
+    assert delivery.state().failed_attempts == 3
 
 
 def test_410_gone_stops_deliveries_with_a_clear_line(store, receiver, caplog):
@@ -92,7 +92,7 @@ def test_410_gone_stops_deliveries_with_a_clear_line(store, receiver, caplog):
     assert f"webhook deliveries to {receiver.url} stop: the receiver answered 410 Gone" in (
         caplog.text
     )
-    assert receiver.deliveries == [] and delivery._state().stopped_at is not None
+    assert receiver.deliveries == [] and delivery.state().stopped_at is not None
 
 
 def test_a_killed_worker_loses_nothing_and_resends_at_most_its_batch(

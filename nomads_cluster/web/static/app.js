@@ -15,14 +15,16 @@ function element(tag, text, attributes = {}) {
 
 function showAnswer(answer) {
   const box = element("div", undefined, { class: "answer" });
+  if (answer.no_interests) {
+    box.append(element("h3", "No interest ticked"));
+    box.append(element("p", "Tick what you like above: your segment comes from your interests."));
+    result.replaceChildren(box);
+    return;
+  }
   const label = answer.label.split(", ").map(labelOf).join(", ");
   box.append(element("h3", `Your segment: ${answer.cluster} (${label})`));
-  if (answer.no_interests) {
-    box.append(element("p", "You ticked no interest, so none weighed toward a segment."));
-  } else {
-    const reasons = answer.explanation.top_interests.map((item) => labelOf(item.interest));
-    box.append(element("p", `What weighed most: ${reasons.join(", ")}.`));
-  }
+  const reasons = answer.explanation.top_interests.map((item) => labelOf(item.interest));
+  box.append(element("p", `What weighed most: ${reasons.join(", ")}.`));
   const scores = element("div", undefined, { class: "scores" });
   for (const [segment, part] of Object.entries(answer.explanation.normalised_scores)) {
     const id = `score-${segment}`;
