@@ -127,7 +127,6 @@ def shape_differences(documented: Any, actual: Any, where: str = "#") -> list[st
 
 @pytest.mark.parametrize("page", [p for p in PAGES if curl_examples(p)], ids=lambda p: p.name)
 def test_every_curl_of_the_page_answers_as_shown(page, tmp_path):
-
     keys = {name.removeprefix("NOMADS_"): key for name, key in KEYS.items()}
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'docs.sqlite3'}", **keys})
     client = app.test_client()

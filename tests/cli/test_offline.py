@@ -156,7 +156,6 @@ def test_assign_runs_without_the_web_layer_the_store_or_pandas(tmp_path):
 
 
 def test_scoring_runs_on_one_blas_thread_while_the_writer_has_the_other_core(tmp_path):
-
     path = tmp_path / "in.csv"
     path.write_bytes(csv_bytes([good_row(i) for i in range(5)]).getvalue())
     model = load_model(DEFAULT_MODEL_DIR)

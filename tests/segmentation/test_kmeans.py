@@ -18,7 +18,6 @@ from nomads_cluster.segmentation.survey import read_survey
 
 @pytest.fixture(scope="module")
 def kmeans_dir(survey_path, tmp_path_factory):
-
     out = tmp_path_factory.mktemp("kmeans")
     result = CliRunner().invoke(
         main,
@@ -65,7 +64,6 @@ def test_segment_is_kmeans_predict(served, fitted, features):
 
 
 def test_scores_are_the_responsibilities_of_the_centroids(served, fitted, survey_path):
-
     features = read_survey(survey_path).features
     variance = served.card.score_variance
     assert variance == pytest.approx(fitted.inertia_ / features.size)

@@ -63,14 +63,12 @@ def _replace_pickle(model_dir: Path, estimator) -> None:
 
 
 def test_pickle_of_another_estimator_is_refused(model_copy):
-
     _replace_pickle(model_copy, PCA(n_components=4).fit(np.eye(26)))
     with pytest.raises(ModelError, match="PCA is not allowed"):
         load_model(model_copy)
 
 
 def test_pickle_of_another_algorithm_than_the_cards_is_refused(model_copy):
-
     _replace_pickle(model_copy, KMeans(n_clusters=4, n_init=1).fit(np.eye(26)))
     with pytest.raises(ModelError, match=r"does not hold a fitted sklearn\.decomposition\.NMF"):
         load_model(model_copy)

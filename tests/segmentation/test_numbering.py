@@ -123,7 +123,6 @@ def test_a_new_segment_gets_a_number_never_used(survey, committed, tmp_path):
 
 
 def test_service_answers_with_the_models_own_numbers(make_app, config_for, survey, tmp_path):
-
     # A model numbered 2, 5, 7, 9: every answer speaks of those numbers only.
     card = training.train(survey, tmp_path / "model")
     numbers = {1: 2, 2: 5, 3: 7, 4: 9}
@@ -157,7 +156,6 @@ def test_service_answers_with_the_models_own_numbers(make_app, config_for, surve
 
 
 def test_train_command_reports_the_matching(survey_path, tmp_path):
-
     out = tmp_path / "m"
     arguments = ["--data", survey_path, "--out", out, "--previous", DEFAULT_MODEL_DIR]
     result = CliRunner().invoke(main, ["train", *map(str, arguments)])

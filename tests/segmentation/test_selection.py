@@ -52,7 +52,6 @@ def test_clear_clusters_are_found(tmp_path):
 
 
 def test_train_auto_writes_the_report_and_fits_the_chosen_count(runner, survey_path, tmp_path):
-
     out = tmp_path / "auto"
     result = runner.invoke(
         main, ["train", "--data", str(survey_path), "--out", str(out), "--components", "auto"]
@@ -74,7 +73,6 @@ def test_train_auto_writes_the_report_and_fits_the_chosen_count(runner, survey_p
 
 @pytest.mark.parametrize("value", ["1", "11", "four", ""])
 def test_components_must_be_a_count_or_auto(runner, value):
-
     result = runner.invoke(main, ["train", "--components", value])
     assert result.exit_code == 2
     assert "a number of segments from 2 to 10, or auto" in result.output

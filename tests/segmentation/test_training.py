@@ -1,12 +1,15 @@
 import json
+import warnings
 
 import joblib
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from sklearn.exceptions import ConvergenceWarning
 
 from nomads_cluster.cli import main
+from nomads_cluster.segmentation import training
 from nomads_cluster.segmentation.fitting import fit_nmf
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model, sha256_of
@@ -15,7 +18,6 @@ from nomads_cluster.segmentation.scoring import assign_segments
 
 @pytest.fixture(scope="module")
 def trained_dir(survey_path, tmp_path_factory):
-
     out = tmp_path_factory.mktemp("trained")
     result = CliRunner().invoke(main, ["train", "--data", str(survey_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -80,8 +82,29 @@ def test_train_reports_bad_survey_row(runner, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_training_draws_the_heatmap_and_the_command_redraws_it(trained_dir, tmp_path):
+def test_train_tells_the_fits_warnings_once_each_before_its_results(
+    survey_path, tmp_path, monkeypatch
+):
+    fit = training.train
 
+    def warning_fit(*args, **kwargs):
+        for _ in range(2):
+            warnings.warn(
+                "Maximum number of iterations 200 reached", ConvergenceWarning, stacklevel=2
+            )
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", warning_fit)
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(survey_path), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 0, result.output
+    told = "warning from the fit: Maximum number of iterations 200 reached"
+    assert result.output.count(told) == 1
+    assert result.output.index(told) < result.output.index("trained on 115 answers")
+
+
+def test_training_draws_the_heatmap_and_the_command_redraws_it(trained_dir, tmp_path):
     drawn = (trained_dir / "heatmap.png").read_bytes()
     with Image.open(trained_dir / "heatmap.png") as image:
         assert image.format == "PNG" and image.height > image.width > 0  # fits a phone
@@ -93,7 +116,6 @@ def test_training_draws_the_heatmap_and_the_command_redraws_it(trained_dir, tmp_
 
 
 def test_heatmap_command_refuses_a_directory_without_a_model(tmp_path):
-
     result = CliRunner().invoke(main, ["heatmap", "--model-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "cannot read the model" in result.output

@@ -143,7 +143,6 @@ def test_processes_starting_at_once_on_an_empty_database_serve_one_first_version
 
 
 def test_a_database_behind_the_registrys_revision_says_to_upgrade(config_for, tmp_path):
-
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     upgrade(create_store_engine(url, timeout=5), "0004")
     store = open_store(configured_app(config_for(url)).config, str(tmp_path))

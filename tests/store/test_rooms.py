@@ -274,7 +274,6 @@ def test_reassign_moves_users_whose_segment_changed_to_a_room_of_it(store):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_room_ids_survive_a_retrain_with_previous(store, survey_path, tmp_path):
-
     committed = load_model(DEFAULT_MODEL_DIR)
     survey = read_survey(survey_path)
     segments, scores = committed.assign_users(survey.features)

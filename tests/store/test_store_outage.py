@@ -74,7 +74,6 @@ def _backend_pid(store) -> int:
 
 
 def _terminate(postgres_url: str, pid: int) -> None:
-
     url = normalize_url(postgres_url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
         assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]

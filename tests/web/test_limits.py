@@ -56,7 +56,6 @@ def test_without_trusted_proxies_the_forwarded_address_is_ignored(limited):
 
 
 def test_a_wrong_limit_is_refused_at_start_up(monkeypatch, tmp_path):
-
     monkeypatch.setenv("NOMADS_DATABASE_URL", f"sqlite:///{tmp_path}/db.sqlite3")
     monkeypatch.setenv("NOMADS_RATE_LIMIT", "lots")
     with pytest.raises(ConfigError, match="NOMADS_RATE_LIMIT: 'lots' is not a rate"):

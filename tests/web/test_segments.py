@@ -38,7 +38,6 @@ def test_clusters_lists_the_loaded_models_segments(client, sklearn_model):
 
 
 def test_shares_are_the_training_users_segments(client, survey_path, sklearn_model):
-
     features = read_survey(survey_path).features
     counts = np.bincount(sklearn_model.transform(features).argmax(axis=1), minlength=4)
     shares = [s["share"] for s in client.get("/clusters").get_json()["segments"]]
