@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 from nomads_cluster import schemas
 from nomads_cluster.segmentation.card import ModelCard
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
-from nomads_cluster.web.openapi import BATCH_EXAMPLE, CLUSTER_EXAMPLE, OPERATIONS
+from nomads_cluster.web.operations import BATCH_EXAMPLE, CLUSTER_EXAMPLE, OPERATIONS
 
 UNDOCUMENTED = {
     "/",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers.live_server import REPO, run_gunicorn
 
-from nomads_cluster.web.openapi import OPERATIONS
+from nomads_cluster.web.operations import OPERATIONS
 
 COLLECTION = REPO / "postman" / "nomads-cluster.postman_collection.json"
 NEWMAN = REPO / "node_modules" / ".bin" / "newman"
