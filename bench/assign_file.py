@@ -32,15 +32,26 @@ print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-def write_input(path: Path, rows: int, seed: int = 7) -> None:
+# With cities: 50 of them, of Zipf-like sizes, as the app's users come.
+CITIES = [f"City {i}" for i in range(50)]
+CITY_WEIGHTS = 1 / np.arange(1, len(CITIES) + 1)
+
+
+def write_input(path: Path, rows: int, seed: int = 7, cities: bool = False) -> None:
     rng = np.random.default_rng(seed)
     with path.open("w") as file:
-        file.write(",".join(["_id", *INTEREST_KEYS]) + "\n")
+        file.write(",".join(["_id", *INTEREST_KEYS, *(["city"] if cities else [])]) + "\n")
         for start in range(0, rows, 100_000):
-            block = (rng.random((min(100_000, rows - start), 26)) < 0.3).astype(np.int8)
+            size = min(100_000, rows - start)
+            block = (rng.random((size, 26)) < 0.3).astype(np.int8)
             digits = np.where(block == 1, "1", "0")
+            ends = ["\n"] * size
+            if cities:
+                chosen = rng.choice(len(CITIES), size, p=CITY_WEIGHTS / CITY_WEIGHTS.sum())
+                ends = [f",{CITIES[c]}\n" for c in chosen]
             file.writelines(
-                f"user-{start + i:07d}," + ",".join(row) + "\n" for i, row in enumerate(digits)
+                f"user-{start + i:08d}," + ",".join(row) + end
+                for i, (row, end) in enumerate(zip(digits, ends, strict=True))
             )
 
 

@@ -5,7 +5,9 @@
   --batches requests.
 - `nomads-cluster assign FILE -o OUT --store`: 1,000,000 rows (the file of part 2),
   scored, written and stored (one transaction per 50,000-row chunk); rows per second
-  of the whole command.
+  of the whole command. `--cities`: each row also names one of 50 cities of Zipf-like
+  sizes, so each chunk also places its users in rooms (a bulk seed of a store from
+  an export: `--rows 10000000 --cities`).
 """
 
 import argparse
@@ -69,6 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", type=int, default=40, help="batch requests per database")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for assign --store")
+    parser.add_argument("--cities", action="store_true", help="rows with a city: rooms too")
+    parser.add_argument("--only", choices=["SQLite", "PostgreSQL"], help="one database")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as work:
@@ -78,14 +82,18 @@ def main() -> None:
         if postgres_url:
             databases["PostgreSQL"] = postgres_url
         users = work_dir / "users.csv"
-        write_input(users, args.rows)
+        write_input(users, args.rows, cities=args.cities)
+        if args.only:
+            databases = {args.only: databases[args.only]}
         print(f"| database | /cluster/batch rows/s ({CLIENTS} clients) | assign --store rows/s |")
         print("|---|---|---|")
         for name, url in databases.items():
             env = {**os.environ, "NOMADS_DATABASE_URL": url}
             batch = batch_rows_per_second({"NOMADS_DATABASE_URL": url}, args.batches)
+            started = time.perf_counter()
             assign = assign_store_rows_per_second(env, users, args.rows)
-            print(f"| {name} | {batch:,.0f} | {assign:,.0f} |", flush=True)
+            minutes = (time.perf_counter() - started) / 60
+            print(f"| {name} | {batch:,.0f} | {assign:,.0f} ({minutes:.1f} min) |", flush=True)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ def database() -> Iterator["UserStore"]:
     from ..store.users import open_store
 
     with settings() as app:
-        store = open_store(app.config, app.instance_path)
+        # A command is not a request: a chunk of a bulk load or a re-scoring batch may
+        # run longer than a request's statement timeout allows.
+        store = open_store(app.config, app.instance_path, bound_statements=False)
     try:
         yield store
     finally:

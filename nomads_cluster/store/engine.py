@@ -57,8 +57,10 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def create_store_engine(url: str | URL, timeout: float) -> Engine:
-    """An engine that answers or fails within about ``timeout`` seconds.
+def create_store_engine(url: str | URL, timeout: float, *, bound_statements: bool = True) -> Engine:
+    """An engine that answers or fails within about ``timeout`` seconds
+    (``bound_statements=False``: connecting and waiting for a lock only, for the
+    commands, whose bulk statements may rightly run longer than any request).
 
     SQLite: WAL (readers never wait for the writer), a busy timeout (writers queue
     instead of failing with "database is locked"), synchronous=FULL (a committed
@@ -92,7 +94,7 @@ def create_store_engine(url: str | URL, timeout: float) -> Engine:
         if pragmas:
             for pragma in pragmas:
                 cursor.execute(f"PRAGMA {pragma}")
-        else:
+        elif bound_statements:
             cursor.execute(f"SET statement_timeout = {int(timeout * 1000)}")
             dbapi_connection.commit()
         cursor.close()

@@ -53,14 +53,17 @@ def default_database_url(instance_path: str) -> str:
     return f"sqlite:///{Path(instance_path) / SQLITE_FILE}"
 
 
-def open_store(config: Mapping[str, Any], instance_path: str) -> UserStore:
+def open_store(
+    config: Mapping[str, Any], instance_path: str, *, bound_statements: bool = True
+) -> UserStore:
     """The store of DATABASE_URL (default: SQLite in the instance folder), its schema
-    made sure of: an empty database gets every migration."""
+    made sure of: an empty database gets every migration. ``bound_statements``: each
+    statement fails after DATABASE_TIMEOUT, as a request's must."""
     from .migrations import prepare_schema
 
     url = config.get("DATABASE_URL") or default_database_url(instance_path)
     timeout = float(config["DATABASE_TIMEOUT"])
-    engine = create_store_engine(url, timeout)
+    engine = create_store_engine(url, timeout, bound_statements=bound_statements)
     try:
         revision = prepare_schema(engine)
     except UNAVAILABLE_ERRORS as exc:

@@ -12,6 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from nomads_cluster import configured_app
 from nomads_cluster.segmentation.interests import interest_mask
 from nomads_cluster.store.engine import create_store_engine, normalize_url
 from nomads_cluster.store.migrations import (
@@ -23,7 +24,7 @@ from nomads_cluster.store.migrations import (
 )
 from nomads_cluster.store.records import Assignment
 from nomads_cluster.store.tables import assignment_history, assignments, metadata, rooms
-from nomads_cluster.store.users import UserStore, default_database_url
+from nomads_cluster.store.users import UserStore, default_database_url, open_store
 
 
 def record(user_id, cluster=1, interests=("surf",), source="api") -> Assignment:
@@ -275,3 +276,14 @@ def test_migration_0002_keys_stored_scores_by_segment_and_back(database_url, eng
         command.downgrade(alembic_config(conn), "0001")
     with engine.connect() as conn:
         assert conn.execute(sa.select(assignments.c.scores)).scalar_one() == row["scores"]
+
+
+def test_requests_statements_are_bounded_and_commands_are_not(config_for, postgres_url, tmp_path):
+    """A request's statement fails after DATABASE_TIMEOUT; a command's bulk chunk may
+    run as long as it needs."""
+    config = configured_app(config_for(postgres_url, DATABASE_TIMEOUT=2)).config
+    for bound, expected in ((True, "2s"), (False, "0")):
+        store = open_store(config, str(tmp_path), bound_statements=bound)
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == expected
+        store.engine.dispose()
