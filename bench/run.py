@@ -109,12 +109,16 @@ def bench_servers(work_dir: Path, against: str | None = None) -> dict[str, Serve
                 path=path,
                 cities=cities,
             )
-        if against_postgres := fresh_postgres_url(f"{POSTGRES_BENCH_DB}_against_cities"):
-            servers[f"nomads-cluster at {against}, PostgreSQL, with a city"] = ours(
-                checkout,
-                {"DATABASE_URL": against_postgres, "PYTHONPATH": str(checkout)},
-                cities=True,
-            )
+        for name, suffix, cities in (
+            ("PostgreSQL", "", False),
+            ("PostgreSQL, with a city", "_cities", True),
+        ):
+            if against_postgres := fresh_postgres_url(f"{POSTGRES_BENCH_DB}_against{suffix}"):
+                servers[f"nomads-cluster at {against}, {name}"] = ours(
+                    checkout,
+                    {"DATABASE_URL": against_postgres, "PYTHONPATH": str(checkout)},
+                    cities=cities,
+                )
     # Each server its own database, as each SQLite one has its own file: on a database
     # that holds rooms, every PostgreSQL write also runs its lock-ordering step (present,
     # store/writes.py), and the other server's dead rows are vacuumed meanwhile.

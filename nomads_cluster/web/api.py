@@ -94,8 +94,8 @@ def cluster_answer(body: ClusterRequest, source: str) -> tuple[Assignment, Clust
     features = encode_interests(interests)
     model = served_model.get_model()
     segment, scores = model.assign_user(features)
-    chosen = tuple(key for key, chosen in interests.items() if chosen)
-    record = Assignment.scored(model, body.user_id, chosen, segment, scores, source, body.city)
+    keys = tuple(key for key, chosen in interests.items() if chosen)
+    record = Assignment.scored(model, body.user_id, keys, segment, scores, source, body.city)
     return record, _cluster_response(record, features)
 
 
