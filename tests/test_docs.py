@@ -195,3 +195,21 @@ def test_the_pages_made_from_the_code_are_current():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings, as the site's table of contents makes them."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    headings = re.findall(r"^#+ (.+)$", text, re.M)
+    slugs = (re.sub(r"[^\w\s-]", "", h.replace("`", "")).strip().lower() for h in headings)
+    return {re.sub(r"[-\s]+", "-", slug) for slug in slugs}
+
+
+def test_every_link_to_a_section_finds_it():
+    broken = []
+    for page in PAGES:
+        for target, anchor in re.findall(r"\]\(([\w/.-]*\.md)#([\w-]+)\)", page.read_text()):
+            linked = (page.parent / target).resolve()
+            if not linked.exists() or anchor not in heading_anchors(linked):
+                broken.append(f"{page.name}: {target}#{anchor}")
+    assert broken == []
