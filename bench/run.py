@@ -375,17 +375,31 @@ def print_report(results: dict[int, dict[str, dict]], first_answer: dict[str, fl
                 if base in by_server:
                     change = by_server[base]["requests_per_s"] / result["requests_per_s"] - 1
                     print(f"{base} at {connections} connections: {change:+.1%} against {name}")
+    for name, (start, pss, rss) in against_original(results, first_answer).items():
+        print(
+            f"\n{name}: first answer {start:.2f} of the original's, memory (PSS) {pss:.2f}, "
+            f"(RSS) {rss:.2f}"
+        )
+
+
+def against_original(
+    results: dict[int, dict[str, dict]], first_answer: dict[str, float]
+) -> dict[str, tuple[float, float, float]]:
+    """Each of the service's servers as a share of the original service's first answer,
+    PSS and RSS (none when the original was not served)."""
     if "original service" not in first_answer:
-        return
-    original = next(iter(results.values()))["original service"]
-    original_start = first_answer["original service"]
-    for name, r in next(iter(results.values())).items():
-        if name.startswith("nomads-cluster"):
-            print(
-                f"\n{name}: first answer {first_answer[name] / original_start:.2f}"
-                f" of the original's, memory (PSS) {r['pss_mb'] / original['pss_mb']:.2f}, "
-                f"(RSS) {r['rss_mb'] / original['rss_mb']:.2f}"
-            )
+        return {}
+    first_run = next(iter(results.values()))
+    original = first_run["original service"]
+    return {
+        name: (
+            first_answer[name] / first_answer["original service"],
+            r["pss_mb"] / original["pss_mb"],
+            r["rss_mb"] / original["rss_mb"],
+        )
+        for name, r in first_run.items()
+        if name.startswith("nomads-cluster")
+    }
 
 
 # Where a full run writes its summary: the README and the performance page.
@@ -423,19 +437,19 @@ def summary_table(
             rows.append(f"| {label} | " + " | ".join(cells) + " |")
     bare_rounds = [results[n][BARE]["requests_per_s_range"] for n in counts]
     low, high = min(r[0] for r in bare_rounds), max(r[1] for r in bare_rounds)
-    original, ours_pss = first_answer.get("original service"), []
     notes = [
         "",
         f"Medians of {args.rounds} rounds of {args.seconds} s (`bench/run.py --rounds "
         f"{args.rounds}`); the bare endpoint's rounds ranged from {low:.0f} to {high:.0f} "
         "requests a second.",
     ]
-    if original:
-        for name in SUMMARY_ROWS:
-            if name.startswith("nomads-cluster") and name in results[counts[0]]:
-                ours_pss.append((first_answer[name] / original, results[counts[0]][name]["pss_mb"]))
-        starts = [start for start, _ in ours_pss]
-        pss = [mb / results[counts[0]]["original service"]["pss_mb"] for _, mb in ours_pss]
+    shares = [
+        share
+        for name, share in against_original(results, first_answer).items()
+        if name in SUMMARY_ROWS
+    ]
+    if shares:
+        starts, pss = [start for start, _, _ in shares], [pss for _, pss, _ in shares]
         notes.append(
             f"First answer after launch: {min(starts):.2f} to {max(starts):.2f} of the original "
             f"service's time; memory (PSS) {min(pss):.2f} to {max(pss):.2f} of its."
