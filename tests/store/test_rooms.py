@@ -309,11 +309,27 @@ def test_room_ids_survive_a_retrain_with_previous(store, survey_path, tmp_path):
     assert kept > survey.n_rows / 2  # the numbers followed the segments' meaning
 
 
+def saving_in_background(
+    store: UserStore, records: list[Assignment]
+) -> tuple[threading.Thread, list[Exception]]:
+    """A started thread that saves ``records``, and the list its failure goes to."""
+    failed: list[Exception] = []
+
+    def save() -> None:
+        try:
+            store.assignments.save(records)
+        except Exception as exc:  # reported by the test's assertion
+            failed.append(exc)
+
+    thread = threading.Thread(target=save)
+    thread.start()
+    return thread, failed
+
+
 def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postgres_store):
     """A placement in flight holds its group's lock until it commits: a newcomer of
     another group is placed meanwhile, one of its group waits for it (and then counts
     its member)."""
-
     store = postgres_store
     with store.engine.connect() as holder:
         transaction = holder.begin()
@@ -353,25 +369,16 @@ def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never
     so one waits for the other instead of deadlocking (which PostgreSQL would end by
     failing one of them after a second). Both stored, the counts true, no attempt
     failed (the store's retries are off)."""
-
     monkeypatch.setattr(database, "WRITE_ATTEMPTS", 1)
     store = postgres_store
     store.assignments.save([user("a"), user("d"), user("b", "Paris"), user("c", "Paris")])
-    failed = []
-
-    def leave_both() -> None:  # c leaves paris-2, then d leaves madrid-2
-        try:
-            store.assignments.save([user("c", None), user("d", None)])
-        except Exception as exc:  # reported by the assertion below
-            failed.append(exc)
-
     with store.engine.connect() as holder:
         transaction = holder.begin()
         assignment_writer(store.engine.dialect).write(
             holder, [user("a", None).as_row()]
         )  # holds madrid-2's count
-        other = threading.Thread(target=leave_both)
-        other.start()
+        # c leaves paris-2, then d leaves madrid-2
+        other, failed = saving_in_background(store, [user("c", None), user("d", None)])
         wait_until_blocked(
             store.engine,
             other,
@@ -401,24 +408,14 @@ def test_on_postgresql_one_user_placed_and_unplaced_at_once_never_deadlocks(
     instead of deadlocking (locking the user's old room first would deadlock, the first
     holding the user and waiting for that room). Both stored, the last one current, the
     counts true, no attempt failed (the store's retries are off)."""
-
     monkeypatch.setattr(database, "WRITE_ATTEMPTS", 1)
     store = postgres_store
     store.assignments.save([user("u")])  # in madrid-2
-    failed = []
-
-    def without_city() -> None:
-        try:
-            store.assignments.save([user("u", None)])
-        except Exception as exc:  # reported by the assertion below
-            failed.append(exc)
-
     with store.engine.connect() as holder:
         transaction = holder.begin()
         rows = [user("u", "Paris").as_row()]
         place_in_rooms(holder, rows, store.room_size)  # u's row held; paris-2 opened
-        other = threading.Thread(target=without_city)
-        other.start()
+        other, failed = saving_in_background(store, [user("u", None)])
         wait_until_blocked(
             store.engine,
             other,
