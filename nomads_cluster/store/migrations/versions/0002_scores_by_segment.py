@@ -6,7 +6,6 @@ before are by models numbered 1..n in component order: position i is segment i +
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22
 """
 
 import sqlalchemy as sa

@@ -6,7 +6,6 @@ their user ids; they have no city, hence no room.
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa

@@ -5,7 +5,6 @@ a few rooms instead of counting every member of a city's segment.
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
