@@ -19,6 +19,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from ..errors import ServiceError
 
 PING_AFTER_IDLE_SECONDS = 1.0
+# Values in one IN list of a SQLite statement: far below its limit on parameters.
+IDS_PER_QUERY = 500
 # PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
 # Writers of assignments and events hold it shared until they commit; the similar-users
 # index and the change feed take it exclusive for a moment, to wait for those in flight.
@@ -137,12 +139,10 @@ def advisory_lock(conn: sa.Connection, *keys: int, shared: bool = False) -> None
     if conn.dialect.name != "postgresql" or not keys:
         return
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    conn.execute(
-        sa.text(
-            f"SELECT {function}(key) FROM unnest(CAST(:keys AS bigint[]))"
-            " WITH ORDINALITY AS taken(key, position) ORDER BY position"
-        ),
-        {"keys": list(keys)},
+    conn.exec_driver_sql(
+        f"SELECT {function}(key) FROM unnest(%s::bigint[])"
+        " WITH ORDINALITY AS taken(key, position) ORDER BY position",
+        (list(keys),),
     )
 
 

@@ -23,21 +23,12 @@ import sqlalchemy as sa
 
 from ..cities import room_id
 from .database import Database
-from .engine import advisory_lock
+from .engine import IDS_PER_QUERY, advisory_lock
 from .records import Assignment, current_page
 from .tables import assignments, rooms
 
 Row = dict[str, Any]  # Assignment.as_row()
 Group = tuple[str, int]  # a city's key and a segment: the users who share rooms
-# A room as read: its group, its ordinal, then the fields of a PlacedRoom.
-ROOM_COLUMNS = (
-    rooms.c.city_key,
-    rooms.c.segment,
-    rooms.c.ordinal,
-    rooms.c.id,
-    rooms.c.city,
-    rooms.c.members,
-)
 
 
 @dataclass
@@ -54,26 +45,84 @@ def group_lock(group: Group) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _open_rooms(
-    conn: sa.Connection, groups: Iterable[Group], room_size: int
-) -> dict[Group, dict[int, PlacedRoom]]:
-    """Of each group, the rooms with a free place and the last one opened, by ordinal."""
-    in_groups = sa.tuple_(rooms.c.city_key, rooms.c.segment).in_(list(groups))
-    last = (
-        sa.select(rooms.c.city_key, rooms.c.segment, sa.func.max(rooms.c.ordinal).label("last"))
-        .where(in_groups)
-        .group_by(rooms.c.city_key, rooms.c.segment)
-        .subquery()
-    )
-    query = (
-        sa.select(*ROOM_COLUMNS)
-        .join(last, (last.c.city_key == rooms.c.city_key) & (last.c.segment == rooms.c.segment))
-        .where(sa.or_(rooms.c.members < room_size, rooms.c.ordinal == last.c.last))
-    )
-    found: dict[Group, dict[int, PlacedRoom]] = {}
-    for key, segment, ordinal, *room in conn.execute(query):
-        found.setdefault((key, segment), {})[ordinal] = PlacedRoom(*room)
-    return found
+class RoomQueries:
+    """The placement's statements, written once per database and run with the driver's
+    own parameters: they run in every write with a city, where SQLAlchemy's building
+    and compiling of a statement cost more than the database's work."""
+
+    def __init__(self, postgresql: bool):
+        self.postgresql = postgresql
+        mark = "%s" if postgresql else "?"
+        # A room as read: its group, its ordinal, then the fields of a PlacedRoom.
+        room = "r.city_key, r.segment, r.ordinal, r.id, r.city, r.members"
+        # Users' rows locked in the order of their ids (PostgreSQL; SQLite's writers
+        # take turns), as every write locks them first (``writes.py``).
+        where = (
+            "a.user_id = ANY(%s) ORDER BY a.user_id FOR UPDATE OF a"
+            if postgresql
+            else "a.user_id IN ({})"
+        )
+        self._current = (
+            f"SELECT a.user_id, {room} FROM {assignments.name} a"
+            f" LEFT JOIN {rooms.name} r ON r.id = a.room_id WHERE {where}"
+        )
+        groups = "SELECT * FROM unnest(%s::varchar[], %s::int[])" if postgresql else "VALUES {}"
+        # Of each group, the rooms with a free place and its last one (by the unique
+        # index on city_key, segment, ordinal).
+        self._open = (
+            f"SELECT {room} FROM {rooms.name} r JOIN (SELECT city_key, segment,"
+            f" max(ordinal) AS last FROM {rooms.name} WHERE (city_key, segment) IN ({groups})"
+            f" GROUP BY city_key, segment) AS g"
+            f" ON g.city_key = r.city_key AND g.segment = r.segment"
+            f" WHERE r.members < {mark} OR r.ordinal = g.last"
+        )
+        # PostgreSQL: both in one round trip, the open rooms told apart by no user.
+        self._current_and_open = (
+            f"WITH current AS ({self._current})"
+            f" SELECT * FROM current UNION ALL SELECT NULL, * FROM ({self._open}) AS open_rooms"
+        )
+        names = ("id", "city_key", "city", "segment", "ordinal")
+        self.open_room = (
+            f"INSERT INTO {rooms.name} ({', '.join(names)}) VALUES ({', '.join([mark] * 5)})"
+        )
+
+    def read(
+        self, conn: sa.Connection, user_ids: Sequence[str], groups: Sequence[Group], room_size: int
+    ) -> tuple[list[tuple], list[tuple]]:
+        """Each stored user among ``user_ids`` (by id, their rows locked on
+        PostgreSQL) with their room as read (Nones without one), and the rooms as read
+        of ``groups`` with a free place, and their last."""
+        if self.postgresql:
+            keys, segments = [key for key, _ in groups], [segment for _, segment in groups]
+            parameters = (list(user_ids), keys, segments, room_size)
+            found = conn.exec_driver_sql(self._current_and_open, parameters).all()
+            return [r for r in found if r[0] is not None], [r[1:] for r in found if r[0] is None]
+        current, open_rooms = [], []
+        for start in range(0, len(user_ids), IDS_PER_QUERY):
+            chunk = tuple(user_ids[start : start + IDS_PER_QUERY])
+            query = self._current.format(", ".join("?" * len(chunk)))
+            current += conn.exec_driver_sql(query, chunk).all()
+        for start in range(0, len(groups), IDS_PER_QUERY):
+            chunk = groups[start : start + IDS_PER_QUERY]
+            query = self._open.format(", ".join(["(?, ?)"] * len(chunk)))
+            values = (*(value for group in chunk for value in group), room_size)
+            open_rooms += conn.exec_driver_sql(query, values).all()
+        return current, open_rooms
+
+
+QUERIES = {postgresql: RoomQueries(postgresql) for postgresql in (False, True)}
+
+
+def room_queries(conn: sa.Connection) -> RoomQueries:
+    return QUERIES[conn.dialect.name == "postgresql"]
+
+
+def _by_group(found: Iterable[tuple]) -> dict[Group, dict[int, PlacedRoom]]:
+    """Rooms as read, by group and ordinal."""
+    rooms_by_group: dict[Group, dict[int, PlacedRoom]] = {}
+    for key, segment, ordinal, *room in found:
+        rooms_by_group.setdefault((key, segment), {})[ordinal] = PlacedRoom(*room)
+    return rooms_by_group
 
 
 def _ordinal_to_join(group_rooms: dict[int, PlacedRoom], room_size: int) -> int:
@@ -90,7 +139,6 @@ class RoomPlan:
         self.conn = conn
         self.room_size = room_size
         self._rooms: dict[Group, dict[int, PlacedRoom]] = {}  # the rooms read, by group
-        self._loaded: set[Group] = set()  # groups whose open rooms are all read
         self._place: dict[str, tuple[Group, PlacedRoom] | None] = {}  # user -> room
 
     def _known(self, group: Group, ordinal: int, room: PlacedRoom) -> PlacedRoom:
@@ -98,49 +146,28 @@ class RoomPlan:
         transaction's changes to its members."""
         return self._rooms.setdefault(group, {}).setdefault(ordinal, room)
 
-    def load(self, groups: Iterable[Group]) -> None:
-        """Read the open rooms of the groups not read yet (one query)."""
-        wanted = set(groups) - self._loaded
-        if not wanted:
-            return
-        for group, found in _open_rooms(self.conn, sorted(wanted), self.room_size).items():
+    def read(self, user_ids: Sequence[str], groups: Sequence[Group]) -> None:
+        """Take the groups' locks (PostgreSQL, in the order given), then read the users'
+        current rooms, locking their rows in the order of their ids as every write does
+        first (``writes.py``), and the groups' rooms with a free place: no concurrent
+        write moves these users or fills these rooms before this transaction commits,
+        and none waits for this one while holding what this one needs next. (Two
+        statements: one that waited for the locks would read as of before.)"""
+        advisory_lock(self.conn, *(group_lock(group) for group in groups))
+        current, open_rooms = room_queries(self.conn).read(
+            self.conn, user_ids, groups, self.room_size
+        )
+        for user_id, key, segment, ordinal, *room in current:
+            if key is not None:  # else stored without a room
+                group = (key, segment)
+                self._place[user_id] = (group, self._known(group, ordinal, PlacedRoom(*room)))
+        for group, found in _by_group(open_rooms).items():
             for ordinal, room in found.items():
                 self._known(group, ordinal, room)
-        self._loaded |= wanted
-
-    def know_current(self, user_ids: Sequence[str]) -> None:
-        """Read the users' current rooms, locking their rows (PostgreSQL), in the order
-        of their ids, as every write does first (``writes.py``): no concurrent write
-        moves them before this transaction commits, and none waits for this one while
-        holding what this one needs next."""
-        query = (
-            sa.select(assignments.c.user_id, *ROOM_COLUMNS)
-            .outerjoin(rooms, rooms.c.id == assignments.c.room_id)
-            .where(assignments.c.user_id.in_(user_ids))
-            .order_by(assignments.c.user_id)
-            .with_for_update(of=assignments)
-        )
-        for user_id, key, segment, ordinal, *room in self.conn.execute(query):
-            if key is None:  # stored without a room
-                continue
-            group = (key, segment)
-            self._place[user_id] = (group, self._known(group, ordinal, PlacedRoom(*room)))
-
-    def groups_to_place(self, rows: Sequence[Row]) -> set[Group]:
-        """The groups some row joins (not the one its user is in already)."""
-        wanted = set()
-        for row in rows:
-            if row["city_key"] is None:
-                continue
-            group = (row["city_key"], row["cluster"])
-            now = self._place.get(row["user_id"])
-            if now is None or now[0] != group:
-                wanted.add(group)
-        return wanted
 
     def place(self, row: Row) -> PlacedRoom | None:
         """Set ``row["room_id"]`` to the user's room after this row (None without a
-        city), and return that room."""
+        city), and return that room (its group read first, ``read``)."""
         now = self._place.get(row["user_id"])
         key, segment = row["city_key"], row["cluster"]
         if now is not None and now[0] == (key, segment):
@@ -150,16 +177,12 @@ class RoomPlan:
             now[1].members -= 1
         room = None
         if key is not None:
-            group = (key, segment)
-            self.load([group])
-            group_rooms = self._rooms.setdefault(group, {})
+            group_rooms = self._rooms.setdefault((key, segment), {})
             ordinal = _ordinal_to_join(group_rooms, self.room_size)
             if ordinal not in group_rooms:
                 room = PlacedRoom(room_id(key, segment, ordinal), row["city"], 0)
-                self.conn.execute(
-                    rooms.insert().values(
-                        id=room.id, city_key=key, city=room.city, segment=segment, ordinal=ordinal
-                    )
+                self.conn.exec_driver_sql(
+                    room_queries(self.conn).open_room, (room.id, key, room.city, segment, ordinal)
                 )
                 group_rooms[ordinal] = room
             room = group_rooms[ordinal]
@@ -176,10 +199,8 @@ def place_in_rooms(
     last decides. Runs in the transaction that then writes the rows; the rooms, in the
     rows' order."""
     groups = {(row["city_key"], row["cluster"]) for row in rows if row["city_key"] is not None}
-    advisory_lock(conn, *sorted(group_lock(group) for group in groups))
     plan = RoomPlan(conn, room_size)
-    plan.know_current(sorted({row["user_id"] for row in rows}))
-    plan.load(plan.groups_to_place(rows))
+    plan.read(sorted({row["user_id"] for row in rows}), sorted(groups, key=group_lock))
     return [plan.place(row) for row in rows]
 
 
@@ -216,7 +237,8 @@ class Rooms:
 
         def work(conn: sa.Connection) -> tuple[str, str | None]:
             group = (key, segment)
-            group_rooms = _open_rooms(conn, [group], self.room_size).get(group, {})
+            _, found = room_queries(conn).read(conn, [], [group], self.room_size)
+            group_rooms = _by_group(found).get(group, {})
             ordinal = _ordinal_to_join(group_rooms, self.room_size)
             if ordinal in group_rooms:
                 return group_rooms[ordinal].id, group_rooms[ordinal].city

@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from .engine import CHANGES_LOCK, advisory_lock
+from .engine import CHANGES_LOCK, IDS_PER_QUERY, advisory_lock
 from .events import MOVED, PLACED, Place, change_events
 from .tables import (
     SEQ_SEQUENCE,
@@ -47,7 +47,6 @@ NUMBERED = ("user_no", "seq")  # given by the database, not by the row
 COLUMNS = tuple(c.name for c in assignments.c if c.name not in NUMBERED)
 HISTORY_COLUMNS = tuple(c.name for c in assignment_history.c if c.name != "id")
 EVENT_COLUMNS = ", ".join(c.name for c in user_events.c if c.name != "id")
-PLACES_PER_QUERY = 500  # user ids in one IN list
 
 Row = dict[str, Any]  # Assignment.as_row()
 Write = Callable[[sa.Connection, Sequence[Row]], None]
@@ -119,8 +118,8 @@ def _sqlite_write(dialect: Dialect) -> Write:
     def current_places(conn: sa.Connection, user_ids: Sequence[str]) -> dict[str, Place]:
         """Each stored user's (segment, room) among ``user_ids``."""
         places = {}
-        for start in range(0, len(user_ids), PLACES_PER_QUERY):
-            chunk = tuple(user_ids[start : start + PLACES_PER_QUERY])
+        for start in range(0, len(user_ids), IDS_PER_QUERY):
+            chunk = tuple(user_ids[start : start + IDS_PER_QUERY])
             query = (
                 f"SELECT user_id, cluster, room_id FROM {assignments.name}"
                 f" WHERE user_id IN ({marks(chunk)})"
