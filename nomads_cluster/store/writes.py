@@ -171,7 +171,7 @@ def _postgresql_write(dialect: Dialect) -> Write:
         # that every writer follows: the users' current rows, by user id, then the rooms
         # whose counts change (migration 0004's triggers), by room id. Two writes that
         # touch the same users or rooms then wait for each other instead of deadlocking
-        # (``rooms.RoomPlan.know_current`` locks the same rows, in the same order).
+        # (``rooms.RoomPlan.read`` locks the same rows, in the same order).
         # (Evaluated first, both: uncorrelated subqueries of the WHERE below, users then
         # rooms. The users' places must be read before the INSERT changes them: the
         # events compare with them, and a row this statement has changed is no longer
