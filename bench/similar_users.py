@@ -8,8 +8,9 @@ read key, the JSON answer), in rounds that alternate the databases:
 - `GET /users/<id>` (one row by its key): the baseline of the same run;
 - `GET /users/<id>/similar?k=10`, and with `&city=same`;
 
-each for --queries random users per round. The first query of a process loads the
-index (timed apart); the others read only the changes since the previous one.
+each for --queries random users per round. The interest sets are read first, as a
+server does before its workers fork (timed apart, with their size); each query then
+reads only the changes since the previous one.
 """
 
 import argparse
@@ -142,10 +143,16 @@ def main() -> None:
         started = time.perf_counter()
         load(app, masks, cities)
         print(f"{name}: loaded in {time.perf_counter() - started:.1f} s")
+        similar = app.extensions["user_store"].similar_users
+        started = time.perf_counter()
+        similar.load()  # as a server does before it forks its workers (store.users.preload)
+        loaded = time.perf_counter() - started
         first = timed_get(app.test_client(), "/users/u0000000/similar")
-        index = app.extensions["user_store"]._neighbours
-        size = sum(a.nbytes for a in (index.user_nos, index.masks, index.cities)) / 1e6
-        print(f"{name}: first query (loads the index) {first:.0f} ms; index arrays {size:.0f} MB")
+        size = similar.interest_sets.nbytes / 1e6
+        print(
+            f"{name}: interest sets read in {loaded:.1f} s, {size:.0f} MB (all users'"
+            f" and each city's); first query after {first:.0f} ms"
+        )
         apps[name] = app
     rng = np.random.default_rng(11)
     paths = {

@@ -10,7 +10,7 @@ from .database import Database
 from .events import add_events, erasure_event
 from .records import Assignment
 from .rooms import PlacedRoom, place_in_rooms
-from .tables import assignment_history, assignments, store_state
+from .tables import assignment_history, assignments
 from .writes import assignment_writer, take_changes_lock
 
 
@@ -72,8 +72,7 @@ class Assignments:
             gone = conn.execute(
                 assignment_history.delete().where(assignment_history.c.user_id == user_id)
             )
-            if erased is not None:  # the similar-users indexes forget them (neighbours.py)
-                conn.execute(store_state.update().values(erasures=store_state.c.erasures + 1))
+            if erased is not None:
                 add_events(conn, [erasure_event(user_id, tuple(erased), datetime.now(UTC))])
             return (erased is not None) + gone.rowcount
 

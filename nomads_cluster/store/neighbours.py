@@ -1,15 +1,23 @@
 """The users most like a user: exact top k by Jaccard similarity of their interests.
 
-The 26 interests of a user are one integer (``interest_mask``), so every stored user
-fits in 16 bytes of numpy arrays, kept in each process, sorted by user number. A query
-scans them all (a million users in a few milliseconds: ``docs/performance.md``), which
-is exact by construction. The arrays follow the store through its change numbers
-(``seq``): before each query the index reads the rows changed since it last looked, and
-reloads everything after an erasure. See ``writes.py`` for why those numbers can be
-trusted on PostgreSQL.
+The 26 interests of a user are one integer (``interest_mask``). Users share interest
+sets far more than they differ (10 million users hold about 2 million distinct sets),
+and every user of one set is equally similar to anyone, so each process keeps only the
+sets (``InterestSets``: those of all users, and those of each city, 4 bytes a set), not
+the users. A query ranks the sets by their similarity with the user's and, best level
+first, asks the database for the first k users (by user number: who was stored first)
+of each set of the level (``MaskProbe``, an index on ``interest_mask, user_no``), until
+k users are found. Exact: a set's later users cannot beat its first k, and a level's
+users all beat the next level's.
+
+The sets follow the store through its change numbers (``seq``): before each query the
+sets take in those of the rows changed since they last looked. A set whose users all
+left or changed stays, and finds nobody in the database: an erasure needs nothing. See
+``writes.py`` for why those numbers can be trusted on PostgreSQL.
 """
 
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,29 +26,226 @@ import sqlalchemy as sa
 from .database import Database
 from .engine import CHANGES_LOCK, advisory_lock
 from .records import Assignment
-from .tables import assignments, store_state
+from .tables import assignments
 
-NO_CITY = -1
-LOAD_ROWS = 50_000  # rows fetched at a time
-
-
-def jaccard(masks: np.ndarray, mask: int) -> np.ndarray:
-    """Jaccard similarity of each mask with ``mask`` (0 where both are empty)."""
-    shared = np.bitwise_count(masks & mask).astype(np.float64)
-    either = np.bitwise_count(masks | mask)
-    return np.divide(shared, either, out=np.zeros_like(shared), where=either > 0)
+INTERESTS = 26
+COMPACT_AT = 50_000  # sets added since the last merge, past which they are merged
+# Interest sets asked of the database at least at a time (whole levels), and at most
+# in one statement.
+PROBE_AT_LEAST = 32
+SETS_PER_STATEMENT = 200  # SQLite: subqueries of one statement (its limit is 500)
 
 
-def top_similar(similarity: np.ndarray, eligible: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` most similar eligible entries, most similar first; ties
-    in position order."""
-    candidates = np.flatnonzero(eligible)
-    if len(candidates) > k:
-        # Everything at or above the k-th best similarity, then exact order.
-        kth = np.partition(similarity[candidates], -k)[-k]
-        candidates = candidates[similarity[candidates] >= kth]
-    order = np.lexsort((candidates, -similarity[candidates]))
-    return candidates[order[:k]]
+def _level_table() -> tuple[np.ndarray, np.ndarray]:
+    """Every Jaccard similarity two sets of 26 interests can have, best first, and the
+    level (index into it) of each (shared, either) pair of counts, as ``shared * 27 +
+    either``: the ranking of every set in one table lookup."""
+    pairs = [(s, e) for e in range(INTERESTS + 1) for s in range(e + 1)]
+    values = sorted({s / e if e else 0.0 for s, e in pairs}, reverse=True)
+    level = np.zeros((INTERESTS + 1) * (INTERESTS + 1), np.uint16)
+    for s, e in pairs:
+        level[s * (INTERESTS + 1) + e] = values.index(s / e if e else 0.0)
+    return np.array(values), level
+
+
+SIMILARITIES, LEVELS = _level_table()
+
+
+def similarity_levels(masks: np.ndarray, mask: int) -> np.ndarray:
+    """The level of each mask's similarity with ``mask`` (0: the best, SIMILARITIES)."""
+    shared = np.bitwise_count(masks & mask).astype(np.uint16)
+    either = np.bitwise_count(masks | mask).astype(np.uint16)
+    return LEVELS[shared * (INTERESTS + 1) + either]
+
+
+def ranked_batches(masks: np.ndarray, mask: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The masks that share an interest with ``mask``, by decreasing similarity, in
+    batches of whole levels (each at least PROBE_AT_LEAST masks, but the last):
+    (masks, their levels)."""
+    levels = similarity_levels(masks, mask)
+    sizes = np.bincount(levels, minlength=len(SIMILARITIES))
+    sizes[-1] = 0  # similarity 0: the database finds them by a condition (MaskProbe)
+    wanted: list[int] = []
+    count = 0
+    for level in np.flatnonzero(sizes):
+        wanted.append(level)
+        count += sizes[level]
+        if count >= PROBE_AT_LEAST:
+            chosen = np.isin(levels, wanted)
+            yield masks[chosen], levels[chosen]
+            wanted, count = [], 0
+    if wanted:
+        chosen = np.isin(levels, wanted)
+        yield masks[chosen], levels[chosen]
+
+
+class MaskSet:
+    """Distinct masks: a sorted array, and those added since it was last merged."""
+
+    def __init__(self, masks: np.ndarray | None = None, compact_at: int = COMPACT_AT):
+        self.merged = np.unique(masks) if masks is not None else np.empty(0, np.int32)
+        self.added: set[int] = set()
+        self.compact_at = compact_at
+
+    def add(self, masks: np.ndarray) -> None:
+        at = np.searchsorted(self.merged, masks)
+        known = at < len(self.merged)
+        known[known] = self.merged[at[known]] == masks[known]
+        self.added.update(masks[~known].tolist())
+        if len(self.added) > self.compact_at:
+            self.merged = np.union1d(self.merged, np.fromiter(self.added, np.int32))
+            self.added = set()
+
+    def array(self) -> np.ndarray:
+        if not self.added:
+            return self.merged
+        return np.concatenate([self.merged, np.fromiter(self.added, np.int32)])
+
+    @property
+    def nbytes(self) -> int:
+        return self.merged.nbytes + 4 * len(self.added)
+
+
+class InterestSets:
+    """The interest sets of the stored users, of all and of each city, as of the last
+    refresh (with sets no longer anyone's: they find nobody)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.everyone = MaskSet()
+        self.by_city: dict[str, MaskSet] = {}
+        self._seq = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.everyone.nbytes + sum(s.nbytes for s in self.by_city.values())
+
+    def refresh(self, conn: sa.Connection) -> None:
+        """Take in the sets of the rows changed since the last refresh (the first one:
+        of every row)."""
+        with self._lock:
+            committed = _committed_changes(conn)
+            changed = (assignments.c.seq > self._seq) & (assignments.c.seq <= committed)
+            if self._seq == 0:
+                self._load(conn, changed)
+            else:
+                query = sa.select(assignments.c.city_key, assignments.c.interest_mask)
+                self._add(conn.execute(query.where(changed)).all())
+            self._seq = committed
+
+    def _load(self, conn: sa.Connection, changed: sa.ColumnElement[bool]) -> None:
+        # Each city's masks as one string: the database groups them faster than rows
+        # come out one by one, and numpy removes the repeats.
+        masks = sa.func.aggregate_strings(sa.cast(assignments.c.interest_mask, sa.String), ",")
+        per_city = (
+            sa.select(assignments.c.city_key, masks).where(changed).group_by(assignments.c.city_key)
+        )
+        everyone = []
+        for key, found in conn.execute(per_city):
+            found_masks = np.unique(np.array(found.split(","), np.int32))
+            everyone.append(found_masks)
+            if key is not None:
+                self.by_city[key] = MaskSet(found_masks)
+        if everyone:
+            self.everyone = MaskSet(np.concatenate(everyone))
+
+    def _add(self, rows: Sequence[sa.Row]) -> None:
+        if not rows:
+            return
+        masks = np.array([mask for _, mask in rows], np.int32)
+        self.everyone.add(masks)
+        by_city: dict[str, list[int]] = {}
+        for key, mask in rows:
+            if key is not None:
+                by_city.setdefault(key, []).append(mask)
+        for key, city_masks in by_city.items():
+            self.by_city.setdefault(key, MaskSet()).add(np.array(city_masks, np.int32))
+
+    def of(self, city_key: str | None) -> np.ndarray:
+        """The sets of the users of that city (all users': None)."""
+        with self._lock:
+            if city_key is None:
+                return self.everyone.array()
+            found = self.by_city.get(city_key)
+            return found.array() if found is not None else np.empty(0, np.int32)
+
+
+def _committed_changes(conn: sa.Connection) -> int:
+    """The change number up to which every change is committed.
+
+    On PostgreSQL, taking CHANGES_LOCK exclusive waits for the writers in flight (each
+    holds it shared until it commits): no number below the largest is still to come.
+    """
+    query = sa.select(sa.func.coalesce(sa.func.max(assignments.c.seq), 0))
+    with conn.begin():
+        advisory_lock(conn, CHANGES_LOCK)
+        return conn.execute(query).scalar_one()
+
+
+class MaskProbe:
+    """The first users (by number) of each of some interest sets, but one user, and
+    of one city or all: written once per database (the statement of a batch of sets)."""
+
+    def __init__(self, postgresql: bool):
+        self.postgresql = postgresql
+        if postgresql:  # one statement, whatever the number of sets
+            self._statement = {
+                city: f"SELECT u.user_no, u.interest_mask FROM unnest(%s::int[]) AS m(mask)"
+                f" CROSS JOIN LATERAL (SELECT user_no, interest_mask FROM {assignments.name}"
+                f" WHERE interest_mask = m.mask AND user_no <> %s"
+                + (" AND city_key = %s" if city else "")
+                + " ORDER BY user_no LIMIT %s) AS u"
+                for city in (False, True)
+            }
+        else:  # one subquery a set
+            self._statement = {
+                city: f"SELECT * FROM (SELECT user_no, interest_mask FROM {assignments.name}"
+                f" WHERE interest_mask = ? AND user_no <> ?"
+                + (" AND city_key = ?" if city else "")
+                + " ORDER BY user_no LIMIT ?)"
+                for city in (False, True)
+            }
+        mark = "%s" if postgresql else "?"
+        # Every set that shares no interest (similarity 0, as two empty sets): one
+        # condition rather than thousands of sets, in the order of user numbers.
+        self._disjoint = {
+            city: f"SELECT user_no, interest_mask FROM {assignments.name}"
+            f" WHERE interest_mask & {mark} = 0 AND user_no <> {mark}"
+            + (f" AND city_key = {mark}" if city else "")
+            + f" ORDER BY user_no LIMIT {mark}"
+            for city in (False, True)
+        }
+
+    def first_users(
+        self, conn: sa.Connection, masks: Sequence[int], me: int, city_key: str | None, k: int
+    ) -> list[tuple[int, int]]:
+        """(user number, mask) of the first ``k`` users of each mask, ``me`` left out."""
+        city = city_key is not None
+        statement = self._statement[city]
+        if self.postgresql:
+            parameters = (list(masks), me, *([city_key] if city else []), k)
+            return conn.exec_driver_sql(statement, parameters).all()
+        found = []
+        for start in range(0, len(masks), SETS_PER_STATEMENT):
+            chunk = masks[start : start + SETS_PER_STATEMENT]
+            query = " UNION ALL ".join([statement] * len(chunk))
+            parameters = tuple(
+                value for mask in chunk for value in (mask, me, *([city_key] if city else []), k)
+            )
+            found += conn.exec_driver_sql(query, parameters).all()
+        return found
+
+    def first_disjoint_users(
+        self, conn: sa.Connection, mask: int, me: int, city_key: str | None, k: int
+    ) -> list[tuple[int, int]]:
+        """(user number, mask) of the first ``k`` users who share no interest with
+        ``mask``, ``me`` left out."""
+        city = city_key is not None
+        parameters = (mask, me, *([city_key] if city else []), k)
+        return conn.exec_driver_sql(self._disjoint[city], parameters).all()
+
+
+PROBES = {postgresql: MaskProbe(postgresql) for postgresql in (False, True)}
 
 
 @dataclass(frozen=True)
@@ -50,92 +255,25 @@ class Neighbour:
     mask: int
 
 
-class NeighbourIndex:
-    """Every stored user's number, interests and city, as of the last refresh."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._erasures: int | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self.user_nos = np.empty(0, np.int64)
-        self.masks = np.empty(0, np.int32)
-        self.cities = np.empty(0, np.int32)
-        self._city_codes: dict[str, int] = {}
-        self._seq = 0
-
-    def city_code(self, key: str | None) -> int:
-        if key is None:
-            return NO_CITY
-        return self._city_codes.setdefault(key, len(self._city_codes))
-
-    def _apply(self, user_nos: np.ndarray, masks: np.ndarray, cities: np.ndarray) -> None:
-        """Insert or update users (each at most once: rows of the current assignments)."""
-        at = np.searchsorted(self.user_nos, user_nos)
-        known = at < len(self.user_nos)
-        known[known] = self.user_nos[at[known]] == user_nos[known]
-        self.masks[at[known]] = masks[known]
-        self.cities[at[known]] = cities[known]
-        new = np.argsort(user_nos[~known])
-        where = at[~known][new]
-        self.user_nos = np.insert(self.user_nos, where, user_nos[~known][new])
-        self.masks = np.insert(self.masks, where, masks[~known][new])
-        self.cities = np.insert(self.cities, where, cities[~known][new])
-
-    def refresh(self, conn: sa.Connection) -> None:
-        """Catch up with the store: the rows changed since the last refresh, or all of
-        them after an erasure (which leaves nothing to read)."""
-        with self._lock:
-            committed, erasures = _committed_changes(conn)
-            if erasures != self._erasures:
-                self._reset()
-                self._erasures = erasures
-            query = sa.select(
-                assignments.c.user_no, assignments.c.interest_mask, assignments.c.city_key
-            ).where(assignments.c.seq > self._seq, assignments.c.seq <= committed)
-            parts = []  # streamed: a first load reads every user
-            for rows in conn.execution_options(yield_per=LOAD_ROWS).execute(query).partitions():
-                parts.append(
-                    (
-                        np.fromiter((row[0] for row in rows), np.int64, len(rows)),
-                        np.fromiter((row[1] for row in rows), np.int32, len(rows)),
-                        np.fromiter((self.city_code(row[2]) for row in rows), np.int32, len(rows)),
-                    )
-                )
-            if parts:
-                self._apply(*(np.concatenate(column) for column in zip(*parts, strict=True)))
-            self._seq = committed
-
-    def similar(self, user_no: int, mask: int, city_key: str | None, k: int) -> list[Neighbour]:
-        """The ``k`` users most like this one (never themself), most similar first; ties
-        by user number (who was stored first). ``city_key``: only users of that city."""
-        with self._lock:
-            eligible = self.user_nos != user_no
-            if city_key is not None:
-                if city_key not in self._city_codes:  # nobody stored in that city
-                    return []
-                eligible &= self.cities == self._city_codes[city_key]
-            similarity = jaccard(self.masks, mask)
-            found = top_similar(similarity, eligible, k)
-            return [
-                Neighbour(int(self.user_nos[i]), float(similarity[i]), int(self.masks[i]))
-                for i in found
-            ]
-
-
-def _committed_changes(conn: sa.Connection) -> tuple[int, int]:
-    """The change number up to which every change is committed, and the erasures.
-
-    On PostgreSQL, taking CHANGES_LOCK exclusive waits for the writers in flight (each
-    holds it shared until it commits): no number below the largest is still to come.
-    """
-    largest = sa.select(sa.func.coalesce(sa.func.max(assignments.c.seq), 0)).scalar_subquery()
-    query = sa.select(largest, store_state.c.erasures).where(store_state.c.id == 1)
-    with conn.begin():
-        advisory_lock(conn, CHANGES_LOCK)
-        committed, erasures = conn.execute(query).one()
-    return committed, erasures
+def most_similar(
+    conn: sa.Connection, sets: np.ndarray, me: int, mask: int, city_key: str | None, k: int
+) -> list[Neighbour]:
+    """The ``k`` users most like ``mask`` (never ``me``), most similar first, ties by user
+    number; of ``city_key`` only, unless None. ``sets``: every set of those users."""
+    probe = PROBES[conn.dialect.name == "postgresql"]
+    found: list[tuple[int, int, int]] = []  # (level, user number, mask)
+    for masks, levels in ranked_batches(sets, mask):
+        level_of = dict(zip(masks.tolist(), levels.tolist(), strict=True))
+        users = probe.first_users(conn, masks.tolist(), me, city_key, k)
+        found += [(level_of[user_mask], user_no, user_mask) for user_no, user_mask in users]
+        if len(found) >= k:  # every user of a later batch is less similar
+            break
+    else:
+        zero = len(SIMILARITIES) - 1
+        users = probe.first_disjoint_users(conn, mask, me, city_key, k - len(found))
+        found += [(zero, user_no, user_mask) for user_no, user_mask in users]
+    found.sort()
+    return [Neighbour(no, float(SIMILARITIES[level]), m) for level, no, m in found[:k]]
 
 
 class SimilarUsers:
@@ -143,7 +281,12 @@ class SimilarUsers:
 
     def __init__(self, database: Database):
         self.database = database
-        self._index = NeighbourIndex()
+        self.interest_sets = InterestSets()
+
+    def load(self) -> None:
+        """Read every stored interest set now (a server does, before its workers fork
+        and share them), rather than on the first query."""
+        self.database.run(self.interest_sets.refresh, write=False)
 
     def find(
         self, user_id: str, k: int, same_city: bool
@@ -154,14 +297,15 @@ class SimilarUsers:
         me = sa.select(assignments).where(assignments.c.user_id == user_id)
 
         def work(conn: sa.Connection) -> tuple[sa.Row, list[Neighbour], list[sa.Row]] | None:
-            self._index.refresh(conn)  # first: it ends its own transaction
+            self.interest_sets.refresh(conn)  # first: it ends its own transaction
             row = conn.execute(me).first()
             if row is None:
                 return None
             if same_city and row.city_key is None:  # nobody shares a city they have not
                 return row, [], []
             city = row.city_key if same_city else None
-            found = self._index.similar(row.user_no, row.interest_mask, city, k)
+            sets = self.interest_sets.of(city)
+            found = most_similar(conn, sets, row.user_no, row.interest_mask, city, k)
             numbers = [neighbour.user_no for neighbour in found]
             rows = conn.execute(
                 sa.select(assignments).where(assignments.c.user_no.in_(numbers))
@@ -173,6 +317,6 @@ class SimilarUsers:
             return None
         row, found, rows = result
         by_number = {r.user_no: Assignment.from_row(r) for r in rows}
-        # A user erased between the index's refresh and this read is left out.
+        # A user erased between the ranking and this read is left out.
         neighbours = [(n, by_number[n.user_no]) for n in found if n.user_no in by_number]
         return Assignment.from_row(row), neighbours

@@ -40,6 +40,8 @@ assignments = sa.Table(
     sa.UniqueConstraint("user_no", name="uq_assignments_user_no"),
     sa.UniqueConstraint("seq", name="uq_assignments_seq"),
     sa.Index("ix_assignments_room_id_user_id", "room_id", "user_id"),
+    # The first users of an interest set, of a city or all (neighbours.py).
+    sa.Index("ix_assignments_interest_mask_user_no", "interest_mask", "user_no", "city_key"),
 )
 # Every assignment ever made, the current ones included.
 assignment_history = sa.Table(
@@ -64,13 +66,11 @@ rooms = sa.Table(
     sa.Column("members", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("city_key", "segment", "ordinal"),
 )
-# One row: erasures so far (a similar-users index reloads when it changes), and the
-# last event id pruned from the feed (a cursor before it is too old).
+# One row: the last event id pruned from the feed (a cursor before it is too old).
 store_state = sa.Table(
     "store_state",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("erasures", BIG_ID, nullable=False),
     sa.Column("events_pruned_through", BIG_ID, nullable=False, server_default="0"),
 )
 # PostgreSQL's numbers of assignments.user_no and seq (SQLite counts under its lock).

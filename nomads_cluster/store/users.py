@@ -78,6 +78,16 @@ def open_store(
     return store
 
 
+def preload(store: UserStore) -> None:
+    """Read now what the store's readers share (the similar users' interest sets), as a
+    server does before it forks its workers: they share it, and none waits for it on a
+    first request. No connection of it survives into the workers."""
+    try:
+        store.similar_users.load()
+    finally:
+        store.engine.dispose()
+
+
 def init_app(app: Flask) -> None:
     app.extensions["user_store"] = open_store(app.config, app.instance_path)
 

@@ -1,6 +1,7 @@
 """Similar users: the exact top k by Jaccard, equal to brute force, following the store
 through new users, changes and erasures."""
 
+import itertools
 import random
 import threading
 
@@ -11,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, interest_mask
-from nomads_cluster.store.neighbours import jaccard, top_similar
+from nomads_cluster.store.neighbours import (
+    PROBE_AT_LEAST,
+    SIMILARITIES,
+    MaskSet,
+    ranked_batches,
+    similarity_levels,
+)
 from nomads_cluster.store.records import Assignment
 from nomads_cluster.store.users import UserStore
 from nomads_cluster.store.writes import assignment_writer
@@ -23,30 +30,43 @@ def brute_force_jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a | b else 0.0
 
 
-@given(
-    st.lists(st.integers(0, 2**26 - 1), min_size=1, max_size=60),
+masks_and_one = (
+    st.lists(st.integers(0, 2**26 - 1), min_size=1, max_size=60, unique=True),
     st.integers(0, 2**26 - 1),
 )
-def test_jaccard_of_masks_is_that_of_the_interest_sets(masks, mask):
-    def keys(m: int) -> set:
-        return {k for i, k in enumerate(INTEREST_KEYS) if m >> i & 1}
-
-    got = jaccard(np.array(masks, np.int32), mask)
-    assert got.tolist() == [brute_force_jaccard(keys(m), keys(mask)) for m in masks]
 
 
-@given(
-    st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0]), min_size=1, max_size=40),
-    st.integers(1, 10),
-    st.data(),
-)
-def test_top_similar_is_the_sorted_prefix_with_ties_in_position_order(similarity, k, data):
-    eligible = np.array(
-        data.draw(st.lists(st.booleans(), min_size=len(similarity), max_size=len(similarity)))
-    )
-    values = np.array(similarity)
-    expected = sorted(np.flatnonzero(eligible), key=lambda i: (-values[i], i))[:k]
-    assert top_similar(values, eligible, k).tolist() == expected
+def keys(m: int) -> set:
+    return {k for i, k in enumerate(INTEREST_KEYS) if m >> i & 1}
+
+
+@given(*masks_and_one)
+def test_a_masks_level_is_its_jaccard_with_the_interest_sets(masks, mask):
+    levels = similarity_levels(np.array(masks, np.int32), mask)
+    expected = [brute_force_jaccard(keys(m), keys(mask)) for m in masks]
+    assert SIMILARITIES[levels].tolist() == expected
+
+
+@given(*masks_and_one)
+def test_batches_hold_every_set_sharing_an_interest_once_best_levels_first(masks, mask):
+    batches = list(ranked_batches(np.array(masks, np.int32), mask))
+    sharing = sorted(m for m in masks if keys(m) & keys(mask))
+    assert sorted(m for got, _ in batches for m in got.tolist()) == sharing
+    for got, levels in batches:
+        expected = [similarity_levels(np.array([m], np.int32), mask)[0] for m in got.tolist()]
+        assert levels.tolist() == expected
+    bounds = [(levels.min(), levels.max()) for _, levels in batches]
+    assert all(high < low for (_, high), (low, _) in itertools.pairwise(bounds))
+    assert all(len(got) >= PROBE_AT_LEAST for got, _ in batches[:-1])
+
+
+@given(st.lists(st.lists(st.integers(0, 300), max_size=30), max_size=8))
+def test_a_mask_set_holds_each_mask_added_once_through_its_merges(rounds):
+    masks = MaskSet(compact_at=10)
+    for added in rounds:
+        masks.add(np.array(added, np.int32))
+    expected = sorted({m for added in rounds for m in added})
+    assert sorted(masks.array().tolist()) == expected
 
 
 def random_users(rng: random.Random, n: int, prefix: str) -> list[Assignment]:
@@ -80,7 +100,8 @@ def check_against_brute_force(store, stored, order, rng, queries=12) -> None:
     for user_id in rng.sample(sorted(stored), queries):
         me = stored[user_id]
         for same_city in [False, True] if me.city else [False]:
-            k = rng.choice([1, 5, 10, 30])
+            # 100: past the first sets asked, often past those that share an interest
+            k = rng.choice([1, 5, 10, 30, 100])
             found_me, neighbours = store.similar_users.find(user_id, k, same_city)
             got = [(str(other.user_id), n.similarity) for n, other in neighbours]
             assert got == brute_force_similar(stored, order, me, k, same_city)
@@ -103,6 +124,20 @@ def test_similar_users_equal_brute_force_as_the_store_changes(store):
 
     save(random_users(rng, 150, "a"))
     check_against_brute_force(store, stored, order, rng)
+    # Users who share no interest with anyone: every other user is as dissimilar.
+    loners = [
+        Assignment(
+            user_id=f"loner{i}",
+            interests=(INTEREST_KEYS[20 + i],),
+            cluster=1,
+            scores={"1": 0.1},
+            model_version="v1",
+            city="Madrid",
+        )
+        for i in range(3)
+    ]
+    save(loners)
+    check_against_brute_force(store, stored, order, rng, queries=len(stored))
     # New users, and changed ones (new interests, another city): the index follows.
     save(random_users(rng, 60, "b") + random_users(rng, 40, "a"))
     check_against_brute_force(store, stored, order, rng)
