@@ -21,6 +21,7 @@ class Database:
 
     def __init__(self, engine: Engine, timeout: float = 3):
         self.engine = engine
+        self.timeout = timeout
         self.schema_revision: str | None = None  # as found at start-up (open_store)
         self._writer_lock = writer_lock(engine, timeout)
         # Upserts and insert-or-skip are dialect-specific statements.

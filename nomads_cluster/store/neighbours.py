@@ -34,6 +34,7 @@ COMPACT_AT = 50_000  # sets added since the last merge, past which they are merg
 # in one statement.
 PROBE_AT_LEAST = 32
 SETS_PER_STATEMENT = 200  # SQLite: subqueries of one statement (its limit is 500)
+LEVELS_AT_ONCE = 65_536  # sets ranked in one numpy pass
 
 
 def _level_table() -> tuple[np.ndarray, np.ndarray]:
@@ -52,10 +53,15 @@ SIMILARITIES, LEVELS = _level_table()
 
 
 def similarity_levels(masks: np.ndarray, mask: int) -> np.ndarray:
-    """The level of each mask's similarity with ``mask`` (0: the best, SIMILARITIES)."""
-    shared = np.bitwise_count(masks & mask).astype(np.uint16)
-    either = np.bitwise_count(masks | mask).astype(np.uint16)
-    return LEVELS[shared * (INTERESTS + 1) + either]
+    """The level of each mask's similarity with ``mask`` (0: the best, SIMILARITIES).
+    A slice at a time: small temporaries, which a worker's memory does not keep."""
+    levels = np.empty(len(masks), np.uint16)
+    for start in range(0, len(masks), LEVELS_AT_ONCE):
+        part = masks[start : start + LEVELS_AT_ONCE]
+        shared = np.bitwise_count(part & mask).astype(np.uint16)
+        either = np.bitwise_count(part | mask)
+        levels[start : start + LEVELS_AT_ONCE] = LEVELS[shared * (INTERESTS + 1) + either]
+    return levels
 
 
 def ranked_batches(masks: np.ndarray, mask: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -65,17 +71,17 @@ def ranked_batches(masks: np.ndarray, mask: int) -> Iterator[tuple[np.ndarray, n
     levels = similarity_levels(masks, mask)
     sizes = np.bincount(levels, minlength=len(SIMILARITIES))
     sizes[-1] = 0  # similarity 0: the database finds them by a condition (MaskProbe)
-    wanted: list[int] = []
+    wanted = np.zeros(len(SIMILARITIES), bool)  # the levels of the next batch
     count = 0
     for level in np.flatnonzero(sizes):
-        wanted.append(level)
+        wanted[level] = True
         count += sizes[level]
         if count >= PROBE_AT_LEAST:
-            chosen = np.isin(levels, wanted)
+            chosen = wanted[levels]
             yield masks[chosen], levels[chosen]
-            wanted, count = [], 0
-    if wanted:
-        chosen = np.isin(levels, wanted)
+            wanted[:], count = False, 0
+    if count:
+        chosen = wanted[levels]
         yield masks[chosen], levels[chosen]
 
 
@@ -86,24 +92,30 @@ class MaskSet:
         self.merged = np.unique(masks) if masks is not None else np.empty(0, np.int32)
         self.added: set[int] = set()
         self.compact_at = compact_at
+        self._all = self.merged
 
     def add(self, masks: np.ndarray) -> None:
         at = np.searchsorted(self.merged, masks)
         known = at < len(self.merged)
         known[known] = self.merged[at[known]] == masks[known]
-        self.added.update(masks[~known].tolist())
+        new = set(masks[~known].tolist()) - self.added
+        if not new:
+            return
+        self.added |= new
         if len(self.added) > self.compact_at:
             self.merged = np.union1d(self.merged, np.fromiter(self.added, np.int32))
             self.added = set()
+            self._all = self.merged
+        else:
+            self._all = np.concatenate([self.merged, np.fromiter(self.added, np.int32)])
 
     def array(self) -> np.ndarray:
-        if not self.added:
-            return self.merged
-        return np.concatenate([self.merged, np.fromiter(self.added, np.int32)])
+        """Every mask once, in no particular order."""
+        return self._all
 
     @property
     def nbytes(self) -> int:
-        return self.merged.nbytes + 4 * len(self.added)
+        return self._all.nbytes
 
 
 class InterestSets:
@@ -135,14 +147,15 @@ class InterestSets:
 
     def _load(self, conn: sa.Connection, changed: sa.ColumnElement[bool]) -> None:
         # Each city's masks as one string: the database groups them faster than rows
-        # come out one by one, and numpy removes the repeats.
+        # come out one by one, and numpy parses it (no Python object a mask, whose
+        # memory would stay in the server before its workers fork) and removes repeats.
         masks = sa.func.aggregate_strings(sa.cast(assignments.c.interest_mask, sa.String), ",")
         per_city = (
             sa.select(assignments.c.city_key, masks).where(changed).group_by(assignments.c.city_key)
         )
         everyone = []
         for key, found in conn.execute(per_city):
-            found_masks = np.unique(np.array(found.split(","), np.int32))
+            found_masks = np.unique(np.fromstring(found, dtype=np.int32, sep=","))
             everyone.append(found_masks)
             if key is not None:
                 self.by_city[key] = MaskSet(found_masks)
@@ -283,10 +296,10 @@ class SimilarUsers:
         self.database = database
         self.interest_sets = InterestSets()
 
-    def load(self) -> None:
-        """Read every stored interest set now (a server does, before its workers fork
-        and share them), rather than on the first query."""
-        self.database.run(self.interest_sets.refresh, write=False)
+    def load(self, database: Database | None = None) -> None:
+        """Read every stored interest set now, rather than on the first query (a server
+        does, before its workers fork and share them); through ``database`` if given."""
+        (database or self.database).run(self.interest_sets.refresh, write=False)
 
     def find(
         self, user_id: str, k: int, same_city: bool

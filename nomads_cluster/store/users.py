@@ -6,6 +6,7 @@ through psycopg 3 (``engine.py``). The schema is Alembic's (``migrations/``): ap
 ``nomads-cluster db upgrade``, and at start-up when the database is empty.
 """
 
+import ctypes
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,25 @@ def open_store(
 def preload(store: UserStore) -> None:
     """Read now what the store's readers share (the similar users' interest sets), as a
     server does before it forks its workers: they share it, and none waits for it on a
-    first request. No connection of it survives into the workers."""
+    first request. Start-up work, not a request: no statement timeout (a large store
+    takes seconds). No connection of it survives into the workers."""
+    unbounded = create_store_engine(store.engine.url, store.timeout, bound_statements=False)
     try:
-        store.similar_users.load()
+        store.similar_users.load(Database(unbounded, store.timeout))
     finally:
+        unbounded.dispose()
         store.engine.dispose()
+    _give_back_freed_memory()
+
+
+def _give_back_freed_memory() -> None:
+    """glibc keeps the memory of a large answer freed (the first read of the interest
+    sets: tens of megabytes at millions of users) in the process, and the workers
+    forked next would each inherit it: hand it back to the system (without glibc,
+    nothing to do)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def init_app(app: Flask) -> None:

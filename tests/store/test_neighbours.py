@@ -11,6 +11,7 @@ from helpers.pg_locks import wait_until_blocked
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nomads_cluster.cities import city_key
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, interest_mask
 from nomads_cluster.store.neighbours import (
     PROBE_AT_LEAST,
@@ -20,7 +21,7 @@ from nomads_cluster.store.neighbours import (
     similarity_levels,
 )
 from nomads_cluster.store.records import Assignment
-from nomads_cluster.store.users import UserStore
+from nomads_cluster.store.users import UserStore, preload
 from nomads_cluster.store.writes import assignment_writer
 
 CITIES = ["Madrid", "Paris", None]
@@ -201,3 +202,15 @@ def test_on_postgresql_the_index_waits_for_writers_in_flight(make_app, config_fo
         transaction.commit()
     reader.join(30)
     assert "late" in [other.user_id for _, other in found["r"][1]]
+
+
+def test_preload_reads_every_users_interest_sets_and_keeps_no_connection(store):
+    users = random_users(random.Random(8), 40, "p")
+    store.assignments.save(users)
+    preload(store)  # as app_cluster does before gunicorn forks its workers
+    sets = store.similar_users.interest_sets
+    assert sorted(sets.of(None).tolist()) == sorted({interest_mask(u.interests) for u in users})
+    assert sorted(sets.of(city_key("Paris")).tolist()) == sorted(
+        {interest_mask(u.interests) for u in users if u.city == "Paris"}
+    )
+    assert store.engine.pool.checkedin() == 0  # no idle connection to fork into workers
