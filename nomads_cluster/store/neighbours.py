@@ -115,7 +115,8 @@ class MaskSet:
 
     @property
     def nbytes(self) -> int:
-        return self._all.nbytes
+        """The arrays' bytes (the merged masks, and their copy with those added)."""
+        return self.merged.nbytes + (0 if self._all is self.merged else self._all.nbytes)
 
 
 class InterestSets:
@@ -147,8 +148,8 @@ class InterestSets:
 
     def _load(self, conn: sa.Connection, changed: sa.ColumnElement[bool]) -> None:
         # Each city's masks as one string: the database groups them faster than rows
-        # come out one by one, and numpy parses it (no Python object a mask, whose
-        # memory would stay in the server before its workers fork) and removes repeats.
+        # come out one by one, and numpy parses it (a Python object a mask would take
+        # seconds at millions of users) and removes the repeats.
         masks = sa.func.aggregate_strings(sa.cast(assignments.c.interest_mask, sa.String), ",")
         per_city = (
             sa.select(assignments.c.city_key, masks).where(changed).group_by(assignments.c.city_key)
