@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ from ..errors import ServiceError
 
 PING_AFTER_IDLE_SECONDS = 1.0
 # Values in one IN list of a SQLite statement: far below its limit on parameters.
-IDS_PER_QUERY = 500
+VALUES_PER_IN_LIST = 500
 # PostgreSQL advisory lock keys (the migrations' is 0x6E6F6D616473, "nomads").
 # Writers of assignments and events hold it shared until they commit; the similar-users
 # index and the change feed take it exclusive for a moment, to wait for those in flight.
@@ -144,6 +144,21 @@ def advisory_lock(conn: sa.Connection, *keys: int, shared: bool = False) -> None
         " WITH ORDINALITY AS taken(key, position) ORDER BY position",
         (list(keys),),
     )
+
+
+def sqlite_in_lists(
+    conn: sa.Connection, query: str, values: Sequence[tuple], after: tuple = ()
+) -> list[sa.Row]:
+    """The rows of ``query`` on SQLite, its ``{}`` an IN list of ``values`` (each a
+    tuple: one value, or a row value), VALUES_PER_IN_LIST at a time; ``after``: the
+    parameters that follow the list."""
+    found: list[sa.Row] = []
+    for start in range(0, len(values), VALUES_PER_IN_LIST):
+        chunk = values[start : start + VALUES_PER_IN_LIST]
+        marks = ", ".join("(" + ", ".join("?" * len(value)) + ")" for value in chunk)
+        parameters = (*(part for value in chunk for part in value), *after)
+        found += conn.exec_driver_sql(query.format(marks), parameters).all()
+    return found
 
 
 class WriterLock:

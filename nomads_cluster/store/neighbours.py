@@ -234,18 +234,14 @@ class MaskProbe:
         self, conn: sa.Connection, masks: Sequence[int], me: int, city_key: str | None, k: int
     ) -> list[tuple[int, int]]:
         """(user number, mask) of the first ``k`` users of each mask, ``me`` left out."""
-        city = city_key is not None
-        statement = self._statement[city]
+        statement = self._statement[city_key is not None]
         if self.postgresql:
-            parameters = (list(masks), me, *([city_key] if city else []), k)
-            return conn.exec_driver_sql(statement, parameters).all()
+            return conn.exec_driver_sql(statement, _parameters(list(masks), me, city_key, k)).all()
         found = []
         for start in range(0, len(masks), SETS_PER_STATEMENT):
             chunk = masks[start : start + SETS_PER_STATEMENT]
             query = " UNION ALL ".join([statement] * len(chunk))
-            parameters = tuple(
-                value for mask in chunk for value in (mask, me, *([city_key] if city else []), k)
-            )
+            parameters = tuple(p for mask in chunk for p in _parameters(mask, me, city_key, k))
             found += conn.exec_driver_sql(query, parameters).all()
         return found
 
@@ -254,9 +250,14 @@ class MaskProbe:
     ) -> list[tuple[int, int]]:
         """(user number, mask) of the first ``k`` users who share no interest with
         ``mask``, ``me`` left out."""
-        city = city_key is not None
-        parameters = (mask, me, *([city_key] if city else []), k)
-        return conn.exec_driver_sql(self._disjoint[city], parameters).all()
+        statement = self._disjoint[city_key is not None]
+        return conn.exec_driver_sql(statement, _parameters(mask, me, city_key, k)).all()
+
+
+def _parameters(sets: object, me: int, city_key: str | None, k: int) -> tuple:
+    """A probe's parameters, in its statements' order (the city's only when given);
+    ``sets``: a mask, or PostgreSQL's list of them."""
+    return (sets, me, k) if city_key is None else (sets, me, city_key, k)
 
 
 PROBES = {postgresql: MaskProbe(postgresql) for postgresql in (False, True)}
@@ -277,8 +278,9 @@ def most_similar(
     probe = PROBES[conn.dialect.name == "postgresql"]
     found: list[tuple[int, int, int]] = []  # (level, user number, mask)
     for masks, levels in ranked_batches(sets, mask):
-        level_of = dict(zip(masks.tolist(), levels.tolist(), strict=True))
-        users = probe.first_users(conn, masks.tolist(), me, city_key, k)
+        batch = masks.tolist()
+        level_of = dict(zip(batch, levels.tolist(), strict=True))
+        users = probe.first_users(conn, batch, me, city_key, k)
         found += [(level_of[user_mask], user_no, user_mask) for user_no, user_mask in users]
         if len(found) >= k:  # every user of a later batch is less similar
             break

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from ..cities import room_id
 from .database import Database
-from .engine import IDS_PER_QUERY, advisory_lock
+from .engine import advisory_lock, sqlite_in_lists
 from .records import Assignment, current_page
 from .tables import assignments, rooms
 
@@ -66,7 +66,7 @@ class RoomQueries:
             f"SELECT a.user_id, {room} FROM {assignments.name} a"
             f" LEFT JOIN {rooms.name} r ON r.id = a.room_id WHERE {where}"
         )
-        groups = "SELECT * FROM unnest(%s::varchar[], %s::int[])" if postgresql else "VALUES {}"
+        groups = "SELECT * FROM unnest(%s::varchar[], %s::int[])" if postgresql else "{}"
         # Of each group, the rooms with a free place and its last one (by the unique
         # index on city_key, segment, ordinal).
         self._open = (
@@ -97,16 +97,8 @@ class RoomQueries:
             parameters = (list(user_ids), keys, segments, room_size)
             found = conn.exec_driver_sql(self._current_and_open, parameters).all()
             return [r for r in found if r[0] is not None], [r[1:] for r in found if r[0] is None]
-        current, open_rooms = [], []
-        for start in range(0, len(user_ids), IDS_PER_QUERY):
-            chunk = tuple(user_ids[start : start + IDS_PER_QUERY])
-            query = self._current.format(", ".join("?" * len(chunk)))
-            current += conn.exec_driver_sql(query, chunk).all()
-        for start in range(0, len(groups), IDS_PER_QUERY):
-            chunk = groups[start : start + IDS_PER_QUERY]
-            query = self._open.format(", ".join(["(?, ?)"] * len(chunk)))
-            values = (*(value for group in chunk for value in group), room_size)
-            open_rooms += conn.exec_driver_sql(query, values).all()
+        current = sqlite_in_lists(conn, self._current, [(user_id,) for user_id in user_ids])
+        open_rooms = sqlite_in_lists(conn, self._open, groups, after=(room_size,))
         return current, open_rooms
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from .engine import CHANGES_LOCK, IDS_PER_QUERY, advisory_lock
+from .engine import CHANGES_LOCK, advisory_lock, sqlite_in_lists
 from .events import MOVED, PLACED, Place, change_events
 from .tables import (
     SEQ_SEQUENCE,
@@ -117,16 +117,9 @@ def _sqlite_write(dialect: Dialect) -> Write:
 
     def current_places(conn: sa.Connection, user_ids: Sequence[str]) -> dict[str, Place]:
         """Each stored user's (segment, room) among ``user_ids``."""
-        places = {}
-        for start in range(0, len(user_ids), IDS_PER_QUERY):
-            chunk = tuple(user_ids[start : start + IDS_PER_QUERY])
-            query = (
-                f"SELECT user_id, cluster, room_id FROM {assignments.name}"
-                f" WHERE user_id IN ({marks(chunk)})"
-            )
-            for user_id, segment, room in conn.exec_driver_sql(query, chunk):
-                places[user_id] = (segment, room)
-        return places
+        query = f"SELECT user_id, cluster, room_id FROM {assignments.name} WHERE user_id IN ({{}})"
+        found = sqlite_in_lists(conn, query, [(user_id,) for user_id in user_ids])
+        return {user_id: (segment, room) for user_id, segment, room in found}
 
     def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
         last_per_user = {row["user_id"]: row for row in rows}
