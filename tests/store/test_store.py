@@ -259,6 +259,39 @@ def test_migration_0004_counts_the_members_of_rooms_opened_before_it(database_ur
     assert store.rooms.get("madrid-1").members == 2
 
 
+def test_room_counts_stay_exact_across_migration_0008_both_ways(database_url, engine_on):
+    """0008 moves PostgreSQL's counts from one update per member to one per room and
+    statement (SQLite keeps 0004's): counts stay exact on either side of it."""
+    engine = engine_on(database_url)
+    store = UserStore(engine, room_size=2)
+
+    def save(cities: list[str | None]) -> None:
+        store.assignments.save([replace(record(i), city=c) for i, c in enumerate(cities)])
+
+    def assert_counts_exact() -> None:
+        with engine.connect() as conn:
+            counted = conn.execute(
+                sa.select(assignments.c.room_id, sa.func.count())
+                .where(assignments.c.room_id.is_not(None))
+                .group_by(assignments.c.room_id)
+            ).all()
+            kept = conn.execute(sa.select(rooms.c.id, rooms.c.members)).all()
+        assert {room: n for room, n in kept if n} == dict(counted)
+
+    save(["Madrid", "Madrid", "Madrid", "Paris", None])
+    assert_counts_exact()
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0007")
+    save(["Paris", "Madrid", None, "Madrid", "Oslo"])  # moves, leaves, joins
+    store.assignments.erase("4")
+    assert_counts_exact()
+    upgrade(engine)
+    save(["Oslo", "Oslo", "Oslo", None, "Madrid", "Madrid"])
+    assert_counts_exact()
+    store.assignments.erase("0")
+    assert_counts_exact()
+
+
 def test_migration_0002_keys_stored_scores_by_segment_and_back(database_url, engine_on):
     engine = engine_on(database_url, revision=None)
     upgrade(engine, "0001")  # scores were lists, position i being segment i + 1
