@@ -7,6 +7,7 @@ Accents are folded because mobile keyboards make them optional: users of one cit
 it both ways, while two cities told apart only by an accent are rare (docs/rooms.md).
 """
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -35,6 +36,7 @@ def display_city(name: str) -> str:
     return re.sub(" +", " ", unicodedata.normalize("NFC", name).strip(" "))
 
 
+@functools.lru_cache(maxsize=4096)  # slugify costs more than the rest of a placement
 def city_key(name: str) -> str:
     """The city's key, the first part of its room ids.
 

@@ -311,6 +311,33 @@ def read_jsonl(file: IO[bytes], name: str) -> Iterator[Chunk]:
     yield chunk()
 
 
+class SecondThread:
+    """Runs one task at a time on a thread of its own, while the caller goes on:
+    ``submit`` first waits for the task before it (tasks run in order, one in
+    flight) and raises that task's error, as ``wait`` and ``close`` do."""
+
+    def __init__(self, name: str):
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._running: Future[Any] | None = None
+
+    def submit(self, task: Callable[..., Any], *args: Any) -> None:
+        self.wait()
+        self._running = self._thread.submit(task, *args)
+
+    def wait(self) -> None:
+        """Until the running task is done; its error, if it failed, raised here."""
+        running, self._running = self._running, None
+        if running is not None:
+            running.result()
+
+    def close(self) -> None:
+        """Wait for the running task, then stop the thread (even if the task failed)."""
+        try:
+            self.wait()
+        finally:
+            self._thread.shutdown()
+
+
 class ResultWriter:
     """Writes id, cluster and scores: CSV (by pyarrow) or JSON Lines (by suffix)."""
 
@@ -318,10 +345,8 @@ class ResultWriter:
         self.file, self.jsonl, self.model = file, jsonl, model
         self._csv: pa_csv.CSVWriter | None = None
         # pyarrow formats and writes a CSV without holding the GIL: each chunk is
-        # written by this thread, on the second core, while the next one is read and
-        # scored.
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="write-csv")
-        self._writing: Future[None] | None = None
+        # written on a second thread (and core) while the next one is read and scored.
+        self._writing = SecondThread("write-csv")
 
     def write(self, ids: pa.Array | list[Any], segments: np.ndarray, scores: np.ndarray) -> None:
         if self.jsonl:
@@ -351,26 +376,16 @@ class ResultWriter:
         if self._csv is None:
             options = pa_csv.WriteOptions(quoting_style="needed")
             self._csv = pa_csv.CSVWriter(self.file, table.schema, write_options=options)
-        self._wait()
-        self._writing = self._thread.submit(self._csv.write_table, table)
-
-    def _wait(self) -> None:
-        """Until the chunk being written is; its error, if it failed, raised here."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
+        self._writing.submit(self._csv.write_table, table)
 
     def close(self) -> None:
         """Write what is left; on error, stop writing (the output is thrown away)."""
         if self._csv is None and not self.jsonl:  # no user at all: the header alone
             n_scores = len(self.model.score_keys)
             self.write(pa.array([], pa.string()), np.empty(0, int), np.empty((0, n_scores)))
-        try:
-            self._wait()
-            if self._csv is not None:
-                self._csv.close()
-        finally:
-            self._thread.shutdown(cancel_futures=True)
+        self._writing.close()
+        if self._csv is not None:
+            self._csv.close()
 
 
 @dataclass
@@ -422,6 +437,9 @@ def assign_file(
         else:
             chunks = read_jsonl(source, input_path.name)
         writer = ResultWriter(sink, jsonl_output, model)
+        # Each chunk is stored (a transaction that mostly waits on the database) while
+        # the next one is read and scored; one in flight, so memory stays bounded.
+        storing = SecondThread("store")
         try:
             for chunk in chunks:
                 if chunk.bad_rows and not skip_bad_rows:
@@ -430,11 +448,17 @@ def assign_file(
                 segments, scores = model.assign_users(chunk.features)
                 writer.write(chunk.ids, segments, scores)
                 if store is not None:
-                    store.assignments.save(_records(chunk, segments, scores, model))
+                    records = _records(chunk, segments, scores, model)
+                    storing.submit(store.assignments.save, records)
                 summary.assigned += len(chunk.ids)
                 on_progress(chunk.bytes_read)
+            storing.close()
             writer.close()
         except BaseException:
+            # The chunk being stored is committed or not, whole, before this stops: the
+            # chunks before a failure stay stored.
+            with suppress(Exception):
+                storing.close()
             with suppress(Exception):
                 writer.close()  # before the file closes under its thread
             sink.close()
@@ -475,7 +499,7 @@ def _records(
         )
         for user_id, features, segment, user_scores, city in zip(
             _python_ids(chunk.ids),
-            chunk.features,
+            chunk.features.tolist(),  # Python numbers: faster to look at one by one
             segments.tolist(),
             scores.tolist(),
             chunk.cities or [None] * len(chunk.features),

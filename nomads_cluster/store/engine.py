@@ -76,6 +76,8 @@ def create_store_engine(url: str | URL, timeout: float, *, bound_statements: boo
             database.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": timeout})
         pragmas = ("journal_mode=WAL", "synchronous=FULL")
+        if not bound_statements:
+            pragmas += ("cache_size=-262144",)
     else:
         engine = sa.create_engine(
             url,

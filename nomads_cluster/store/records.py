@@ -86,7 +86,7 @@ class Assignment:
         )
 
 
-def chosen_interests(features: np.ndarray) -> tuple[str, ...]:
+def chosen_interests(features: np.ndarray | Sequence[float]) -> tuple[str, ...]:
     """The interest keys of a 0/1 feature vector."""
     return tuple(key for key, value in zip(INTEREST_KEYS, features, strict=True) if value)
 

@@ -23,6 +23,7 @@ The tables and every read stay SQLAlchemy's (``tables.py``, ``users.py``).
 """
 
 import json
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,10 +105,13 @@ def _sqlite_write(dialect: Dialect) -> Write:
         for column in assignments.c
     }
 
-    def values(row: Row, names: Sequence[str]) -> tuple:
+    def encode(row: Row) -> tuple:
+        """The row's values in COLUMNS order, as sqlite3 takes them."""
         return tuple(
-            row[name] if encoders[name] is None else encoders[name](row[name]) for name in names
+            row[name] if encoders[name] is None else encoders[name](row[name]) for name in COLUMNS
         )
+
+    history_values = operator.itemgetter(*(COLUMNS.index(name) for name in HISTORY_COLUMNS))
 
     event_names = [c.name for c in user_events.c if c.name != "id"]
     add_events = (
@@ -122,10 +126,11 @@ def _sqlite_write(dialect: Dialect) -> Write:
         return {user_id: (segment, room) for user_id, segment, room in found}
 
     def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
-        last_per_user = {row["user_id"]: row for row in rows}
+        encoded = [encode(row) for row in rows]
+        last_per_user = {row["user_id"]: values for row, values in zip(rows, encoded, strict=True)}
         before = current_places(conn, list(last_per_user))
-        conn.exec_driver_sql(add_history, [values(row, HISTORY_COLUMNS) for row in rows])
-        conn.exec_driver_sql(make_current, [values(row, COLUMNS) for row in last_per_user.values()])
+        conn.exec_driver_sql(add_history, [history_values(values) for values in encoded])
+        conn.exec_driver_sql(make_current, list(last_per_user.values()))
         events = change_events(before, rows)
         if events:
             conn.exec_driver_sql(

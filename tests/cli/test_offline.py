@@ -1,6 +1,7 @@
 """Reading files in chunks: line numbers across chunks, progress, and the survey reader."""
 
 import io
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from threadpoolctl import threadpool_info
 from nomads_cluster.cli import offline
 from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
+from nomads_cluster.store.engine import StoreUnavailable
 from nomads_cluster.validation import MAX_LISTED
 
 HEADER = ",".join(["_id", *INTEREST_KEYS])
@@ -100,6 +102,63 @@ def test_a_write_that_fails_in_the_writing_thread_fails_the_command_and_leaves_n
         offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR))
     assert len(written) == 2  # nothing written after the failed chunk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def chunk_ids(rows: list[str]) -> list[list[str]]:
+    """The users of each chunk the reader makes of ``rows``, until the first chunk
+    with a bad row (excluded)."""
+    chunks = offline.read_interest_csv(csv_bytes(rows), "in.csv", None)
+    return [c.ids.to_pylist() for c in itertools.takewhile(lambda c: not c.bad_rows, chunks)]
+
+
+def recording_saves(store, monkeypatch, fail_at: int | None = None) -> list[list[str]]:
+    """The user ids of each call to the store's save, which fails at call ``fail_at``."""
+    saved: list[list[str]] = []
+    save = store.assignments.save
+
+    def recorded(records):
+        saved.append([r.user_id for r in records])
+        if len(saved) == fail_at:
+            raise StoreUnavailable("the database is unavailable (OperationalError)")
+        return save(records)
+
+    monkeypatch.setattr(store.assignments, "save", recorded)
+    return saved
+
+
+def test_the_chunks_before_a_bad_row_are_stored_whole_and_in_order(tmp_path, monkeypatch, store):
+    monkeypatch.setattr(offline, "CHUNK_BYTES", SMALL_CHUNK)
+    rows = [good_row(i) for i in range(20)]
+    rows[12] = "u12," + ",".join(["x"] * 26)
+    before_bad = chunk_ids(rows)
+    assert len(before_bad) >= 2  # the last of them still being stored when it is met
+    path = tmp_path / "in.csv"
+    path.write_bytes(csv_bytes(rows).getvalue())
+    saved = recording_saves(store, monkeypatch)
+    with pytest.raises(offline.BadRowsError, match="line 14"):
+        offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR), store=store)
+    assert saved == before_bad
+    everyone = [f"u{i}" for i in range(20)]
+    expected = [i for ids in before_bad for i in ids]
+    assert [i for i in everyone if store.assignments.current(i) is not None] == expected
+    assert not list(tmp_path.glob("out.csv*"))
+
+
+def test_a_chunk_the_store_fails_stops_the_command_after_the_chunks_before_it(
+    tmp_path, monkeypatch, store
+):
+    monkeypatch.setattr(offline, "CHUNK_BYTES", SMALL_CHUNK)
+    rows = [good_row(i) for i in range(20)]
+    chunks = chunk_ids(rows)
+    path = tmp_path / "in.csv"
+    path.write_bytes(csv_bytes(rows).getvalue())
+    saved = recording_saves(store, monkeypatch, fail_at=2)
+    with pytest.raises(StoreUnavailable):
+        offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR), store=store)
+    assert saved == chunks[:2]  # no chunk is stored after the one that failed
+    everyone = [f"u{i}" for i in range(20)]
+    assert [i for i in everyone if store.assignments.current(i) is not None] == chunks[0]
+    assert not list(tmp_path.glob("out.csv*"))
 
 
 @pytest.mark.parametrize(
