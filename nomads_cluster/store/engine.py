@@ -77,6 +77,8 @@ def create_store_engine(url: str | URL, timeout: float, *, bound_statements: boo
         engine = sa.create_engine(url, connect_args={"timeout": timeout})
         pragmas = ("journal_mode=WAL", "synchronous=FULL")
         if not bound_statements:
+            # A bulk load adds to every index at random places: with SQLite's default
+            # 2 MB of pages it rereads most of them from the file. 256 MB, per command.
             pragmas += ("cache_size=-262144",)
     else:
         engine = sa.create_engine(
