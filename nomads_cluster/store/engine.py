@@ -79,7 +79,9 @@ def create_store_engine(url: str | URL, timeout: float, *, bound_statements: boo
         if not bound_statements:
             # A bulk load adds to every index at random places: with SQLite's default
             # 2 MB of pages it rereads most of them from the file. 256 MB, per command.
-            pragmas += ("cache_size=-262144",)
+            # Its statements' journals (the pages a statement changed, kept until it
+            # ends) in memory rather than in a temporary file written page by page.
+            pragmas += ("cache_size=-262144", "temp_store=MEMORY")
     else:
         engine = sa.create_engine(
             url,

@@ -1,5 +1,6 @@
 """Reading files in chunks: line numbers across chunks, progress, and the survey reader."""
 
+import gc
 import io
 import itertools
 import subprocess
@@ -102,6 +103,32 @@ def test_a_write_that_fails_in_the_writing_thread_fails_the_command_and_leaves_n
         offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR))
     assert len(written) == 2  # nothing written after the failed chunk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_the_cycle_collector_is_paused_while_assigning_and_back_on_after_a_stop(
+    tmp_path, monkeypatch
+):
+    rows = [good_row(0), "u1," + ",".join(["x"] * 26)]
+    path = tmp_path / "in.csv"
+    path.write_bytes(csv_bytes(rows).getvalue())
+    seen = []
+    monkeypatch.setattr(offline, "read_interest_csv", recording(seen, offline.read_interest_csv))
+    with pytest.raises(offline.BadRowsError):
+        offline.assign_file(path, tmp_path / "out.csv", load_model(DEFAULT_MODEL_DIR))
+    assert seen == [False]  # off while the chunks were read
+    assert gc.isenabled()
+
+
+def recording(seen: list[bool], read):
+    """``read``, noting whether the cycle collector is on as its first chunk is read."""
+
+    def read_noting(*args):
+        for n, chunk in enumerate(read(*args)):
+            if n == 0:
+                seen.append(gc.isenabled())
+            yield chunk
+
+    return read_noting
 
 
 def chunk_ids(rows: list[str]) -> list[list[str]]:
