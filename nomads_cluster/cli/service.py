@@ -57,7 +57,7 @@ def database() -> Iterator["UserStore"]:
     with settings() as app:
         # A command is not a request: a chunk of a bulk load or a re-scoring batch may
         # run longer than a request's statement timeout allows.
-        store = open_store(app.config, app.instance_path, bound_statements=False)
+        store = open_store(app.config, app.instance_path, for_commands=True)
     try:
         yield store
     finally:

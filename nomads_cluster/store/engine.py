@@ -59,10 +59,14 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def create_store_engine(url: str | URL, timeout: float, *, bound_statements: bool = True) -> Engine:
+def create_store_engine(
+    url: str | URL, timeout: float, *, bound_statements: bool = True, bulk_writes: bool = False
+) -> Engine:
     """An engine that answers or fails within about ``timeout`` seconds
     (``bound_statements=False``: connecting and waiting for a lock only, for the
     commands, whose bulk statements may rightly run longer than any request).
+    ``bulk_writes``: SQLite keeps more of the file's pages, and its statements'
+    journals, in memory (a command that loads many rows).
 
     SQLite: WAL (readers never wait for the writer), a busy timeout (writers queue
     instead of failing with "database is locked"), synchronous=FULL (a committed
@@ -76,7 +80,7 @@ def create_store_engine(url: str | URL, timeout: float, *, bound_statements: boo
             database.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": timeout})
         pragmas = ("journal_mode=WAL", "synchronous=FULL")
-        if not bound_statements:
+        if bulk_writes:
             # A bulk load adds to every index at random places: with SQLite's default
             # 2 MB of pages it rereads most of them from the file. 256 MB, per command.
             # Its statements' journals (the pages a statement changed, kept until it

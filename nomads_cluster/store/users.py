@@ -55,16 +55,19 @@ def default_database_url(instance_path: str) -> str:
 
 
 def open_store(
-    config: Mapping[str, Any], instance_path: str, *, bound_statements: bool = True
+    config: Mapping[str, Any], instance_path: str, *, for_commands: bool = False
 ) -> UserStore:
     """The store of DATABASE_URL (default: SQLite in the instance folder), its schema
-    made sure of: an empty database gets every migration. ``bound_statements``: each
-    statement fails after DATABASE_TIMEOUT, as a request's must."""
+    made sure of: an empty database gets every migration. Each statement fails after
+    DATABASE_TIMEOUT, as a request's must, except ``for_commands`` (bulk writes that
+    may rightly run longer: ``create_store_engine``)."""
     from .migrations import prepare_schema
 
     url = config.get("DATABASE_URL") or default_database_url(instance_path)
     timeout = float(config["DATABASE_TIMEOUT"])
-    engine = create_store_engine(url, timeout, bound_statements=bound_statements)
+    engine = create_store_engine(
+        url, timeout, bound_statements=not for_commands, bulk_writes=for_commands
+    )
     try:
         revision = prepare_schema(engine)
     except UNAVAILABLE_ERRORS as exc:

@@ -315,8 +315,24 @@ def test_requests_statements_are_bounded_and_commands_are_not(config_for, postgr
     """A request's statement fails after DATABASE_TIMEOUT; a command's bulk chunk may
     run as long as it needs."""
     config = configured_app(config_for(postgres_url, DATABASE_TIMEOUT=2)).config
-    for bound, expected in ((True, "2s"), (False, "0")):
-        store = open_store(config, str(tmp_path), bound_statements=bound)
+    for for_commands, expected in ((False, "2s"), (True, "0")):
+        store = open_store(config, str(tmp_path), for_commands=for_commands)
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == expected
         store.engine.dispose()
+
+
+def test_commands_keep_more_of_a_sqlite_store_in_memory_than_requests(config_for, tmp_path):
+    """A command's bulk load keeps SQLite's pages and statement journals in memory; a
+    server's connections keep SQLite's defaults."""
+    config = configured_app(config_for(f"sqlite:///{tmp_path / 'store.sqlite3'}")).config
+    settings = {}
+    for for_commands in (False, True):
+        store = open_store(config, str(tmp_path), for_commands=for_commands)
+        with store.engine.connect() as conn:
+            pragmas = ("cache_size", "temp_store")
+            settings[for_commands] = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in pragmas]
+        store.engine.dispose()
+    (request_cache, request_temp), (command_cache, command_temp) = settings.values()
+    assert command_temp == 2 != request_temp  # MEMORY
+    assert -command_cache > 100 * -request_cache  # in KiB (a negative size)
