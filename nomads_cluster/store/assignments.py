@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from .database import Database
-from .engine import committed_together
 from .events import add_events, erasure_event
 from .records import Assignment
 from .rooms import PlacedRoom, place_in_rooms
@@ -38,13 +37,9 @@ class Assignments:
             return [None] * len(rows)
 
         def work(conn: sa.Connection) -> list[PlacedRoom | None]:
-            placement = place_in_rooms(conn, rows, self.room_size)
-            # PostgreSQL: the rooms, the write and the commit in one round trip, so that
-            # the placement's locks are held for one round trip, not three.
-            with committed_together(conn):
-                placement.open_rooms(conn)
-                write(conn, rows)
-            return placement.rooms
+            placed = place_in_rooms(conn, rows, self.room_size)
+            write(conn, rows)
+            return placed
 
         return self.database.run(work, write=True)
 

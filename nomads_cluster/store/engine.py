@@ -142,57 +142,18 @@ def _ping_when_idle(engine: Engine) -> None:
             raise sa_exc.DisconnectionError(str(exc)) from exc
 
 
-def advisory_lock_statement(shared: bool = False) -> str:
-    """PostgreSQL's statement that takes the advisory locks of its one parameter (an
-    array of keys) until the transaction ends, in the order given."""
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    return (
-        f"SELECT {function}(key) FROM unnest(%s::bigint[])"
-        " WITH ORDINALITY AS taken(key, position) ORDER BY position"
-    )
-
-
 def advisory_lock(conn: sa.Connection, *keys: int, shared: bool = False) -> None:
     """On PostgreSQL, hold the advisory locks ``keys`` (exclusive, or ``shared``) until
     the transaction ends, taken in the order given, in one statement; elsewhere nothing
     (SQLite's writers already take turns)."""
     if conn.dialect.name != "postgresql" or not keys:
         return
-    conn.exec_driver_sql(advisory_lock_statement(shared), (list(keys),))
-
-
-@contextmanager
-def pipeline(conn: sa.Connection) -> Iterator[Any]:
-    """PostgreSQL's pipeline mode on ``conn``: the statements run in the block are sent
-    without waiting for their answers, and the answers read together as it ends (one
-    round trip for all; the server still runs them one after the other, each seeing
-    what the ones before it did). Yields psycopg's connection: a statement whose rows
-    are wanted runs on it, and its cursor is read after the block (SQLAlchemy reads a
-    result at once, before the answer is there). Its errors are SQLAlchemy's."""
-    driver = conn.connection.dbapi_connection
-    dbapi = conn.dialect.loaded_dbapi
-    try:
-        with driver.pipeline():
-            yield driver
-    except dbapi.Error as exc:
-        if driver.closed:
-            conn.invalidate(exc)
-        raise sa_exc.DBAPIError.instance(None, None, exc, dbapi.Error) from exc
-
-
-@contextmanager
-def committed_together(conn: sa.Connection) -> Iterator[None]:
-    """On PostgreSQL, the block's statements and its transaction's COMMIT sent in one
-    pipeline (``pipeline``): one round trip for all, the transaction committed as the
-    block ends. Elsewhere the block as it is, its transaction committed as usual."""
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    with pipeline(conn) as driver:
-        yield
-        # Queued, not driver.commit(): that would wait for its answer here, and the
-        # block's end would then make a second round trip with nothing to send.
-        driver.execute("COMMIT")
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    conn.exec_driver_sql(
+        f"SELECT {function}(key) FROM unnest(%s::bigint[])"
+        " WITH ORDINALITY AS taken(key, position) ORDER BY position",
+        (list(keys),),
+    )
 
 
 def sqlite_in_lists(

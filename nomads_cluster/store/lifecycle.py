@@ -37,7 +37,7 @@ class Lifecycle:
         def work(conn: sa.Connection) -> list[tuple[Assignment, Assignment]]:
             take_changes_lock(conn)
             rows = [new.as_row() for _, new in changes]
-            place_in_rooms(conn, rows, self.room_size).open_rooms(conn)
+            place_in_rooms(conn, rows, self.room_size)
             applied = []
             for (read, new), row in zip(changes, rows, strict=True):
                 update = (

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from ..cities import room_id
 from .database import Database
-from .engine import advisory_lock_statement, pipeline, sqlite_in_lists
+from .engine import advisory_lock, sqlite_in_lists
 from .records import Assignment, current_page
 from .tables import assignments, rooms
 
@@ -87,25 +87,15 @@ class RoomQueries:
         )
 
     def read(
-        self,
-        conn: sa.Connection,
-        user_ids: Sequence[str],
-        groups: Sequence[Group],
-        room_size: int,
-        locks: Sequence[int] = (),
+        self, conn: sa.Connection, user_ids: Sequence[str], groups: Sequence[Group], room_size: int
     ) -> tuple[list[tuple], list[tuple]]:
         """Each stored user among ``user_ids`` (by id, their rows locked on
         PostgreSQL) with their room as read (Nones without one), and the rooms as read
-        of ``groups`` with a free place, and their last. On PostgreSQL, after taking
-        the advisory ``locks`` in their order, in the same round trip."""
+        of ``groups`` with a free place, and their last."""
         if self.postgresql:
             keys, segments = [key for key, _ in groups], [segment for _, segment in groups]
             parameters = (list(user_ids), keys, segments, room_size)
-            with pipeline(conn) as driver:
-                if locks:
-                    driver.execute(advisory_lock_statement(), (list(locks),))
-                reading = driver.execute(self._current_and_open, parameters)
-            found = reading.fetchall()
+            found = conn.exec_driver_sql(self._current_and_open, parameters).all()
             return [r for r in found if r[0] is not None], [r[1:] for r in found if r[0] is None]
         current = sqlite_in_lists(conn, self._current, [(user_id,) for user_id in user_ids])
         open_rooms = sqlite_in_lists(conn, self._open, groups, after=(room_size,))
@@ -140,7 +130,6 @@ class RoomPlan:
     def __init__(self, conn: sa.Connection, room_size: int):
         self.conn = conn
         self.room_size = room_size
-        self.opened: list[tuple] = []  # rooms to open: the values of RoomQueries.open_room
         self._rooms: dict[Group, dict[int, PlacedRoom]] = {}  # the rooms read, by group
         self._place: dict[str, tuple[Group, PlacedRoom] | None] = {}  # user -> room
 
@@ -155,11 +144,10 @@ class RoomPlan:
         first (``writes.py``), and the groups' rooms with a free place: no concurrent
         write moves these users or fills these rooms before this transaction commits,
         and none waits for this one while holding what this one needs next. (Two
-        statements, sent together: one that waited for the locks would read as of
-        before; the second starts once the first has them, and reads as of then.)"""
-        locks = [group_lock(group) for group in groups]
+        statements: one that waited for the locks would read as of before.)"""
+        advisory_lock(self.conn, *(group_lock(group) for group in groups))
         current, open_rooms = room_queries(self.conn).read(
-            self.conn, user_ids, groups, self.room_size, locks
+            self.conn, user_ids, groups, self.room_size
         )
         for user_id, key, segment, ordinal, *room in current:
             if key is not None:  # else stored without a room
@@ -185,7 +173,9 @@ class RoomPlan:
             ordinal = _ordinal_to_join(group_rooms, self.room_size)
             if ordinal not in group_rooms:
                 room = PlacedRoom(room_id(key, segment, ordinal), row["city"], 0)
-                self.opened.append((room.id, key, room.city, segment, ordinal))
+                self.conn.exec_driver_sql(
+                    room_queries(self.conn).open_room, (room.id, key, room.city, segment, ordinal)
+                )
                 group_rooms[ordinal] = room
             room = group_rooms[ordinal]
             room.members += 1
@@ -194,29 +184,16 @@ class RoomPlan:
         return room
 
 
-@dataclass
-class Placement:
-    """Each row's room, in the rows' order, and the rooms to open for them."""
-
-    rooms: list[PlacedRoom | None]
-    opened: list[tuple]
-
-    def open_rooms(self, conn: sa.Connection) -> None:
-        """Open the rooms, before the rows that join them are written (their members
-        are counted as they are)."""
-        if self.opened:
-            conn.exec_driver_sql(room_queries(conn).open_room, self.opened)
-
-
-def place_in_rooms(conn: sa.Connection, rows: Sequence[Row], room_size: int) -> Placement:
+def place_in_rooms(
+    conn: sa.Connection, rows: Sequence[Row], room_size: int
+) -> list[PlacedRoom | None]:
     """Give each row its room (``room_id``), in order: of several rows of one user, the
-    last decides. Runs in the transaction that then opens the rooms and writes the
-    rows."""
+    last decides. Runs in the transaction that then writes the rows; the rooms, in the
+    rows' order."""
     groups = {(row["city_key"], row["cluster"]) for row in rows if row["city_key"] is not None}
     plan = RoomPlan(conn, room_size)
     plan.read(sorted({row["user_id"] for row in rows}), sorted(groups, key=group_lock))
-    rooms = [plan.place(row) for row in rows]
-    return Placement(rooms, plan.opened)
+    return [plan.place(row) for row in rows]
 
 
 class Rooms:

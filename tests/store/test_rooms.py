@@ -334,7 +334,7 @@ def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postg
     with store.engine.connect() as holder:
         transaction = holder.begin()
         rows = [user("first").as_row()]  # Madrid, segment 2
-        place_in_rooms(holder, rows, store.room_size).open_rooms(holder)
+        place_in_rooms(holder, rows, store.room_size)
         assignment_writer(store.engine.dialect).write(holder, rows)  # placed, not committed
         other_group = threading.Thread(
             target=store.assignments.save, args=([user("paris", "Paris")],)
@@ -414,7 +414,7 @@ def test_on_postgresql_one_user_placed_and_unplaced_at_once_never_deadlocks(
     with store.engine.connect() as holder:
         transaction = holder.begin()
         rows = [user("u", "Paris").as_row()]
-        place_in_rooms(holder, rows, store.room_size).open_rooms(holder)  # u held; paris-2 opened
+        place_in_rooms(holder, rows, store.room_size)  # u's row held; paris-2 opened
         other, failed = saving_in_background(store, [user("u", None)])
         wait_until_blocked(
             store.engine,
