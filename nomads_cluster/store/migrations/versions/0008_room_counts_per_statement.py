@@ -10,6 +10,8 @@ Revision ID: 0008
 Revises: 0007
 """
 
+from collections.abc import Iterable
+
 from alembic import op
 
 revision = "0008"
@@ -57,35 +59,33 @@ def _count_members(changes: str) -> str:
     )
 
 
+def _create_trigger(name: str, body: str, fires: str) -> None:
+    """A PL/pgSQL function that runs ``body``, and its trigger ``name``, AFTER ``fires``."""
+    op.execute(
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"
+        f" $$ BEGIN {body}; RETURN NULL; END $$"
+    )
+    op.execute(f"CREATE TRIGGER {name} AFTER {fires} EXECUTE FUNCTION {name}()")
+
+
+def _drop_triggers(names: Iterable[str]) -> None:
+    for name in names:
+        op.execute(f"DROP TRIGGER {name} ON assignments")
+        op.execute(f"DROP FUNCTION {name}()")
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for name in ROW_TRIGGERS:
-        op.execute(f"DROP TRIGGER {name} ON assignments")
-        op.execute(f"DROP FUNCTION {name}()")
+    _drop_triggers(ROW_TRIGGERS)
     for name, (event, tables, changes) in STATEMENT_TRIGGERS.items():
-        op.execute(
-            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"
-            f" $$ BEGIN {_count_members(changes)}; RETURN NULL; END $$"
-        )
-        op.execute(
-            f"CREATE TRIGGER {name} AFTER {event} ON assignments REFERENCING {tables}"
-            f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
-        )
+        fires = f"{event} ON assignments REFERENCING {tables} FOR EACH STATEMENT"
+        _create_trigger(name, _count_members(changes), fires)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for name in STATEMENT_TRIGGERS:
-        op.execute(f"DROP TRIGGER {name} ON assignments")
-        op.execute(f"DROP FUNCTION {name}()")
+    _drop_triggers(STATEMENT_TRIGGERS)
     for name, (event, condition, body) in ROW_TRIGGERS.items():
-        op.execute(
-            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"
-            f" $$ BEGIN {body}; RETURN NULL; END $$"
-        )
-        op.execute(
-            f"CREATE TRIGGER {name} AFTER {event} ON assignments FOR EACH ROW"
-            f" WHEN ({condition}) EXECUTE FUNCTION {name}()"
-        )
+        _create_trigger(name, body, f"{event} ON assignments FOR EACH ROW WHEN ({condition})")
