@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from .database import Database
 from .events import add_events, erasure_event
 from .records import Assignment
-from .rooms import PlacedRoom, place_in_rooms
+from .rooms import PlacedRoom
 from .tables import assignment_history, assignments
 from .writes import assignment_writer, take_changes_lock
 
@@ -29,19 +29,11 @@ class Assignments:
         if not records:
             return []
         rows = [record.as_row() for record in records]
-        write = self._writer.write
-        if not any(row["city_key"] for row in rows):
-            self.database.run(
-                lambda conn: write(conn, rows), write=True, autocommit=self._writer.one_statement
-            )
-            return [None] * len(rows)
-
-        def work(conn: sa.Connection) -> list[PlacedRoom | None]:
-            placed = place_in_rooms(conn, rows, self.room_size)
-            write(conn, rows)
-            return placed
-
-        return self.database.run(work, write=True)
+        return self.database.run(
+            lambda conn: self._writer.write(conn, rows, self.room_size),
+            write=True,
+            autocommit=self._writer.one_statement,
+        )
 
     def current(self, user_id: str) -> Assignment | None:
         query = sa.select(assignments).where(assignments.c.user_id == user_id)

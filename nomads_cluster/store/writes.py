@@ -34,6 +34,7 @@ from sqlalchemy.engine import Dialect
 
 from .engine import CHANGES_LOCK, advisory_lock, sqlite_in_lists
 from .events import MOVED, PLACED, Place, change_events
+from .rooms import PlacedRoom, group_lock, place_in_rooms
 from .tables import (
     SEQ_SEQUENCE,
     USER_NO_SEQUENCE,
@@ -50,7 +51,8 @@ HISTORY_COLUMNS = tuple(c.name for c in assignment_history.c if c.name != "id")
 EVENT_COLUMNS = ", ".join(c.name for c in user_events.c if c.name != "id")
 
 Row = dict[str, Any]  # Assignment.as_row()
-Write = Callable[[sa.Connection, Sequence[Row]], None]
+# Writes the rows, in a room each where they give a city; their rooms, in order.
+Write = Callable[[sa.Connection, Sequence[Row], int], list[PlacedRoom | None]]
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,11 @@ def _sqlite_write(dialect: Dialect) -> Write:
         found = sqlite_in_lists(conn, query, [(user_id,) for user_id in user_ids])
         return {user_id: (segment, room) for user_id, segment, room in found}
 
-    def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
+    def write(conn: sa.Connection, rows: Sequence[Row], room_size: int) -> list[PlacedRoom | None]:
+        if any(row["city_key"] for row in rows):
+            placed = place_in_rooms(conn, rows, room_size)
+        else:  # a user who leaves a room needs no placing
+            placed = [None] * len(rows)
         encoded = [encode(row) for row in rows]
         last_per_user = {row["user_id"]: values for row, values in zip(rows, encoded, strict=True)}
         before = current_places(conn, list(last_per_user))
@@ -143,6 +149,7 @@ def _sqlite_write(dialect: Dialect) -> Write:
                     for event in events
                 ],
             )
+        return placed
 
     return write
 
@@ -154,30 +161,22 @@ def _postgresql_write(dialect: Dialect) -> Write:
         for column in assignments.c
         if column.name in COLUMNS
     )
-    statement = (
-        f"WITH given AS (SELECT given.* FROM"
-        f" (SELECT pg_advisory_xact_lock_shared({CHANGES_LOCK})) AS changes_lock,"
-        f" ROWS FROM (json_to_recordset(%s::json) AS ({types}))"
-        f" WITH ORDINALITY AS given({names}, position)),"
-        # Numbered in the rows' order, as on SQLite: a new user's number says who was
-        # stored first (the similar users' ties). A number not used is simply skipped.
+    rows = (
+        f"(SELECT pg_advisory_xact_lock_shared({CHANGES_LOCK})) AS changes_lock,"
+        f" ROWS FROM (json_to_recordset(%(rows)s::json) AS ({types}))"
+        f" WITH ORDINALITY AS given({names}, position)"
+    )
+    # Numbered in the rows' order, as on SQLite: a new user's number says who was stored
+    # first (the similar users' ties). A number not used is simply skipped.
+    numbered = (
         f" numbered AS (SELECT *, nextval('{USER_NO_SEQUENCE.name}') AS user_no FROM given"
         f" ORDER BY position),"
         f" history AS (INSERT INTO {assignment_history.name} ({history_names})"
         f" SELECT {history_names} FROM given ORDER BY position),"
-        # Before any row is written, what the write will change is locked in one order
-        # that every writer follows: the users' current rows, by user id, then the rooms
-        # whose counts change (migration 0004's triggers), by room id. Two writes that
-        # touch the same users or rooms then wait for each other instead of deadlocking
-        # (``rooms.RoomPlan.read`` locks the same rows, in the same order).
-        # (Evaluated first, both: uncorrelated subqueries of the WHERE below, users then
-        # rooms. The users' places must be read before the INSERT changes them: the
-        # events compare with them, and a row this statement has changed is no longer
-        # there for it to lock.)
-        f" present AS (SELECT user_id, cluster, room_id FROM {assignments.name}"
-        f" WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE),"
-        # Each row's place before it: the user's previous row in the group, or their
-        # stored place; a row that changes it is an event (store/events.py's rules).
+    )
+    # Each row's place before it: the user's previous row in the group, or their stored
+    # place (``present``); a row that changes it is an event (store/events.py's rules).
+    events = (
         f" placed AS (SELECT g.position, g.user_id, g.cluster, g.room_id, g.model_version,"
         f" g.source, g.assigned_at,"
         f" lag(g.position) OVER w IS NOT NULL OR p.user_id IS NOT NULL AS existed,"
@@ -193,20 +192,65 @@ def _postgresql_write(dialect: Dialect) -> Write:
         f" CASE WHEN existed THEN previous_segment END, CASE WHEN existed THEN previous_room END,"
         f" model_version, source, assigned_at FROM placed"
         f" WHERE NOT existed OR previous_segment IS DISTINCT FROM cluster"
-        f" OR previous_room IS DISTINCT FROM room_id ORDER BY position),"
-        f" counted_rooms AS (SELECT id FROM {rooms.name} WHERE id = ANY(ARRAY("
-        f"SELECT room_id FROM present UNION SELECT room_id FROM given)) ORDER BY id FOR UPDATE)"
+        f" OR previous_room IS DISTINCT FROM room_id ORDER BY position)"
+    )
+    make_current = (
         f" INSERT INTO {assignments.name} ({names}, user_no, seq)"
         f" SELECT DISTINCT ON (user_id) {names}, user_no, nextval('{SEQ_SEQUENCE.name}')"
-        f" FROM numbered WHERE (SELECT count(*) FROM present) >= 0"
-        f" AND (SELECT count(*) FROM counted_rooms) >= 0"
-        f" ORDER BY user_id, position DESC"
+        f" FROM numbered {{where}} ORDER BY user_id, position DESC"
         f" ON CONFLICT (user_id) DO UPDATE SET {_updates('EXCLUDED')}"
     )
+    without_rooms = (
+        f"WITH given AS (SELECT given.* FROM {rows}),{numbered}"
+        # Before any row is written, what the write will change is locked in one order
+        # that every writer follows: the users' current rows, by user id, then the rooms
+        # whose counts change (the triggers of migrations 0004 and 0008), by room id.
+        # Two writes that touch the same users or rooms then wait for each other instead
+        # of deadlocking (``place_in_rooms``, in Python and in migration 0009, locks the
+        # same rows in the same order). (Evaluated first, both: uncorrelated subqueries
+        # of the WHERE below, users then rooms. The users' places must be read before
+        # the INSERT changes them: the events compare with them, and a row this
+        # statement has changed is no longer there for it to lock.)
+        f" present AS (SELECT user_id, cluster, room_id FROM {assignments.name}"
+        f" WHERE user_id = ANY(%(user_ids)s) ORDER BY user_id FOR UPDATE),{events},"
+        f" counted_rooms AS (SELECT id FROM {rooms.name} WHERE id = ANY(ARRAY("
+        f"SELECT room_id FROM present UNION SELECT room_id FROM given)) ORDER BY id FOR UPDATE)"
+        + make_current.format(
+            where="WHERE (SELECT count(*) FROM present) >= 0"
+            " AND (SELECT count(*) FROM counted_rooms) >= 0"
+        )
+    )
+    # With a city: the rooms placed by migration 0009's function, which takes the
+    # groups' locks, then locks the users' rows and the rooms as above, before anything
+    # else of the statement runs (the SELECT below reads it first). It gives the stored
+    # users' places, as read under those locks, and each row's room, returned in order.
+    given_in_rooms = ", ".join(
+        "placement.room_id" if name == "room_id" else f"given.{name}" for name in COLUMNS
+    )
+    in_rooms = (
+        "WITH placement AS (SELECT * FROM"
+        " place_in_rooms(%(rows)s::json, %(lock_keys)s::bigint[], %(room_size)s::integer)),"
+        f" given AS (SELECT {given_in_rooms}, given.position FROM {rows}"
+        " JOIN placement ON placement.position = given.position),"
+        f"{numbered}"
+        " present AS (SELECT user_id, cluster, room_id FROM placement"
+        f" WHERE position IS NULL),{events},"
+        f" made_current AS ({make_current.format(where='')})"
+        " SELECT room_id, room_city, room_members FROM placement"
+        " WHERE position IS NOT NULL ORDER BY position"
+    )
 
-    def write(conn: sa.Connection, rows: Sequence[Row]) -> None:
+    def write(conn: sa.Connection, rows: Sequence[Row], room_size: int) -> list[PlacedRoom | None]:
         given = json.dumps(rows, default=datetime.isoformat)
-        conn.exec_driver_sql(statement, (given, [row["user_id"] for row in rows]))
+        groups = {(row["city_key"], row["cluster"]) for row in rows if row["city_key"]}
+        if not groups:
+            user_ids = [row["user_id"] for row in rows]
+            conn.exec_driver_sql(without_rooms, {"rows": given, "user_ids": user_ids})
+            return [None] * len(rows)
+        lock_keys = sorted(group_lock(group) for group in groups)
+        parameters = {"rows": given, "lock_keys": lock_keys, "room_size": room_size}
+        placed = conn.exec_driver_sql(in_rooms, parameters).all()
+        return [None if room is None else PlacedRoom(room, *rest) for room, *rest in placed]
 
     return write
 

@@ -129,7 +129,7 @@ def test_a_reader_waits_for_a_writer_in_flight_and_skips_no_id(store, database_u
     write = assignment_writer(store.engine.dialect).write
     held = store.engine.connect()
     transaction = held.begin()
-    write(held, [record("slow").as_row()])  # id N, not committed
+    write(held, [record("slow").as_row()], store.room_size)  # id N, not committed
     store.assignments.save([record("fast")])  # id N + 1, committed
     read: list[list[dict]] = []
     reader = threading.Thread(target=lambda: read.append(feed(store)))

@@ -185,9 +185,8 @@ def test_on_postgresql_the_index_waits_for_writers_in_flight(make_app, config_fo
     found = {}
     with store.engine.connect() as writer:
         transaction = writer.begin()
-        assignment_writer(store.engine.dialect).write(
-            writer, [late.as_row()]
-        )  # numbered, not committed
+        write = assignment_writer(store.engine.dialect).write
+        write(writer, [late.as_row()], store.room_size)  # numbered, not committed
         reader = threading.Thread(
             target=lambda: found.update(r=store.similar_users.find("z1", 10, False))
         )

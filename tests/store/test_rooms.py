@@ -192,6 +192,30 @@ def test_rooms_follow_their_rule_and_keep_their_counts_through_any_writes(small_
     }
 
 
+def test_one_write_of_many_users_places_them_as_writes_of_one_each_would(small_rooms):
+    """A bulk write (a chunk of ``assign --store``, a batch): users already in rooms,
+    new ones, repeated ones, some leaving for another city or none, all in one write.
+    It opens and fills rooms in the same order as one write per user would."""
+    rng = random.Random(5)
+    reference = ReferenceRooms(room_size=3)
+    cities = ["Madrid", "Paris", "Lisboa", "Oslo", None]
+
+    def someone() -> Assignment:
+        return user(f"u{rng.randrange(120)}", rng.choice(cities), rng.choice([1, 2, 3]))
+
+    for _ in range(2):
+        group = [someone() for _ in range(300)]
+        placed = small_rooms.assignments.save(group)
+        assert [None if room is None else room.id for room in placed] == [
+            reference.save(record) for record in group
+        ]
+    kept, counted = stored_counts(small_rooms)
+    assert kept == counted
+    assert {room: sorted(users) for room, users in members_by_room(small_rooms).items()} == {
+        room: sorted(users) for room, users in reference.members.items() if users
+    }
+
+
 def test_members_come_a_page_at_a_time_in_user_id_order(store):
     store.assignments.save([user(f"u{i:02d}") for i in range(25)])
     pages, after = [], None
@@ -334,8 +358,8 @@ def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postg
     with store.engine.connect() as holder:
         transaction = holder.begin()
         rows = [user("first").as_row()]  # Madrid, segment 2
-        place_in_rooms(holder, rows, store.room_size)
-        assignment_writer(store.engine.dialect).write(holder, rows)  # placed, not committed
+        write = assignment_writer(store.engine.dialect).write
+        write(holder, rows, store.room_size)  # placed, not committed
         other_group = threading.Thread(
             target=store.assignments.save, args=([user("paris", "Paris")],)
         )
@@ -374,9 +398,8 @@ def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never
     store.assignments.save([user("a"), user("d"), user("b", "Paris"), user("c", "Paris")])
     with store.engine.connect() as holder:
         transaction = holder.begin()
-        assignment_writer(store.engine.dialect).write(
-            holder, [user("a", None).as_row()]
-        )  # holds madrid-2's count
+        write = assignment_writer(store.engine.dialect).write
+        write(holder, [user("a", None).as_row()], store.room_size)  # holds madrid-2's count
         # c leaves paris-2, then d leaves madrid-2
         other, failed = saving_in_background(store, [user("c", None), user("d", None)])
         wait_until_blocked(
@@ -386,9 +409,7 @@ def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never
             "the other write did not wait",
             "the other write never waited",
         )
-        assignment_writer(store.engine.dialect).write(
-            holder, [user("b", None).as_row()]
-        )  # paris-2: still free
+        write(holder, [user("b", None).as_row()], store.room_size)  # paris-2: still free
         transaction.commit()
     other.join(30)
     assert failed == []
@@ -414,7 +435,8 @@ def test_on_postgresql_one_user_placed_and_unplaced_at_once_never_deadlocks(
     with store.engine.connect() as holder:
         transaction = holder.begin()
         rows = [user("u", "Paris").as_row()]
-        place_in_rooms(holder, rows, store.room_size)  # u's row held; paris-2 opened
+        # Placed in Python first, as a reassign does: u's row held; paris-2 opened.
+        place_in_rooms(holder, rows, store.room_size)
         other, failed = saving_in_background(store, [user("u", None)])
         wait_until_blocked(
             store.engine,
@@ -423,7 +445,8 @@ def test_on_postgresql_one_user_placed_and_unplaced_at_once_never_deadlocks(
             "the other write did not wait",
             "the other write never waited",
         )
-        assignment_writer(store.engine.dialect).write(holder, rows)  # takes u out of madrid-2
+        write = assignment_writer(store.engine.dialect).write
+        write(holder, rows, store.room_size)  # takes u out of madrid-2
         transaction.commit()
     other.join(30)
     assert failed == []

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
 
 from nomads_cluster import configured_app
 from nomads_cluster.segmentation.interests import interest_mask
@@ -23,7 +24,15 @@ from nomads_cluster.store.migrations import (
     upgrade,
 )
 from nomads_cluster.store.records import Assignment
-from nomads_cluster.store.tables import assignment_history, assignments, metadata, rooms
+from nomads_cluster.store.rooms import place_in_rooms
+from nomads_cluster.store.tables import (
+    SEQ_SEQUENCE,
+    USER_NO_SEQUENCE,
+    assignment_history,
+    assignments,
+    metadata,
+    rooms,
+)
 from nomads_cluster.store.users import UserStore, default_database_url, open_store
 
 
@@ -259,14 +268,34 @@ def test_migration_0004_counts_the_members_of_rooms_opened_before_it(database_ur
     assert store.rooms.get("madrid-1").members == 2
 
 
+def save_before_0009(engine: sa.Engine, records: list[Assignment], room_size: int) -> None:
+    """Store the records as a writer before 0009 did on PostgreSQL: placed in Python,
+    then written (each user once)."""
+    with engine.begin() as conn:
+        rows = [record.as_row() for record in records]
+        place_in_rooms(conn, rows, room_size)
+        numbered = [
+            row | {"user_no": USER_NO_SEQUENCE.next_value(), "seq": SEQ_SEQUENCE.next_value()}
+            for row in rows
+        ]
+        insert = postgresql.insert(assignments).values(numbered)
+        changed = {name: insert.excluded[name] for name in rows[0] if name != "user_id"}
+        conn.execute(insert.on_conflict_do_update(index_elements=["user_id"], set_=changed))
+
+
 def test_room_counts_stay_exact_across_migration_0008_both_ways(database_url, engine_on):
     """0008 moves PostgreSQL's counts from one update per member to one per room and
     statement (SQLite keeps 0004's): counts stay exact on either side of it."""
     engine = engine_on(database_url)
     store = UserStore(engine, room_size=2)
+    downgraded = False
 
     def save(cities: list[str | None]) -> None:
-        store.assignments.save([replace(record(i), city=c) for i, c in enumerate(cities)])
+        records = [replace(record(i), city=c) for i, c in enumerate(cities)]
+        if downgraded and engine.dialect.name == "postgresql":
+            save_before_0009(engine, records, store.room_size)
+        else:
+            store.assignments.save(records)
 
     def assert_counts_exact() -> None:
         with engine.connect() as conn:
@@ -282,10 +311,12 @@ def test_room_counts_stay_exact_across_migration_0008_both_ways(database_url, en
     assert_counts_exact()
     with engine.begin() as conn:
         command.downgrade(alembic_config(conn), "0007")
+    downgraded = True
     save(["Paris", "Madrid", None, "Madrid", "Oslo"])  # moves, leaves, joins
     store.assignments.erase("4")
     assert_counts_exact()
     upgrade(engine)
+    downgraded = False
     save(["Oslo", "Oslo", "Oslo", None, "Madrid", "Madrid"])
     assert_counts_exact()
     store.assignments.erase("0")
