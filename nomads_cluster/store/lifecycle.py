@@ -13,7 +13,7 @@ from .events import add_events, change_events
 from .records import Assignment, current_page
 from .rooms import place_in_rooms
 from .tables import assignment_history, assignments
-from .writes import next_seq, take_changes_lock
+from .writes import INTEREST_SET, next_seq, take_changes_lock
 
 
 class Lifecycle:
@@ -40,12 +40,18 @@ class Lifecycle:
             place_in_rooms(conn, rows, self.room_size)
             applied = []
             for (read, new), row in zip(changes, rows, strict=True):
+                same_set = sa.and_(  # no new change number for an unchanged set (writes.py)
+                    *(assignments.c[name].is_not_distinct_from(row[name]) for name in INTEREST_SET)
+                )
                 update = (
                     assignments.update()
                     .where(assignments.c.user_id == row.pop("user_id"))
                     .where(assignments.c.assigned_at == read.assigned_at)
                     .where(assignments.c.model_version == read.model_version)
-                    .values(**row, seq=next_seq(conn.dialect))
+                    .values(
+                        **row,
+                        seq=sa.case((same_set, assignments.c.seq), else_=next_seq(conn.dialect)),
+                    )
                 )
                 if conn.execute(update).rowcount:
                     applied.append((read, replace(new, room_id=row["room_id"])))

@@ -11,9 +11,10 @@ k users are found. Exact: a set's later users cannot beat its first k, and a lev
 users all beat the next level's.
 
 The sets follow the store through its change numbers (``seq``): before each query the
-sets take in those of the rows changed since they last looked. A set whose users all
-left or changed stays, and finds nobody in the database: an erasure needs nothing. See
-``writes.py`` for why those numbers can be trusted on PostgreSQL.
+sets take in those of the rows changed since they last looked. A user gets a new number
+only when their interest set or city changes (a re-scoring keeps it). A set whose users
+all left or changed stays, and finds nobody in the database: an erasure needs nothing.
+See ``writes.py`` for why those numbers can be trusted on PostgreSQL.
 """
 
 import threading
@@ -30,6 +31,7 @@ from .tables import assignments
 
 INTERESTS = 26
 COMPACT_AT = 50_000  # sets added since the last merge, past which they are merged
+CATCH_UP_ROWS = 50_000  # changed rows read in one statement by a refresh
 # Interest sets asked of the database at least at a time (whole levels), and at most
 # in one statement.
 PROBE_AT_LEAST = 32
@@ -138,13 +140,18 @@ class InterestSets:
         of every row)."""
         with self._lock:
             committed = _committed_changes(conn)
-            changed = (assignments.c.seq > self._seq) & (assignments.c.seq <= committed)
             if self._seq == 0:
-                self._load(conn, changed)
-            else:
-                query = sa.select(assignments.c.city_key, assignments.c.interest_mask)
-                self._add(conn.execute(query.where(changed)).all())
-            self._seq = committed
+                self._load(conn, assignments.c.seq <= committed)
+                self._seq = committed
+            # CATCH_UP_ROWS at a time: a statement each, which the request path's
+            # statement timeout bounds however many users changed their sets.
+            columns = (assignments.c.seq, assignments.c.city_key, assignments.c.interest_mask)
+            while self._seq < committed:
+                changed = (assignments.c.seq > self._seq) & (assignments.c.seq <= committed)
+                query = sa.select(*columns).where(changed).order_by(assignments.c.seq)
+                rows = conn.execute(query.limit(CATCH_UP_ROWS)).all()
+                self._add([(key, mask) for _, key, mask in rows])
+                self._seq = rows[-1].seq if len(rows) == CATCH_UP_ROWS else committed
 
     def _load(self, conn: sa.Connection, changed: sa.ColumnElement[bool]) -> None:
         # Each city's masks as one string: the database groups them faster than rows
@@ -163,7 +170,7 @@ class InterestSets:
         if everyone:
             self.everyone = MaskSet(np.concatenate(everyone))
 
-    def _add(self, rows: Sequence[sa.Row]) -> None:
+    def _add(self, rows: Sequence[tuple[str | None, int]]) -> None:
         if not rows:
             return
         masks = np.array([mask for _, mask in rows], np.int32)

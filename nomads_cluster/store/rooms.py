@@ -12,6 +12,11 @@ users in a city's segment holds that group's advisory lock until they commit (th
 of a transaction's groups taken in one order, so two never wait on each other), and
 reads the counts only then. Groups apart are placed in parallel. Users who leave a room
 (another city or segment, no city, erased) need no lock: they only free places.
+
+This module places the users of SQLite's writes, and of ``reassign`` on both databases.
+A PostgreSQL write places its users inside its one statement, by the same rule and
+locks, with migration 0009's function (``writes.py``): the locks are then not held
+across the client's round trips.
 """
 
 import hashlib

@@ -10,7 +10,11 @@ as they are:
 - PostgreSQL: one statement for the whole group, its rows as one JSON parameter
   (``json_to_recordset``), the history's insert in a data-modifying CTE, and the last
   row of each user made current (``DISTINCT ON``); run outside a transaction, since a
-  single statement is atomic alone.
+  single statement is atomic alone. With a city, the same statement first places the
+  rows in rooms (migration 0009's ``place_in_rooms``) and returns their rooms.
+
+Users with a city are placed in rooms (``rooms.py``'s rule): on SQLite in Python, in
+the write's transaction.
 
 Each write also adds the events of the changes it makes (``events.py``): in the same
 statement on PostgreSQL, in the same transaction on SQLite. Each write numbers its rows
@@ -77,9 +81,23 @@ def take_changes_lock(conn: sa.Connection) -> None:
     advisory_lock(conn, CHANGES_LOCK, shared=True)
 
 
-def _updates(excluded: str) -> str:
-    names = [name for name in COLUMNS if name != "user_id"] + ["seq"]
-    return ", ".join(f"{name} = {excluded}.{name}" for name in names)
+# The columns whose change is a change of a user's interest set (of all users' sets, or
+# of a city's): only then does a write give the user a new change number.
+INTEREST_SET = ("interest_mask", "city_key")
+
+
+def _updates(excluded: str, same: str) -> str:
+    """The SET of an upsert: every column, and a new change number only for a user whose
+    interest set changes (the similar users' sets follow those numbers: a re-scoring of
+    every user, as ``reassign``, leaves them nothing to catch up). ``same``: the
+    database's null-safe equality."""
+    names = [name for name in COLUMNS if name != "user_id"]
+    unchanged = " AND ".join(
+        f"{assignments.name}.{name} {same} {excluded}.{name}" for name in INTEREST_SET
+    )
+    return ", ".join(f"{name} = {excluded}.{name}" for name in names) + (
+        f", seq = CASE WHEN {unchanged} THEN {assignments.name}.seq ELSE {excluded}.seq END"
+    )
 
 
 def _sqlite_write(dialect: Dialect) -> Write:
@@ -96,7 +114,7 @@ def _sqlite_write(dialect: Dialect) -> Write:
     make_current = (
         f"INSERT INTO {assignments.name} ({', '.join(COLUMNS)}, user_no, seq)"
         f" VALUES ({marks(COLUMNS)}, {following('user_no')}, {following('seq')})"
-        f" ON CONFLICT (user_id) DO UPDATE SET {_updates('excluded')}"
+        f" ON CONFLICT (user_id) DO UPDATE SET {_updates('excluded', 'IS')}"
     )
     # Per column, what SQLAlchemy does to a value before sqlite3 sees it (None: nothing;
     # dates become its text), so that SQLAlchemy reads the rows back as its own.
@@ -198,7 +216,7 @@ def _postgresql_write(dialect: Dialect) -> Write:
         f" INSERT INTO {assignments.name} ({names}, user_no, seq)"
         f" SELECT DISTINCT ON (user_id) {names}, user_no, nextval('{SEQ_SEQUENCE.name}')"
         f" FROM numbered {{where}} ORDER BY user_id, position DESC"
-        f" ON CONFLICT (user_id) DO UPDATE SET {_updates('EXCLUDED')}"
+        f" ON CONFLICT (user_id) DO UPDATE SET {_updates('EXCLUDED', 'IS NOT DISTINCT FROM')}"
     )
     without_rooms = (
         f"WITH given AS (SELECT given.* FROM {rows}),{numbered}"

@@ -4,15 +4,19 @@ through new users, changes and erasures."""
 import itertools
 import random
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from helpers.pg_locks import wait_until_blocked
 from hypothesis import given
 from hypothesis import strategies as st
 
 from nomads_cluster.cities import city_key
 from nomads_cluster.segmentation.interests import INTEREST_KEYS, interest_mask
+from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
+from nomads_cluster.store import neighbours
 from nomads_cluster.store.neighbours import (
     PROBE_AT_LEAST,
     SIMILARITIES,
@@ -20,7 +24,9 @@ from nomads_cluster.store.neighbours import (
     ranked_batches,
     similarity_levels,
 )
+from nomads_cluster.store.reassign import reassign
 from nomads_cluster.store.records import Assignment
+from nomads_cluster.store.tables import assignments
 from nomads_cluster.store.users import UserStore, preload
 from nomads_cluster.store.writes import assignment_writer
 
@@ -148,6 +154,49 @@ def test_similar_users_equal_brute_force_as_the_store_changes(store):
         del stored[user_id]
         order.remove(user_id)
     check_against_brute_force(store, stored, order, rng)
+
+
+def change_numbers(store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(sa.select(assignments.c.user_id, assignments.c.seq)).all())
+
+
+def test_a_backlog_of_changed_sets_is_taken_in_a_bounded_read_at_a_time(store, monkeypatch):
+    """Past CATCH_UP_ROWS changed users since the last query, a process takes them in a
+    statement at a time (each bounded by the request path's timeout): none missed."""
+    monkeypatch.setattr(neighbours, "CATCH_UP_ROWS", 7)
+    rng = random.Random(31)
+    users = random_users(rng, 20, "a")
+    store.assignments.save(users)
+    store.similar_users.find("a1", 5, False)  # the sets, as of now
+    stored = {str(u.user_id): u for u in users}
+    order = [str(u.user_id) for u in users]
+    later = random_users(rng, 45, "b") + random_users(rng, 12, "a")  # new, and changed
+    store.assignments.save(later)
+    for u in later:
+        if str(u.user_id) not in stored:
+            order.append(str(u.user_id))
+        stored[str(u.user_id)] = u
+    check_against_brute_force(store, stored, order, rng, queries=20)
+
+
+def test_a_user_keeps_their_change_number_until_their_set_or_city_changes(store):
+    """The sets follow the change numbers: re-scoring every user (``reassign``) or
+    storing a user again as they were leaves them nothing to read."""
+    users = random_users(random.Random(9), 30, "r")
+    store.assignments.save(users)
+    before = change_numbers(store)
+    report = reassign(store, load_model(DEFAULT_MODEL_DIR))
+    assert report.reassigned == len(users)
+    store.assignments.save([replace(users[1], cluster=users[1].cluster % 4 + 1)])
+    assert change_numbers(store) == before
+    moved = replace(users[2], city="Oslo" if users[2].city != "Oslo" else "Madrid")
+    changed = replace(users[3], interests=(*users[3].interests, INTEREST_KEYS[20]))
+    store.assignments.save([moved, changed])
+    after = change_numbers(store)
+    renumbered = {user_id for user_id in before if after[user_id] != before[user_id]}
+    assert renumbered == {str(moved.user_id), str(changed.user_id)}
+    assert min(after[user_id] for user_id in renumbered) > max(before.values())
 
 
 def test_a_user_is_never_their_own_neighbour_nor_unknown_users_found(store):
