@@ -61,7 +61,8 @@ Write = Callable[[sa.Connection, Sequence[Row], int], list[PlacedRoom | None]]
 
 @dataclass(frozen=True)
 class AssignmentWriter:
-    """Adds rows to the history and makes each user's last one their current one."""
+    """Places the rows that give a city in rooms, adds the rows to the history and makes
+    each user's last one their current one."""
 
     write: Write
     # One statement, atomic alone: it may run outside a transaction, which saves the
