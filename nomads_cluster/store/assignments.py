@@ -32,7 +32,7 @@ class Assignments:
         return self.database.run(
             lambda conn: self._writer.write(conn, rows, self.room_size),
             write=True,
-            autocommit=self._writer.one_statement,
+            autocommit=self._writer.one_statement(rows),
         )
 
     def current(self, user_id: str) -> Assignment | None:

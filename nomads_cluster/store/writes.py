@@ -11,7 +11,8 @@ as they are:
   (``json_to_recordset``), the history's insert in a data-modifying CTE, and the last
   row of each user made current (``DISTINCT ON``); run outside a transaction, since a
   single statement is atomic alone. With a city, the same statement first places the
-  rows in rooms (migration 0009's ``place_in_rooms``) and returns their rooms.
+  rows in rooms (migration 0009's ``place_in_rooms``) and returns their rooms; a bulk
+  command's chunk is placed in Python first, in the write's transaction.
 
 Users with a city are placed in rooms (``rooms.py``'s rule): on SQLite in Python, in
 the write's transaction.
@@ -55,6 +56,9 @@ HISTORY_COLUMNS = tuple(c.name for c in assignment_history.c if c.name != "id")
 EVENT_COLUMNS = ", ".join(c.name for c in user_events.c if c.name != "id")
 
 Row = dict[str, Any]  # Assignment.as_row()
+# Rows of a PostgreSQL write placed in rooms inside its statement, at most: every group
+# of the request path (commits.MAX_GROUP_ROWS), not a bulk command's chunk.
+PLACED_IN_ONE_STATEMENT_ROWS = 5000
 # Writes the rows, in a room each where they give a city; their rooms, in order.
 Write = Callable[[sa.Connection, Sequence[Row], int], list[PlacedRoom | None]]
 
@@ -65,9 +69,10 @@ class AssignmentWriter:
     each user's last one their current one."""
 
     write: Write
-    # One statement, atomic alone: it may run outside a transaction, which saves the
-    # BEGIN and COMMIT round trips (PostgreSQL still flushes its WAL before answering).
-    one_statement: bool
+    # Whether ``write`` of these rows is one statement, atomic alone: it may then run
+    # outside a transaction, which saves the BEGIN and COMMIT round trips (PostgreSQL
+    # still flushes its WAL before answering).
+    one_statement: Callable[[Sequence[Row]], bool]
 
 
 def next_seq(dialect: Dialect) -> sa.ColumnElement[int]:
@@ -260,12 +265,14 @@ def _postgresql_write(dialect: Dialect) -> Write:
     )
 
     def write(conn: sa.Connection, rows: Sequence[Row], room_size: int) -> list[PlacedRoom | None]:
-        given = json.dumps(rows, default=datetime.isoformat)
         groups = {(row["city_key"], row["cluster"]) for row in rows if row["city_key"]}
-        if not groups:
+        if not groups or not placed_in_one_statement(rows):
+            placed = place_in_rooms(conn, rows, room_size) if groups else [None] * len(rows)
+            given = json.dumps(rows, default=datetime.isoformat)  # with their rooms
             user_ids = [row["user_id"] for row in rows]
             conn.exec_driver_sql(without_rooms, {"rows": given, "user_ids": user_ids})
-            return [None] * len(rows)
+            return placed
+        given = json.dumps(rows, default=datetime.isoformat)
         lock_keys = sorted(group_lock(group) for group in groups)
         parameters = {"rows": given, "lock_keys": lock_keys, "room_size": room_size}
         placed = conn.exec_driver_sql(in_rooms, parameters).all()
@@ -274,8 +281,21 @@ def _postgresql_write(dialect: Dialect) -> Write:
     return write
 
 
+def placed_in_one_statement(rows: Sequence[Row]) -> bool:
+    """Whether a PostgreSQL write of these rows places them inside its statement (a
+    group of the request path, where it shortens the time the groups' locks are held)
+    rather than in Python first, in its transaction (a bulk command's chunk: one writer,
+    for which the function's placement of tens of thousands of rows costs more)."""
+    return len(rows) <= PLACED_IN_ONE_STATEMENT_ROWS
+
+
 def assignment_writer(dialect: Dialect) -> AssignmentWriter:
     """The way to write assignments on this database."""
     if dialect.name == "postgresql":
-        return AssignmentWriter(_postgresql_write(dialect), one_statement=True)
-    return AssignmentWriter(_sqlite_write(dialect), one_statement=False)
+        return AssignmentWriter(
+            _postgresql_write(dialect),
+            one_statement=lambda rows: (
+                placed_in_one_statement(rows) or not any(row["city_key"] for row in rows)
+            ),
+        )
+    return AssignmentWriter(_sqlite_write(dialect), one_statement=lambda rows: False)

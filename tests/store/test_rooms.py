@@ -18,7 +18,7 @@ from nomads_cluster.segmentation.interests import INTEREST_KEYS
 from nomads_cluster.segmentation.model import DEFAULT_MODEL_DIR, load_model
 from nomads_cluster.segmentation.survey import Survey, read_survey
 from nomads_cluster.segmentation.training import train
-from nomads_cluster.store import database
+from nomads_cluster.store import database, writes
 from nomads_cluster.store.engine import StoreUnavailable, create_store_engine
 from nomads_cluster.store.reassign import reassign
 from nomads_cluster.store.records import Assignment
@@ -192,10 +192,15 @@ def test_rooms_follow_their_rule_and_keep_their_counts_through_any_writes(small_
     }
 
 
-def test_one_write_of_many_users_places_them_as_writes_of_one_each_would(small_rooms):
+@pytest.mark.parametrize("rows_placed_in_the_statement", [10_000, 100])
+def test_one_write_of_many_users_places_them_as_writes_of_one_each_would(
+    small_rooms, monkeypatch, rows_placed_in_the_statement
+):
     """A bulk write (a chunk of ``assign --store``, a batch): users already in rooms,
     new ones, repeated ones, some leaving for another city or none, all in one write.
-    It opens and fills rooms in the same order as one write per user would."""
+    It opens and fills rooms in the same order as one write per user would, placed
+    inside the statement or first in Python (PostgreSQL, by the write's size)."""
+    monkeypatch.setattr(writes, "PLACED_IN_ONE_STATEMENT_ROWS", rows_placed_in_the_statement)
     rng = random.Random(5)
     reference = ReferenceRooms(room_size=3)
     cities = ["Madrid", "Paris", "Lisboa", "Oslo", None]
