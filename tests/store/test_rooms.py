@@ -162,6 +162,19 @@ class ReferenceRooms:
             self.members[room].discard(user_id)
 
 
+def assert_saved_as_the_rule_says(store: UserStore, reference: ReferenceRooms, group) -> None:
+    placed = store.assignments.save(group)
+    assert [None if room is None else room.id for room in placed] == [
+        reference.save(record) for record in group
+    ]
+
+
+def assert_members_as_the_rule_says(store: UserStore, reference: ReferenceRooms) -> None:
+    assert {room: sorted(users) for room, users in members_by_room(store).items()} == {
+        room: sorted(users) for room, users in reference.members.items() if users
+    }
+
+
 def test_rooms_follow_their_rule_and_keep_their_counts_through_any_writes(small_rooms):
     """Random groups of sign-ups, moves, users leaving without a city, repeated users in
     one group, and erasures: every room as the rule gives, and its count true."""
@@ -181,15 +194,10 @@ def test_rooms_follow_their_rule_and_keep_their_counts_through_any_writes(small_
             )
             for _ in range(rng.randint(1, 5))
         ]
-        placed = small_rooms.assignments.save(group)
-        assert [None if room is None else room.id for room in placed] == [
-            reference.save(record) for record in group
-        ]
+        assert_saved_as_the_rule_says(small_rooms, reference, group)
         kept, counted = stored_counts(small_rooms)
         assert kept == counted
-    assert {room: sorted(users) for room, users in members_by_room(small_rooms).items()} == {
-        room: sorted(users) for room, users in reference.members.items() if users
-    }
+    assert_members_as_the_rule_says(small_rooms, reference)
 
 
 @pytest.mark.parametrize("rows_placed_in_the_statement", [10_000, 100])
@@ -210,15 +218,10 @@ def test_one_write_of_many_users_places_them_as_writes_of_one_each_would(
 
     for _ in range(2):
         group = [someone() for _ in range(300)]
-        placed = small_rooms.assignments.save(group)
-        assert [None if room is None else room.id for room in placed] == [
-            reference.save(record) for record in group
-        ]
+        assert_saved_as_the_rule_says(small_rooms, reference, group)
     kept, counted = stored_counts(small_rooms)
     assert kept == counted
-    assert {room: sorted(users) for room, users in members_by_room(small_rooms).items()} == {
-        room: sorted(users) for room, users in reference.members.items() if users
-    }
+    assert_members_as_the_rule_says(small_rooms, reference)
 
 
 def test_members_come_a_page_at_a_time_in_user_id_order(store):
