@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -29,6 +30,9 @@ from ..store.engine import StoreUnavailable
 from ..store.registry import CHANNEL, ModelRegistry
 
 log = logging.getLogger(__name__)
+
+# How long a wait for notifications runs before it looks whether to stop.
+STOP_LATENCY_SECONDS = 0.5
 
 # Users kept for the shadow between two checks, at most: beyond, the shadow skips some
 # (its figures are a sample then) rather than hold a worker's memory.
@@ -71,6 +75,7 @@ class ModelFollower:
         self._load_shadow(shadowed)
         self._pid: int | None = None
         self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     # The request path
 
@@ -79,7 +84,8 @@ class ModelFollower:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._to_compare, self._waiting = [], 0  # the parent's are its own
-            threading.Thread(target=self._follow, name="model-follower", daemon=True).start()
+            self._thread = threading.Thread(target=self._follow, name="model-follower", daemon=True)
+            self._thread.start()
 
     def compare(self, served: SegmentModel, features: np.ndarray, segments: list[int]) -> None:
         """Keep users (a feature matrix) and the ``segments`` that ``served`` gave them,
@@ -119,8 +125,13 @@ class ModelFollower:
 
     # The following thread
 
-    def stop(self) -> None:
+    def stop(self, wait_seconds: float = 5.0) -> None:
+        """Stop following, and wait for the thread to finish what it was doing: a
+        check still under way would otherwise give its connection back to a pool the
+        caller is about to dispose."""
         self._stopped.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(wait_seconds)
 
     def _follow(self) -> None:
         listener = NotificationListener(self.registry.store.engine)
@@ -202,15 +213,18 @@ class NotificationListener:
         self._warned = False  # the link's loss is logged once, until it listens again
 
     def wait(self, seconds: float, stopped: threading.Event) -> None:
-        """Until a notification arrives or ``seconds`` have passed."""
+        """Until a notification arrives, ``seconds`` have passed or ``stopped`` is set."""
         if self.engine.dialect.name != "postgresql":
             stopped.wait(seconds)
             return
         try:
             connection = self._connection or self._listen()
             self._warned = False
-            for _ in connection.notifies(timeout=seconds, stop_after=1):
-                pass
+            deadline = time.monotonic() + seconds
+            while not stopped.is_set() and (left := deadline - time.monotonic()) > 0:
+                timeout = min(left, STOP_LATENCY_SECONDS)
+                if any(True for _ in connection.notifies(timeout=timeout, stop_after=1)):
+                    return
         except Exception as exc:  # any failure of the link: poll, and listen anew later
             if not self._warned:
                 log.warning("model notifications interrupted, polling the registry: %s", exc)

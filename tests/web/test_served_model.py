@@ -4,6 +4,7 @@ candidate beside the served model without changing an answer."""
 
 import json
 import logging
+import threading
 from datetime import UTC, datetime
 
 from conftest import variant_of
@@ -146,3 +147,22 @@ def test_with_the_notification_link_cut_the_worker_still_follows_by_polling(
             assert wait_until(lambda: served_version(client) == candidate.version)
     finally:
         proxy.down()
+
+
+def test_stopping_the_follower_waits_for_it_so_no_connection_outlives_the_app(
+    make_app, config_for, database_url, committed
+):
+    """A check under way when the app closes would give its connection back to a pool
+    already disposed, where nothing closes it: stop() returns once the thread ended,
+    even in the middle of a long wait for notifications."""
+    running_before = set(threading.enumerate())
+    app = make_app(config_for(database_url, MODEL_CHECK_SECONDS=60))
+    client = app.test_client()
+    registry = app.extensions["model_registry"]
+    registry.file(variant_of(committed, "c0ffee000001"), "tests")
+    assert served_version(client) == committed.version  # the follower starts
+    registry.promote("c0ffee000001", "tests")  # a check under way, or soon
+    app.extensions["model_follower"].stop()
+    followers = [t for t in threading.enumerate() if t.name == "model-follower"]
+    assert [t for t in followers if t not in running_before] == []
+    assert app.extensions["user_store"].engine.pool.checkedout() == 0
