@@ -35,7 +35,11 @@ CATCH_UP_ROWS = 50_000  # changed rows read in one statement by a refresh
 # Interest sets asked of the database at least at a time (whole levels), and at most
 # in one statement.
 PROBE_AT_LEAST = 32
-SETS_PER_STATEMENT = 200  # SQLite: subqueries of one statement (its limit is 500)
+SETS_PER_STATEMENT = 256  # SQLite: subqueries of one statement (its limit is 500)
+# SQLite: a statement's sets padded to a power of two with a mask nobody holds, so that
+# its statements come in a few shapes: sqlite3 keeps each connection's last 128
+# statements compiled, and one of a few hundred subqueries takes hundreds of kilobytes.
+NO_SET = -1
 LEVELS_AT_ONCE = 65_536  # sets ranked in one numpy pass
 
 
@@ -246,7 +250,8 @@ class MaskProbe:
             return conn.exec_driver_sql(statement, _parameters(list(masks), me, city_key, k)).all()
         found = []
         for start in range(0, len(masks), SETS_PER_STATEMENT):
-            chunk = masks[start : start + SETS_PER_STATEMENT]
+            chunk = list(masks[start : start + SETS_PER_STATEMENT])
+            chunk += [NO_SET] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
             query = " UNION ALL ".join([statement] * len(chunk))
             parameters = tuple(p for mask in chunk for p in _parameters(mask, me, city_key, k))
             found += conn.exec_driver_sql(query, parameters).all()

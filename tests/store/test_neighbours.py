@@ -156,6 +156,29 @@ def test_similar_users_equal_brute_force_as_the_store_changes(store):
     check_against_brute_force(store, stored, order, rng)
 
 
+def test_the_queries_statements_come_in_a_few_shapes_whatever_the_sets_asked(store):
+    """A connection keeps the statements it last ran compiled (sqlite3: 128 of them):
+    one per number of sets asked would fill that with large ones in every worker."""
+    rng = random.Random(5)
+    users = [
+        replace(u, interests=tuple(k for k in INTEREST_KEYS if rng.random() < 0.3))
+        for u in random_users(rng, 400, "s")
+    ]
+    store.assignments.save(users)
+    ran = set()
+
+    def keep(conn, cursor, statement, *_):
+        if "interest_mask =" in statement:
+            ran.add(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", keep)
+    for user in rng.sample(users, 60):
+        for same_city in (False, True):
+            store.similar_users.find(str(user.user_id), rng.choice([5, 30, 100]), same_city)
+    shapes_per_kind = (neighbours.SETS_PER_STATEMENT - 1).bit_length() + 1  # 1, 2, 4, ...
+    assert 0 < len(ran) <= 2 * shapes_per_kind  # of all users, of a city
+
+
 def change_numbers(store) -> dict[str, int]:
     with store.engine.connect() as conn:
         return dict(conn.execute(sa.select(assignments.c.user_id, assignments.c.seq)).all())
