@@ -41,7 +41,14 @@ def storable_id(text: str) -> bool:
     return 0 < len(text) <= MAX_ID_LENGTH and "\x00" not in text
 
 
+# Whole floats up to this size are the integer they spell (JSON Schema's ``integer``, as
+# the OpenAPI document gives it: 5.0 is 5); past it a float no longer spells one exactly.
+EXACT_FLOAT_INTEGERS = 2**53
+
+
 def _user_id(value: Any) -> str | int:
+    if type(value) is float and value.is_integer() and abs(value) <= EXACT_FLOAT_INTEGERS:
+        value = int(value)
     # type() is int: not bool. Integers are stored as their digits, bounded alike.
     if (isinstance(value, str) or type(value) is int) and storable_id(str(value)):
         return value

@@ -118,6 +118,7 @@ def test_malformed_json_is_400(client, body, detail):
         ({"_id": None, "interests": {}}, "#/_id", "non-empty string"),
         ({"_id": True, "interests": {}}, "#/_id", "non-empty string"),
         ({"_id": 1.5, "interests": {}}, "#/_id", "non-empty string"),
+        ({"_id": 1e300, "interests": {}}, "#/_id", "non-empty string"),
         ({"_id": "", "interests": {}}, "#/_id", "non-empty string"),
         ({"_id": ["a"], "interests": {}}, "#/_id", "non-empty string"),
         ({"_id": "a"}, "#/interests", "is required"),
@@ -137,6 +138,15 @@ def test_invalid_body_is_422_with_where_and_what(client, body, pointer, detail):
     assert matching, problem
     assert detail in matching[0]["detail"]
     assert pointer in problem["detail"]
+
+
+def test_an_integer_id_written_as_a_whole_float_is_that_integer(client):
+    """The OpenAPI document's ``integer`` is JSON Schema's, in which 5.0 is 5."""
+    body = {"interests": {"surf": True, "museums": True}}
+    as_float = client.post("/cluster", data=json.dumps({"_id": 5.0, **body}))
+    assert as_float.status_code == 200
+    assert as_float.get_json() == client.post("/cluster", json={"_id": 5, **body}).get_json()
+    assert json.loads(as_float.get_data())["_id"] == 5
 
 
 def test_unknown_interest_lists_the_valid_ones(client):
