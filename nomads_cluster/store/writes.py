@@ -266,7 +266,7 @@ def _postgresql_write(dialect: Dialect) -> Write:
 
     def write(conn: sa.Connection, rows: Sequence[Row], room_size: int) -> list[PlacedRoom | None]:
         groups = {(row["city_key"], row["cluster"]) for row in rows if row["city_key"]}
-        if not groups or not placed_in_one_statement(rows):
+        if not groups or placed_before_the_statement(rows):
             placed = place_in_rooms(conn, rows, room_size) if groups else [None] * len(rows)
             given = json.dumps(rows, default=datetime.isoformat)  # with their rooms
             user_ids = [row["user_id"] for row in rows]
@@ -281,12 +281,14 @@ def _postgresql_write(dialect: Dialect) -> Write:
     return write
 
 
-def placed_in_one_statement(rows: Sequence[Row]) -> bool:
-    """Whether a PostgreSQL write of these rows places them inside its statement (a
-    group of the request path, where it shortens the time the groups' locks are held)
-    rather than in Python first, in its transaction (a bulk command's chunk: one writer,
-    for which the function's placement of tens of thousands of rows costs more)."""
-    return len(rows) <= PLACED_IN_ONE_STATEMENT_ROWS
+def placed_before_the_statement(rows: Sequence[Row]) -> bool:
+    """Whether a PostgreSQL write of these rows places them in rooms in Python first, in
+    its transaction, then writes them with a statement of their own: a bulk command's
+    chunk with a city (one writer, for which the function's placement of tens of
+    thousands of rows costs more). Otherwise the write is one statement, which places
+    any rows with a city itself (a group of the request path: the groups' locks are then
+    held for the shortest time)."""
+    return len(rows) > PLACED_IN_ONE_STATEMENT_ROWS and any(row["city_key"] for row in rows)
 
 
 def assignment_writer(dialect: Dialect) -> AssignmentWriter:
@@ -294,8 +296,6 @@ def assignment_writer(dialect: Dialect) -> AssignmentWriter:
     if dialect.name == "postgresql":
         return AssignmentWriter(
             _postgresql_write(dialect),
-            one_statement=lambda rows: (
-                placed_in_one_statement(rows) or not any(row["city_key"] for row in rows)
-            ),
+            one_statement=lambda rows: not placed_before_the_statement(rows),
         )
     return AssignmentWriter(_sqlite_write(dialect), one_statement=lambda rows: False)
