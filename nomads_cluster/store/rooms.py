@@ -15,7 +15,7 @@ reads the counts only then. Groups apart are placed in parallel. Users who leave
 
 This module places the users of SQLite's writes, and of ``reassign`` on both databases.
 A PostgreSQL write places its users inside its one statement, by the same rule and
-locks, with migration 0009's function (``writes.py``): the locks are then not held
+locks, with migration 0010's function (``writes.py``): the locks are then not held
 across the client's round trips.
 """
 

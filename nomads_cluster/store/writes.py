@@ -11,7 +11,7 @@ as they are:
   (``json_to_recordset``), the history's insert in a data-modifying CTE, and the last
   row of each user made current (``DISTINCT ON``); run outside a transaction, since a
   single statement is atomic alone. With a city, the same statement first places the
-  rows in rooms (migration 0009's ``place_in_rooms``) and returns their rooms; a bulk
+  rows in rooms (migration 0010's ``place_in_rooms``) and returns their rooms; a bulk
   command's chunk is placed in Python first, in the write's transaction.
 
 Users with a city are placed in rooms (``rooms.py``'s rule): on SQLite in Python, in
@@ -39,7 +39,7 @@ from sqlalchemy.engine import Dialect
 
 from .engine import CHANGES_LOCK, advisory_lock, sqlite_in_lists
 from .events import MOVED, PLACED, Place, change_events
-from .rooms import PlacedRoom, group_lock, place_in_rooms
+from .rooms import Group, PlacedRoom, group_lock, place_in_rooms
 from .tables import (
     SEQ_SEQUENCE,
     USER_NO_SEQUENCE,
@@ -230,7 +230,7 @@ def _postgresql_write(dialect: Dialect) -> Write:
         # that every writer follows: the users' current rows, by user id, then the rooms
         # whose counts change (the triggers of migrations 0004 and 0008), by room id.
         # Two writes that touch the same users or rooms then wait for each other instead
-        # of deadlocking (``place_in_rooms``, in Python and in migration 0009, locks the
+        # of deadlocking (``place_in_rooms``, in Python and in migration 0010, locks the
         # same rows in the same order). (Evaluated first, both: uncorrelated subqueries
         # of the WHERE below, users then rooms. The users' places must be read before
         # the INSERT changes them: the events compare with them, and a row this
@@ -244,7 +244,7 @@ def _postgresql_write(dialect: Dialect) -> Write:
             " AND (SELECT count(*) FROM counted_rooms) >= 0"
         )
     )
-    # With a city: the rooms placed by migration 0009's function, which takes the
+    # With a city: the rooms placed by migration 0010's function, which takes the
     # groups' locks, then locks the users' rows and the rooms as above, before anything
     # else of the statement runs (the SELECT below reads it first). It gives the stored
     # users' places, as read under those locks, and each row's room, returned in order.
@@ -252,8 +252,10 @@ def _postgresql_write(dialect: Dialect) -> Write:
         "placement.room_id" if name == "room_id" else f"given.{name}" for name in COLUMNS
     )
     in_rooms = (
-        "WITH placement AS (SELECT * FROM"
-        " place_in_rooms(%(rows)s::json, %(lock_keys)s::bigint[], %(room_size)s::integer)),"
+        "WITH placement AS (SELECT * FROM place_in_rooms(%(user_ids)s::varchar[],"
+        " %(row_user)s::integer[], %(row_group)s::integer[], %(row_city)s::varchar[],"
+        " %(group_keys)s::varchar[], %(group_segments)s::integer[], %(lock_keys)s::bigint[],"
+        " %(room_size)s::integer)),"
         f" given AS (SELECT {given_in_rooms}, given.position FROM {rows}"
         " JOIN placement ON placement.position = given.position),"
         f"{numbered}"
@@ -272,13 +274,38 @@ def _postgresql_write(dialect: Dialect) -> Write:
             user_ids = [row["user_id"] for row in rows]
             conn.exec_driver_sql(without_rooms, {"rows": given, "user_ids": user_ids})
             return placed
-        given = json.dumps(rows, default=datetime.isoformat)
-        lock_keys = sorted(group_lock(group) for group in groups)
-        parameters = {"rows": given, "lock_keys": lock_keys, "room_size": room_size}
+        parameters = _placement_arguments(rows, groups) | {
+            "rows": json.dumps(rows, default=datetime.isoformat),
+            "room_size": room_size,
+        }
         placed = conn.exec_driver_sql(in_rooms, parameters).all()
         return [None if room is None else PlacedRoom(room, *rest) for room, *rest in placed]
 
     return write
+
+
+def _placement_arguments(rows: Sequence[Row], groups: set[Group]) -> dict[str, list]:
+    """The rows as ``place_in_rooms`` (migration 0010) takes them: their users, each
+    once, and groups, in the order of their locks; per row, the number of its user and
+    of its group (None without a city) among them, from 1, and its city."""
+    user_numbers = {
+        user_id: n
+        for n, user_id in enumerate(dict.fromkeys(row["user_id"] for row in rows), start=1)
+    }
+    ordered = sorted(groups, key=group_lock)
+    group_numbers = {group: n for n, group in enumerate(ordered, start=1)}
+    return {
+        "user_ids": list(user_numbers),
+        "row_user": [user_numbers[row["user_id"]] for row in rows],
+        "row_group": [
+            group_numbers[(row["city_key"], row["cluster"])] if row["city_key"] else None
+            for row in rows
+        ],
+        "row_city": [row["city"] for row in rows],
+        "group_keys": [key for key, _ in ordered],
+        "group_segments": [segment for _, segment in ordered],
+        "lock_keys": [group_lock(group) for group in ordered],
+    }
 
 
 def placed_before_the_statement(rows: Sequence[Row]) -> bool:

@@ -393,6 +393,30 @@ def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postg
     ]
 
 
+def test_on_postgresql_users_who_keep_their_rooms_wait_for_no_write_that_changes_them(
+    postgres_store,
+):
+    """A write whose users stay in their rooms changes no room's count and locks no
+    room: it goes through while another write, taking someone else out of that room,
+    holds the room until it commits."""
+    store = postgres_store
+    store.assignments.save([user("leaves"), user("stays")])  # both in madrid-2
+    with store.engine.connect() as holder:
+        transaction = holder.begin()
+        write = assignment_writer(store.engine.dialect).write
+        write(holder, [user("leaves", None).as_row()], store.room_size)  # holds madrid-2
+        stays = threading.Thread(
+            target=store.assignments.save, args=([user("stays", interests=("sunsets",))],)
+        )
+        stays.start()
+        stays.join(10)
+        assert not stays.is_alive(), "a user who kept their room waited for the room"
+        transaction.commit()
+    kept = store.assignments.current("stays")
+    assert (kept.interests, kept.room_id) == (("sunsets",), "madrid-2")
+    assert store.rooms.get("madrid-2").members == 1
+
+
 def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never_deadlock(
     postgres_store, monkeypatch
 ):
