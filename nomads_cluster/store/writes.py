@@ -252,10 +252,8 @@ def _postgresql_write(dialect: Dialect) -> Write:
         "placement.room_id" if name == "room_id" else f"given.{name}" for name in COLUMNS
     )
     in_rooms = (
-        "WITH placement AS (SELECT * FROM place_in_rooms(%(user_ids)s::varchar[],"
-        " %(row_user)s::integer[], %(row_group)s::integer[], %(row_city)s::varchar[],"
-        " %(group_keys)s::varchar[], %(group_segments)s::integer[], %(lock_keys)s::bigint[],"
-        " %(room_size)s::integer)),"
+        "WITH placement AS (SELECT * FROM"
+        " place_in_rooms(%(placement)s::json, %(room_size)s::integer)),"
         f" given AS (SELECT {given_in_rooms}, given.position FROM {rows}"
         " JOIN placement ON placement.position = given.position),"
         f"{numbered}"
@@ -274,8 +272,9 @@ def _postgresql_write(dialect: Dialect) -> Write:
             user_ids = [row["user_id"] for row in rows]
             conn.exec_driver_sql(without_rooms, {"rows": given, "user_ids": user_ids})
             return placed
-        parameters = _placement_arguments(rows, groups) | {
+        parameters = {
             "rows": json.dumps(rows, default=datetime.isoformat),
+            "placement": json.dumps(_placement(rows, groups)),
             "room_size": room_size,
         }
         placed = conn.exec_driver_sql(in_rooms, parameters).all()
@@ -284,7 +283,7 @@ def _postgresql_write(dialect: Dialect) -> Write:
     return write
 
 
-def _placement_arguments(rows: Sequence[Row], groups: set[Group]) -> dict[str, list]:
+def _placement(rows: Sequence[Row], groups: set[Group]) -> dict[str, list]:
     """The rows as ``place_in_rooms`` (migration 0010) takes them: their users, each
     once, and groups, in the order of their locks; per row, the number of its user and
     of its group (None without a city) among them, from 1, and its city."""
@@ -292,7 +291,8 @@ def _placement_arguments(rows: Sequence[Row], groups: set[Group]) -> dict[str, l
         user_id: n
         for n, user_id in enumerate(dict.fromkeys(row["user_id"] for row in rows), start=1)
     }
-    ordered = sorted(groups, key=group_lock)
+    locks = sorted((group_lock(group), group) for group in groups)
+    ordered = [group for _, group in locks]
     group_numbers = {group: n for n, group in enumerate(ordered, start=1)}
     return {
         "user_ids": list(user_numbers),
@@ -304,7 +304,7 @@ def _placement_arguments(rows: Sequence[Row], groups: set[Group]) -> dict[str, l
         "row_city": [row["city"] for row in rows],
         "group_keys": [key for key, _ in ordered],
         "group_segments": [segment for _, segment in ordered],
-        "lock_keys": [group_lock(group) for group in ordered],
+        "lock_keys": [key for key, _ in locks],
     }
 
 

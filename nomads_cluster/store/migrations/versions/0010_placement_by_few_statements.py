@@ -2,7 +2,7 @@
 write's JSON again to number its users and groups, read the groups' rooms and the users'
 rooms in one statement of many parts, and always ran an INSERT and a lock of the rooms,
 so that it cost the database more than the rest of the write. Here the writer gives the
-rows already numbered, as arrays (``store/writes.py``); the function reads the groups'
+rows already numbered (``store/writes.py``); the function reads the groups'
 rooms with a free place and their last in one simple statement, fetches a user's room
 only when that read did not hold it, and opens or locks rooms only when the write opens
 or changes any. The rule, the locks and their order are 0009's.
@@ -21,9 +21,10 @@ down_revision = "0009"
 branch_labels = None
 depends_on = None
 
-# Arguments: the rows' users (each once), and per row the number of its user among them,
-# the number of its group (NULL: no city) and its city as written; the groups (city key
-# and segment) in the order of their advisory lock keys, and those keys; the room size.
+# Arguments: the placement, a JSON object of arrays: the rows' users (each once), and per
+# row the number of its user among them, the number of its group (null: no city) and its
+# city as written; the groups (city key and segment) in the order of their advisory lock
+# keys, and those keys. Then the room size.
 # Returns one row per given row (its position from 1, its room, the room's city as its
 # first member wrote it and its members after the write), then one per stored user among
 # them (position NULL: their segment and room before it).
@@ -33,17 +34,24 @@ depends_on = None
 # a free place as a list by ordinal (free_head, next_free), so that a row finds its room
 # in constant time in a write of any size.
 PLACE_IN_ROOMS = """
-CREATE FUNCTION place_in_rooms(
-    user_ids varchar[], row_user integer[], row_group integer[], row_city varchar[],
-    group_keys varchar[], group_segments integer[], lock_keys bigint[], room_size integer)
+CREATE FUNCTION place_in_rooms(placement json, room_size integer)
 RETURNS TABLE (
     "position" bigint, user_id varchar, cluster integer,
     room_id varchar, room_city varchar, room_members integer
-) LANGUAGE plpgsql AS $$
+) LANGUAGE plpgsql
+-- Its statements' plans made once per connection: they look rows up by key, and their
+-- arrays' lengths, which only a plan made for each call would know, change nothing in
+-- them (PostgreSQL would otherwise plan them again on every call, as they estimate
+-- cheaper for a few rows than the plan for any number).
+SET plan_cache_mode = force_generic_plan
+AS $$
 #variable_conflict use_column
 DECLARE
-    row_count integer := coalesce(array_length(row_user, 1), 0);
-    group_count integer := coalesce(array_length(group_keys, 1), 0);
+    -- The placement's arrays (one JSON document: a driver adapts one string for less
+    -- than seven arrays).
+    user_ids varchar[]; row_user integer[]; row_group integer[]; row_city varchar[];
+    group_keys varchar[]; group_segments integer[]; lock_keys bigint[];
+    row_count integer; group_count integer;
     -- Each row's room after it, and each user's as the rows are placed.
     row_room integer[]; user_room integer[];
     -- The stored users among them: their number, id, segment and room before the write,
@@ -60,6 +68,14 @@ DECLARE
     rooms_read integer;
     this_user integer; this_group integer; held integer; joined integer; earlier integer;
 BEGIN
+    SELECT * INTO user_ids, row_user, row_group, row_city, group_keys, group_segments,
+        lock_keys
+    FROM json_to_record(placement) AS p(user_ids varchar[], row_user integer[],
+        row_group integer[], row_city varchar[], group_keys varchar[],
+        group_segments integer[], lock_keys bigint[]);
+    row_count := coalesce(array_length(row_user, 1), 0);
+    group_count := coalesce(array_length(group_keys, 1), 0);
+
     PERFORM pg_advisory_xact_lock(k.key)
     FROM unnest(lock_keys) WITH ORDINALITY AS k(key, n) ORDER BY k.n;
 
@@ -79,11 +95,12 @@ BEGIN
         coalesce(array_agg(r.members), '{}')
     INTO room_ids, room_group, room_ordinal, room_cities, read_count
     FROM (SELECT r.id, g.n, r.ordinal, r.city, r.members
-        FROM unnest(group_keys, group_segments) WITH ORDINALITY AS g(city_key, segment, n)
-        CROSS JOIN LATERAL (SELECT max(l.ordinal) AS last FROM rooms l
-            WHERE l.city_key = g.city_key AND l.segment = g.segment) AS l
+        FROM (SELECT g.*, (SELECT max(l.ordinal) FROM rooms l
+                WHERE l.city_key = g.city_key AND l.segment = g.segment) AS last
+            FROM unnest(group_keys, group_segments) WITH ORDINALITY AS g(city_key, segment, n)
+            ) AS g
         JOIN rooms r ON r.city_key = g.city_key AND r.segment = g.segment
-            AND (r.members < room_size OR r.ordinal = l.last)
+            AND (r.members < room_size OR r.ordinal = g.last)
         ORDER BY g.n, r.ordinal) AS r;
     -- Then the stored users' rooms: each one's number among those, and any other room
     -- (a full one of the groups, or one of another group) read after them.
@@ -207,10 +224,7 @@ BEGIN
     FROM unnest(stored_ids, stored_clusters, stored_room_ids) AS s(user_id, cluster, room_id);
 END $$
 """
-SIGNATURE = (
-    "place_in_rooms(varchar[], integer[], integer[], varchar[], varchar[], integer[], bigint[],"
-    " integer)"
-)
+SIGNATURE = "place_in_rooms(json, integer)"
 
 
 def _revision_0009_function() -> str:
