@@ -235,8 +235,12 @@ def _postgresql_write(dialect: Dialect) -> Write:
         # of the WHERE below, users then rooms. The users' places must be read before
         # the INSERT changes them: the events compare with them, and a row this
         # statement has changed is no longer there for it to lock.)
-        f" present AS (SELECT user_id, cluster, room_id FROM {assignments.name}"
-        f" WHERE user_id = ANY(%(user_ids)s) ORDER BY user_id FOR UPDATE),{events},"
+        # (Each user looked up by its key, in that order: a plan that holds at any size
+        # of the table, analyzed or not.)
+        " present AS (SELECT a.user_id, a.cluster, a.room_id FROM (SELECT DISTINCT user_id"
+        " FROM given ORDER BY user_id) AS u"
+        " CROSS JOIN LATERAL (SELECT user_id, cluster, room_id"
+        f" FROM {assignments.name} a WHERE a.user_id = u.user_id FOR UPDATE) AS a),{events},"
         f" counted_rooms AS (SELECT id FROM {rooms.name} WHERE id = ANY(ARRAY("
         f"SELECT room_id FROM present UNION SELECT room_id FROM given)) ORDER BY id FOR UPDATE)"
         + make_current.format(
@@ -269,8 +273,7 @@ def _postgresql_write(dialect: Dialect) -> Write:
         if not groups or placed_before_the_statement(rows):
             placed = place_in_rooms(conn, rows, room_size) if groups else [None] * len(rows)
             given = json.dumps(rows, default=datetime.isoformat)  # with their rooms
-            user_ids = [row["user_id"] for row in rows]
-            conn.exec_driver_sql(without_rooms, {"rows": given, "user_ids": user_ids})
+            conn.exec_driver_sql(without_rooms, {"rows": given})
             return placed
         parameters = {
             "rows": json.dumps(rows, default=datetime.isoformat),
