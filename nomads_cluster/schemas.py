@@ -23,10 +23,11 @@ MAX_ID_LENGTH = 256
 
 
 def _interest_value(value: Any) -> bool:
-    # bool is a subclass of int: test it first, and refuse 1.0, "1" and friends.
+    # bool is a subclass of int: test it first. 0.0 and 1.0 are 0 and 1, as the OpenAPI
+    # document's enum reads them in JSON Schema; "1" and friends are refused.
     if isinstance(value, bool):
         return value
-    if type(value) is int and value in (0, 1):
+    if type(value) in (int, float) and value in (0, 1):
         return bool(value)
     raise PydanticCustomError("interest_value", "must be true, false, 0 or 1")
 

@@ -127,7 +127,7 @@ def test_malformed_json_is_400(client, body, detail):
         ({"_id": "a", "interests": {"yoga": True}}, "#/interests/yoga", "unknown interest 'yoga'"),
         ({"_id": "a", "interests": {"surf": 2}}, "#/interests/surf", "must be true, false, 0 or 1"),
         ({"_id": "a", "interests": {"surf": "true"}}, "#/interests/surf", "must be true, false"),
-        ({"_id": "a", "interests": {"surf": 1.0}}, "#/interests/surf", "must be true, false"),
+        ({"_id": "a", "interests": {"surf": 0.5}}, "#/interests/surf", "must be true, false"),
         ({"_id": "a", "interests": {"surf": None}}, "#/interests/surf", "must be true, false"),
     ],
 )
@@ -147,6 +147,15 @@ def test_an_integer_id_written_as_a_whole_float_is_that_integer(client):
     assert as_float.status_code == 200
     assert as_float.get_json() == client.post("/cluster", json={"_id": 5, **body}).get_json()
     assert type(as_float.get_json()["_id"]) is int  # echoed as the integer, not 5.0
+
+
+def test_an_interest_written_as_a_whole_float_is_that_number(client):
+    """The interests' enum of 0 and 1 is JSON Schema's, in which 1.0 is 1."""
+    as_floats = client.post("/cluster", json={"_id": "f", "interests": {"surf": 1.0, "sushi": 0.0}})
+    as_integers = client.post("/cluster", json={"_id": "f", "interests": {"surf": 1, "sushi": 0}})
+    assert as_floats.status_code == 200
+    assert as_floats.get_json() == as_integers.get_json()
+    assert as_floats.get_json()["explanation"]["top_interests"][0]["interest"] == "surf"
 
 
 def test_unknown_interest_lists_the_valid_ones(client):
