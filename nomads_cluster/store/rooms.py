@@ -8,10 +8,11 @@ were opened), or open the next one. Each room's ``members`` is kept by the datab
 a free place and its last one, not its members.
 
 Placing is race-free: on SQLite the writers take turns; on PostgreSQL whoever places
-users in a city's segment holds that group's advisory lock until they commit (the locks
-of a transaction's groups taken in one order, so two never wait on each other), and
-reads the counts only then. Groups apart are placed in parallel. Users who leave a room
-(another city or segment, no city, erased) need no lock: they only free places.
+users in a city's segment locks the users' rows, then holds that group's advisory lock
+until they commit (the locks of a transaction's groups taken in one order, so two never
+wait on each other), and reads the counts only then. Groups apart are placed in
+parallel. Users who leave a room (another city or segment, no city, erased) need no
+lock: they only free places; nor do users who keep theirs.
 
 This module places the users of SQLite's writes, and of ``reassign`` on both databases.
 A PostgreSQL write places its users inside its one statement, by the same rule and
@@ -81,7 +82,11 @@ class RoomQueries:
             f" ON g.city_key = r.city_key AND g.segment = r.segment"
             f" WHERE r.members < {mark} OR r.ordinal = g.last"
         )
-        # PostgreSQL: both in one round trip, the open rooms told apart by no user.
+        # PostgreSQL: the users' rows locked first, by themselves (``lock_users``), then
+        # both read in one round trip, the open rooms told apart by no user.
+        self._lock_users = (
+            f"SELECT 1 FROM {assignments.name} WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE"
+        )
         self._current_and_open = (
             f"WITH current AS ({self._current})"
             f" SELECT * FROM current UNION ALL SELECT NULL, * FROM ({self._open}) AS open_rooms"
@@ -90,6 +95,12 @@ class RoomQueries:
         self.open_room = (
             f"INSERT INTO {rooms.name} ({', '.join(names)}) VALUES ({', '.join([mark] * 5)})"
         )
+
+    def lock_users(self, conn: sa.Connection, user_ids: Sequence[str]) -> None:
+        """Lock the stored users' rows among ``user_ids``, in the order of their ids
+        (PostgreSQL; SQLite's writers take turns)."""
+        if self.postgresql and user_ids:
+            conn.exec_driver_sql(self._lock_users, (list(user_ids),))
 
     def read(
         self, conn: sa.Connection, user_ids: Sequence[str], groups: Sequence[Group], room_size: int
@@ -144,16 +155,17 @@ class RoomPlan:
         return self._rooms.setdefault(group, {}).setdefault(ordinal, room)
 
     def read(self, user_ids: Sequence[str], groups: Sequence[Group]) -> None:
-        """Take the groups' locks (PostgreSQL, in the order given), then read the users'
-        current rooms, locking their rows in the order of their ids as every write does
-        first (``writes.py``), and the groups' rooms with a free place: no concurrent
-        write moves these users or fills these rooms before this transaction commits,
-        and none waits for this one while holding what this one needs next. (Two
-        statements: one that waited for the locks would read as of before.)"""
+        """Lock the users' rows in the order of their ids, as every write does first
+        (``writes.py``), then take the groups' locks (PostgreSQL, in the order given),
+        then read the users' current rooms and the groups' rooms with a free place: no
+        concurrent write moves these users or fills these rooms before this transaction
+        commits, and none waits for this one while holding what this one needs next.
+        (The reads in a statement of their own: one that waited for the locks would read
+        as of before.)"""
+        queries = room_queries(self.conn)
+        queries.lock_users(self.conn, user_ids)
         advisory_lock(self.conn, *(group_lock(group) for group in groups))
-        current, open_rooms = room_queries(self.conn).read(
-            self.conn, user_ids, groups, self.room_size
-        )
+        current, open_rooms = queries.read(self.conn, user_ids, groups, self.room_size)
         for user_id, key, segment, ordinal, *room in current:
             if key is not None:  # else stored without a room
                 group = (key, segment)

@@ -248,10 +248,11 @@ def _postgresql_write(dialect: Dialect) -> Write:
             " AND (SELECT count(*) FROM counted_rooms) >= 0"
         )
     )
-    # With a city: the rooms placed by migration 0010's function, which takes the
-    # groups' locks, then locks the users' rows and the rooms as above, before anything
-    # else of the statement runs (the SELECT below reads it first). It gives the stored
-    # users' places, as read under those locks, and each row's room, returned in order.
+    # With a city: the rooms placed by migration 0010's function, which locks the users'
+    # rows, takes the locks of the groups it places into, then locks the rooms as above,
+    # before anything else of the statement runs (the SELECT below reads it first). It
+    # gives the stored users' places, as read under those locks, and each row's room,
+    # returned in order.
     given_in_rooms = ", ".join(
         "placement.room_id" if name == "room_id" else f"given.{name}" for name in COLUMNS
     )

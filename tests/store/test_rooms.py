@@ -417,6 +417,29 @@ def test_on_postgresql_users_who_keep_their_rooms_wait_for_no_write_that_changes
     assert store.rooms.get("madrid-2").members == 1
 
 
+def test_on_postgresql_users_who_keep_their_rooms_wait_for_no_placement_in_their_group(
+    postgres_store,
+):
+    """A write whose users all keep their city and segment takes no lock of the group:
+    it goes through while a placement into that city and segment is in flight."""
+    store = postgres_store
+    store.assignments.save([user("stays")])  # in madrid-2
+    with store.engine.connect() as holder:
+        transaction = holder.begin()
+        write = assignment_writer(store.engine.dialect).write
+        write(holder, [user("joins").as_row()], store.room_size)  # holds Madrid's segment 2
+        stays = threading.Thread(
+            target=store.assignments.save, args=([user("stays", interests=("sunsets",))],)
+        )
+        stays.start()
+        stays.join(10)
+        assert not stays.is_alive(), "a user who kept their room waited for the group's lock"
+        transaction.commit()
+    assert store.assignments.current("stays").interests == ("sunsets",)
+    assert members_by_room(store) == {"madrid-2": ["joins", "stays"]}
+    assert store.rooms.get("madrid-2").members == 2
+
+
 def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never_deadlock(
     postgres_store, monkeypatch
 ):

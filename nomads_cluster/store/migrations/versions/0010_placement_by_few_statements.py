@@ -2,10 +2,13 @@
 write's JSON again to number its users and groups, read the groups' rooms and the users'
 rooms in one statement of many parts, and always ran an INSERT and a lock of the rooms,
 so that it cost the database more than the rest of the write. Here the writer gives the
-rows already numbered (``store/writes.py``); the function reads the groups'
-rooms with a free place and their last in one simple statement, fetches a user's room
-only when that read did not hold it, and opens or locks rooms only when the write opens
-or changes any. The rule, the locks and their order are 0009's.
+rows already numbered (``store/writes.py``); the function reads the groups' rooms with
+a free place and their last in one simple statement, fetches a user's room only when
+that read did not hold it, and opens or locks rooms only when the write opens or
+changes any. It locks the users' rows first, then the groups': a write whose users all
+keep their city and segment (and so their rooms) takes no group's lock and reads no
+group's rooms. The rule is 0009's; Python's placement (``store/rooms.py``) takes its
+locks in the same new order.
 
 Revision ID: 0010
 Revises: 0009
@@ -55,9 +58,15 @@ DECLARE
     -- Each row's room after it, and each user's as the rows are placed.
     row_room integer[]; user_room integer[];
     -- The stored users among them: their number, id, segment and room before the write,
-    -- and the number of that room among the rooms read.
+    -- the number of their city and segment among the groups, their room's city and
+    -- members as read (NULL: none, or one this statement cannot see yet), and the number
+    -- of that room among the rooms read.
     stored_user integer[]; stored_ids varchar[]; stored_clusters integer[];
-    stored_room_ids varchar[]; stored_room integer[]; missing boolean;
+    stored_room_ids varchar[]; stored_group integer[]; stored_room_cities varchar[];
+    stored_members integer[]; stored_room integer[]; missing boolean;
+    -- Each user's stored row among them, and whether any of their rows takes them out
+    -- of their room; the groups such a row places into, whose locks the write takes.
+    user_stored integer[]; user_moves boolean[]; needed boolean[];
     -- Of each group: its last ordinal, and the first of its rooms with a free place.
     group_last integer[]; free_head integer[];
     -- The rooms read, then those opened: each one's group (NULL: none of the rows'),
@@ -76,17 +85,57 @@ BEGIN
     row_count := coalesce(array_length(row_user, 1), 0);
     group_count := coalesce(array_length(group_keys, 1), 0);
 
-    PERFORM pg_advisory_xact_lock(k.key)
-    FROM unnest(lock_keys) WITH ORDINALITY AS k(key, n) ORDER BY k.n;
-
     -- The stored users, their rows locked in the order of their ids, as every write
-    -- locks them first: each one looked up by its key, in that order.
-    SELECT array_agg(u.n), array_agg(a.user_id), array_agg(a.cluster), array_agg(a.room_id)
-    INTO stored_user, stored_ids, stored_clusters, stored_room_ids
+    -- locks them first (each one looked up by its key, in that order), with their rooms.
+    SELECT array_agg(u.n), array_agg(a.user_id), array_agg(a.cluster), array_agg(a.room_id),
+        array_agg(g.n), array_agg(r.city), array_agg(r.members)
+    INTO stored_user, stored_ids, stored_clusters, stored_room_ids, stored_group,
+        stored_room_cities, stored_members
     FROM (SELECT * FROM unnest(user_ids) WITH ORDINALITY AS u(user_id, n)
         ORDER BY u.user_id) AS u
-    CROSS JOIN LATERAL (SELECT a.user_id, a.cluster, a.room_id FROM assignments a
-        WHERE a.user_id = u.user_id FOR UPDATE) AS a;
+    CROSS JOIN LATERAL (SELECT a.user_id, a.cluster, a.room_id, a.city_key FROM assignments a
+        WHERE a.user_id = u.user_id FOR UPDATE) AS a
+    LEFT JOIN unnest(group_keys, group_segments) WITH ORDINALITY AS g(city_key, segment, n)
+        ON g.city_key = a.city_key AND g.segment = a.cluster
+    LEFT JOIN rooms r ON r.id = a.room_id;
+
+    -- A user whose rows all keep their city and segment keeps their room: the write
+    -- changes no room of theirs, and needs no group's lock for them.
+    user_stored := array_fill(NULL::integer, ARRAY[coalesce(array_length(user_ids, 1), 0)]);
+    user_moves := array_fill(false, ARRAY[coalesce(array_length(user_ids, 1), 0)]);
+    FOR k IN 1 .. coalesce(array_length(stored_user, 1), 0) LOOP
+        user_stored[stored_user[k]] := k;
+    END LOOP;
+    FOR i IN 1 .. row_count LOOP
+        this_user := row_user[i];
+        held := user_stored[this_user];
+        IF NOT coalesce(CASE WHEN stored_room_ids[held] IS NULL THEN row_group[i] IS NULL
+            ELSE stored_members[held] IS NOT NULL AND row_group[i] = stored_group[held] END,
+            false)
+        THEN
+            user_moves[this_user] := true;
+        END IF;
+    END LOOP;
+    needed := array_fill(false, ARRAY[group_count]);
+    FOR i IN 1 .. row_count LOOP
+        IF user_moves[row_user[i]] AND row_group[i] IS NOT NULL THEN
+            needed[row_group[i]] := true;
+        END IF;
+    END LOOP;
+    IF NOT true = ANY(user_moves) THEN
+        RETURN QUERY
+        SELECT p.n, NULL::varchar, NULL::integer, stored_room_ids[user_stored[p.this_user]],
+            stored_room_cities[user_stored[p.this_user]], stored_members[user_stored[p.this_user]]
+        FROM unnest(row_user) WITH ORDINALITY AS p(this_user, n)
+        UNION ALL
+        SELECT NULL::bigint, s.user_id, s.cluster, s.room_id, NULL::varchar, NULL::integer
+        FROM unnest(stored_ids, stored_clusters, stored_room_ids) AS s(user_id, cluster, room_id);
+        RETURN;
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(k.key)
+    FROM unnest(lock_keys, needed) WITH ORDINALITY AS k(key, needed, n)
+    WHERE k.needed ORDER BY k.n;
 
     -- The groups' rooms with a free place, and their last, by group and ordinal (read
     -- after the groups' locks: no other write places in them until this one commits).
@@ -97,8 +146,9 @@ BEGIN
     FROM (SELECT r.id, g.n, r.ordinal, r.city, r.members
         FROM (SELECT g.*, (SELECT max(l.ordinal) FROM rooms l
                 WHERE l.city_key = g.city_key AND l.segment = g.segment) AS last
-            FROM unnest(group_keys, group_segments) WITH ORDINALITY AS g(city_key, segment, n)
-            ) AS g
+            FROM unnest(group_keys, group_segments, needed)
+                WITH ORDINALITY AS g(city_key, segment, needed, n)
+            WHERE g.needed) AS g
         JOIN rooms r ON r.city_key = g.city_key AND r.segment = g.segment
             AND (r.members < room_size OR r.ordinal = g.last)
         ORDER BY g.n, r.ordinal) AS r;
