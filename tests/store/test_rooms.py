@@ -393,51 +393,34 @@ def test_on_postgresql_placements_wait_only_for_their_own_city_and_segment(postg
     ]
 
 
-def test_on_postgresql_users_who_keep_their_rooms_wait_for_no_write_that_changes_them(
-    postgres_store,
+@pytest.mark.parametrize(
+    "in_flight",
+    [
+        user("leaves", None),  # takes someone out of the room: holds the room's row
+        user("joins"),  # a placement into the same city and segment: holds the group's lock
+    ],
+    ids=["someone-leaving-their-room", "someone-joining-their-group"],
+)
+def test_on_postgresql_users_who_keep_their_rooms_wait_for_no_write_in_their_room(
+    postgres_store, in_flight
 ):
-    """A write whose users stay in their rooms changes no room's count and locks no
-    room: it goes through while another write, taking someone else out of that room,
-    holds the room until it commits."""
+    """A write whose users all keep their city and segment changes no room's count: it
+    takes no lock of their rooms or of their group, and goes through while another
+    write that changes them is in flight."""
     store = postgres_store
     store.assignments.save([user("leaves"), user("stays")])  # both in madrid-2
     with store.engine.connect() as holder:
         transaction = holder.begin()
         write = assignment_writer(store.engine.dialect).write
-        write(holder, [user("leaves", None).as_row()], store.room_size)  # holds madrid-2
-        stays = threading.Thread(
-            target=store.assignments.save, args=([user("stays", interests=("sunsets",))],)
-        )
-        stays.start()
+        write(holder, [in_flight.as_row()], store.room_size)  # not committed
+        stays, failed = saving_in_background(store, [user("stays", interests=("sunsets",))])
         stays.join(10)
-        assert not stays.is_alive(), "a user who kept their room waited for the room"
+        assert not stays.is_alive(), "a user who kept their room waited for another write"
         transaction.commit()
+    assert failed == []
     kept = store.assignments.current("stays")
     assert (kept.interests, kept.room_id) == (("sunsets",), "madrid-2")
-    assert store.rooms.get("madrid-2").members == 1
-
-
-def test_on_postgresql_users_who_keep_their_rooms_wait_for_no_placement_in_their_group(
-    postgres_store,
-):
-    """A write whose users all keep their city and segment takes no lock of the group:
-    it goes through while a placement into that city and segment is in flight."""
-    store = postgres_store
-    store.assignments.save([user("stays")])  # in madrid-2
-    with store.engine.connect() as holder:
-        transaction = holder.begin()
-        write = assignment_writer(store.engine.dialect).write
-        write(holder, [user("joins").as_row()], store.room_size)  # holds Madrid's segment 2
-        stays = threading.Thread(
-            target=store.assignments.save, args=([user("stays", interests=("sunsets",))],)
-        )
-        stays.start()
-        stays.join(10)
-        assert not stays.is_alive(), "a user who kept their room waited for the group's lock"
-        transaction.commit()
-    assert store.assignments.current("stays").interests == ("sunsets",)
-    assert members_by_room(store) == {"madrid-2": ["joins", "stays"]}
-    assert store.rooms.get("madrid-2").members == 2
+    assert store.rooms.get("madrid-2").members == len(members_by_room(store)["madrid-2"])
 
 
 def test_on_postgresql_writes_taking_users_out_of_rooms_in_opposite_orders_never_deadlock(
