@@ -61,13 +61,8 @@ class RoomQueries:
         mark = "%s" if postgresql else "?"
         # A room as read: its group, its ordinal, then the fields of a PlacedRoom.
         room = "r.city_key, r.segment, r.ordinal, r.id, r.city, r.members"
-        # Users' rows locked in the order of their ids (PostgreSQL; SQLite's writers
-        # take turns), as every write locks them first (``writes.py``).
-        where = (
-            "a.user_id = ANY(%s) ORDER BY a.user_id FOR UPDATE OF a"
-            if postgresql
-            else "a.user_id IN ({})"
-        )
+        # The users' rows, read once ``lock_users`` has locked them (PostgreSQL).
+        where = "a.user_id = ANY(%s)" if postgresql else "a.user_id IN ({})"
         self._current = (
             f"SELECT a.user_id, {room} FROM {assignments.name} a"
             f" LEFT JOIN {rooms.name} r ON r.id = a.room_id WHERE {where}"
@@ -82,8 +77,9 @@ class RoomQueries:
             f" ON g.city_key = r.city_key AND g.segment = r.segment"
             f" WHERE r.members < {mark} OR r.ordinal = g.last"
         )
-        # PostgreSQL: the users' rows locked first, by themselves (``lock_users``), then
-        # both read in one round trip, the open rooms told apart by no user.
+        # PostgreSQL: the users' rows locked first, in the order of their ids, as every
+        # write locks them first (``writes.py``; SQLite's writers take turns), then both
+        # read in one round trip, the open rooms told apart by no user.
         self._lock_users = (
             f"SELECT 1 FROM {assignments.name} WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE"
         )
@@ -105,9 +101,9 @@ class RoomQueries:
     def read(
         self, conn: sa.Connection, user_ids: Sequence[str], groups: Sequence[Group], room_size: int
     ) -> tuple[list[tuple], list[tuple]]:
-        """Each stored user among ``user_ids`` (by id, their rows locked on
-        PostgreSQL) with their room as read (Nones without one), and the rooms as read
-        of ``groups`` with a free place, and their last."""
+        """Each stored user among ``user_ids`` with their room as read (Nones without
+        one), and the rooms as read of ``groups`` with a free place, and their last (on
+        PostgreSQL, the users' rows locked first: ``lock_users``)."""
         if self.postgresql:
             keys, segments = [key for key, _ in groups], [segment for _, segment in groups]
             parameters = (list(user_ids), keys, segments, room_size)

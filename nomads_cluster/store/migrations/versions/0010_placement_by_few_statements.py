@@ -153,7 +153,9 @@ BEGIN
             AND (r.members < room_size OR r.ordinal = g.last)
         ORDER BY g.n, r.ordinal) AS r;
     -- Then the stored users' rooms: each one's number among those, and any other room
-    -- (a full one of the groups, or one of another group) read after them.
+    -- (a full one of the groups, or one of another group) read after them, again: the
+    -- users' statement read them before the groups' locks, when a placement in flight
+    -- could still change their counts.
     FOR pass IN 1 .. 2 LOOP
         SELECT array_agg(k.n ORDER BY s.i),
             coalesce(bool_or(s.id IS NOT NULL AND k.n IS NULL), false)
